@@ -1,0 +1,364 @@
+//! The configuration: figment (TOML file + `COUNTERSIGN_` environment) into a
+//! typed, validated [`Config`]. Loading never stops at the first mistake: it
+//! returns every [`Problem`] with its key path, and never prints a secret.
+
+mod section;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::value::Dict;
+use figment::Figment;
+use http::Uri;
+
+pub use section::{parse_size, Problem, Section};
+
+use crate::kinds::{self, KindConfig};
+use crate::secret::Secret;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub clients: BTreeMap<String, ClientConfig>,
+    pub routes: BTreeMap<String, RouteConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Tcp(a) => write!(f, "{a}"),
+            Listen::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: Listen,
+    pub admin: Option<SocketAddr>,
+    pub max_body: u64,
+    pub state_dir: PathBuf,
+    pub shutdown_grace: Duration,
+    /// A caller must send its whole request head within this time (slowloris).
+    pub header_read_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub token: Secret,
+    pub routes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+    /// How long a request may queue for a permit before it gets a 429.
+    pub wait: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Scheme and authority of the upstream; `base_path` holds its path without the trailing '/'.
+    pub upstream: Uri,
+    pub base_path: String,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub rate_limit: Option<RateLimit>,
+    pub quota_per_month: Option<u64>,
+    pub login_interval: Duration,
+    pub session_idle: Duration,
+    pub ca_file: Option<PathBuf>,
+    pub kind: KindConfig,
+    /// `(key, source)` of each secret, e.g. `("api_key", "env:XRTC_API_KEY")`, for `check`.
+    pub secret_sources: Vec<(String, String)>,
+}
+
+/// Loads `path`, then the `COUNTERSIGN_*` environment over it.
+pub fn load(path: &Path) -> Result<Config, Vec<Problem>> {
+    if !path.exists() {
+        return Err(vec![Problem {
+            path: path.display().to_string(),
+            message: "config file not found".into(),
+        }]);
+    }
+    let figment = Figment::new()
+        .merge(Toml::file(path))
+        .merge(Env::prefixed("COUNTERSIGN_").split("__"));
+    from_figment(figment)
+}
+
+/// Parses TOML text alone (tests, `demo`), environment overrides included.
+pub fn from_toml(text: &str) -> Result<Config, Vec<Problem>> {
+    let figment = Figment::new()
+        .merge(Toml::string(text))
+        .merge(Env::prefixed("COUNTERSIGN_").split("__"));
+    from_figment(figment)
+}
+
+fn from_figment(figment: Figment) -> Result<Config, Vec<Problem>> {
+    let root: Dict = match figment.extract() {
+        Ok(d) => d,
+        Err(e) => {
+            return Err(e
+                .into_iter()
+                .map(|e| Problem {
+                    path: e.path.join("."),
+                    message: e.kind.to_string(),
+                })
+                .collect())
+        }
+    };
+    let mut problems = Vec::new();
+    let config = parse_root(root, &mut problems);
+    match config {
+        Some(c) if problems.is_empty() => Ok(c),
+        _ => Err(problems),
+    }
+}
+
+fn parse_root(root: Dict, problems: &mut Vec<Problem>) -> Option<Config> {
+    let mut top = Section::new("", root, problems);
+    let server_dict = top.table("server").unwrap_or_default();
+    let server = top.child("server", server_dict, parse_server);
+    let routes_dict = top.table("routes").unwrap_or_default();
+    let routes = top.child("routes", routes_dict.clone(), |s| {
+        let mut routes = BTreeMap::new();
+        for name in routes_dict.keys() {
+            if let Some(d) = s.table(name) {
+                if let Some(r) = s.child(name, d, |rs| parse_route(name, rs)) {
+                    routes.insert(name.clone(), r);
+                }
+            }
+        }
+        routes
+    });
+    let clients_dict = top.table("clients").unwrap_or_default();
+    let clients = top.child("clients", clients_dict.clone(), |s| {
+        let mut clients = BTreeMap::new();
+        for name in clients_dict.keys() {
+            if let Some(d) = s.table(name) {
+                if let Some(c) = s.child(name, d, |cs| parse_client(cs, &routes_dict)) {
+                    clients.insert(name.clone(), c);
+                }
+            }
+        }
+        clients
+    });
+    if routes_dict.is_empty() {
+        top.problem(
+            "routes",
+            "no route is configured: add a [routes.NAME] table",
+        );
+    }
+    top.finish();
+    Some(Config {
+        server: server?,
+        clients,
+        routes,
+    })
+}
+
+fn parse_server(s: &mut Section<'_>) -> Option<ServerConfig> {
+    let listen = match s.get::<String>("listen") {
+        None => Some(Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 8080)))),
+        Some(text) => parse_listen(&text).or_else(|| {
+            s.problem(
+                "listen",
+                format!("\"{text}\" is neither HOST:PORT nor unix:/path"),
+            );
+            None
+        }),
+    };
+    let admin = s.get::<String>("admin").and_then(|text| {
+        text.parse::<SocketAddr>().ok().or_else(|| {
+            s.problem(
+                "admin",
+                format!("\"{text}\" is not an address like 127.0.0.1:9090"),
+            );
+            None
+        })
+    });
+    let max_body = s.size("max_body").unwrap_or(1 << 20);
+    let state_dir = s
+        .get::<PathBuf>("state_dir")
+        .unwrap_or_else(|| "state".into());
+    let shutdown_grace = s
+        .duration("shutdown_grace")
+        .unwrap_or(Duration::from_secs(10));
+    let header_read_timeout = s
+        .duration("header_read_timeout")
+        .unwrap_or(Duration::from_secs(30));
+    Some(ServerConfig {
+        listen: listen?,
+        admin,
+        max_body,
+        state_dir,
+        shutdown_grace,
+        header_read_timeout,
+    })
+}
+
+fn parse_listen(text: &str) -> Option<Listen> {
+    if let Some(path) = text.strip_prefix("unix:") {
+        return (!path.is_empty()).then(|| Listen::Unix(path.into()));
+    }
+    text.parse().ok().map(Listen::Tcp)
+}
+
+fn parse_client(s: &mut Section<'_>, routes: &Dict) -> Option<ClientConfig> {
+    let token = s.secret("token", true);
+    let names: Vec<String> = s.required("routes")?;
+    for name in &names {
+        if !routes.contains_key(name) {
+            s.problem(
+                "routes",
+                format!("names route \"{name}\", which is not configured"),
+            );
+        }
+    }
+    Some(ClientConfig {
+        token: token?,
+        routes: names,
+    })
+}
+
+fn parse_route(name: &str, s: &mut Section<'_>) -> Option<RouteConfig> {
+    let valid_name = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid_name {
+        let path = s.path().to_string();
+        s.problem("", format!("route name in {path} must be letters, digits, '-' or '_' (it is a URL path segment)"));
+    }
+    let kind_name: Option<String> = s.required("kind");
+    let upstream = s.required::<String>("upstream").and_then(|u| {
+        parse_upstream(&u)
+            .map_err(|m| s.problem("upstream", m))
+            .ok()
+    });
+    let defaults = kind_name
+        .as_deref()
+        .and_then(kinds::defaults_for)
+        .or_else(|| {
+            if let Some(k) = &kind_name {
+                s.problem(
+                    "kind",
+                    format!("\"{k}\" is not a kind ({})", kinds::NAMES.join(", ")),
+                );
+            }
+            None
+        });
+    let connect_timeout = s
+        .duration("connect_timeout")
+        .unwrap_or(Duration::from_secs(5));
+    let request_timeout = s
+        .duration("request_timeout")
+        .unwrap_or(Duration::from_secs(30));
+    let rate_limit = match s.table("rate_limit") {
+        Some(d) => s.child("rate_limit", d, parse_rate_limit),
+        None => defaults.and_then(|d| d.rate_limit),
+    };
+    let quota_per_month = match s.table("quota") {
+        Some(d) => s.child("quota", d, |q| q.required::<u64>("per_month")),
+        None => defaults.and_then(|d| d.quota_per_month),
+    };
+    let has_session = defaults.map(|d| d.has_session).unwrap_or(true);
+    for key in ["login_interval", "session_idle"] {
+        if !has_session && s.has(key) {
+            let k = kind_name.clone().unwrap_or_default();
+            s.problem(
+                key,
+                format!("kind {k} holds no login session; remove this key"),
+            );
+        }
+    }
+    let login_interval = s
+        .duration("login_interval")
+        .unwrap_or(Duration::from_secs(5));
+    let session_idle = s
+        .duration("session_idle")
+        .unwrap_or(Duration::from_secs(60));
+    let ca_file = s.get::<PathBuf>("ca_file");
+    if let Some(p) = &ca_file {
+        if !p.is_file() {
+            s.problem("ca_file", format!("file {} not found", p.display()));
+        }
+    }
+    let kind = kind_name.as_deref().and_then(|k| kinds::parse(k, s));
+    let (upstream, base_path) = upstream?;
+    Some(RouteConfig {
+        name: name.to_string(),
+        upstream,
+        base_path,
+        connect_timeout,
+        request_timeout,
+        rate_limit,
+        quota_per_month,
+        login_interval,
+        session_idle,
+        ca_file,
+        kind: kind?,
+        secret_sources: std::mem::take(&mut s.secret_sources),
+    })
+}
+
+fn parse_rate_limit(s: &mut Section<'_>) -> Option<RateLimit> {
+    let per_second = s.required::<f64>("per_second")?;
+    if !(per_second > 0.0 && per_second.is_finite()) {
+        s.problem("per_second", "must be a positive number");
+        return None;
+    }
+    let burst = s
+        .get::<u32>("burst")
+        .unwrap_or_else(|| per_second.ceil().max(1.0) as u32);
+    if burst == 0 {
+        s.problem("burst", "must be at least 1");
+    }
+    let wait = s.duration("wait").unwrap_or(Duration::from_secs(5));
+    Some(RateLimit {
+        per_second,
+        burst: burst.max(1),
+        wait,
+    })
+}
+
+/// Splits `https://host:port/base` into the origin and the base path (no trailing '/').
+fn parse_upstream(text: &str) -> Result<(Uri, String), String> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|_| format!("\"{text}\" is not a URL"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err(format!("\"{text}\" must start with http:// or https://")),
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("\"{text}\" has no host"))?
+        .clone();
+    if uri.query().is_some() {
+        return Err(format!("\"{text}\" must not carry a query string"));
+    }
+    let origin = Uri::builder()
+        .scheme(uri.scheme_str().unwrap_or("https"))
+        .authority(authority)
+        .path_and_query("/")
+        .build()
+        .map_err(|e| format!("\"{text}\": {e}"))?;
+    let base = uri.path().trim_end_matches('/').to_string();
+    Ok((origin, base))
+}
+
+#[cfg(test)]
+mod tests;

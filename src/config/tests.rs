@@ -1,0 +1,118 @@
+use super::*;
+
+const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+max_body = "64KiB"
+state_dir = "/tmp/countersign-test-state"
+
+[routes.xrtc]
+kind = "xrtc"
+upstream = "https://api.xrtc.org/base/"
+account_id = "AC0987654321012345"
+api_key = "literal-key-0000000000000000000000"
+"#;
+
+#[test]
+fn kind_defaults_apply() {
+    let c = from_toml(GOOD).unwrap();
+    assert_eq!(c.server.max_body, 64 * 1024);
+    let r = &c.routes["xrtc"];
+    assert_eq!(r.base_path, "/base");
+    assert_eq!(r.upstream.to_string(), "https://api.xrtc.org/");
+    let rl = r.rate_limit.unwrap();
+    assert_eq!(
+        (rl.per_second, rl.burst, rl.wait),
+        (20.0, 20, Duration::from_secs(5))
+    );
+    assert_eq!(r.quota_per_month, Some(1_000_000));
+    assert_eq!(r.login_interval, Duration::from_secs(5));
+    assert_eq!(r.session_idle, Duration::from_secs(60));
+    assert_eq!(
+        r.secret_sources,
+        vec![("api_key".to_string(), "literal".to_string())]
+    );
+}
+
+#[test]
+fn every_problem_is_reported_with_its_path() {
+    let text = r#"
+[server]
+listen = "nowhere"
+max_body = "lots"
+bogus = 1
+
+[routes.xrtc]
+kind = "xrtc"
+upstream = "ftp://x"
+api_key = { env = "COUNTERSIGN_TEST_UNSET_XRTC_KEY" }
+rate_limit = { per_second = 10, burst = 0, wiat = "1s" }
+login_interval = "soon"
+extra = true
+
+[routes.other]
+kind = "nosuch"
+upstream = "https://example.org"
+"#;
+    let problems = from_toml(text).unwrap_err();
+    let shown: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    let expect = [
+        "server.listen: \"nowhere\" is neither HOST:PORT nor unix:/path",
+        "server.max_body: is not a size",
+        "server.bogus: unknown key",
+        "routes.xrtc.upstream: \"ftp://x\" must start with http:// or https://",
+        "routes.xrtc.api_key: environment variable COUNTERSIGN_TEST_UNSET_XRTC_KEY is not set",
+        "routes.xrtc.account_id: is required",
+        "routes.xrtc.rate_limit.burst: must be at least 1",
+        "routes.xrtc.rate_limit.wiat: unknown key",
+        "routes.xrtc.login_interval: \"soon\" is not a duration",
+        "routes.xrtc.extra: unknown key",
+        "routes.other.kind: \"nosuch\" is not a kind",
+    ];
+    for e in expect {
+        assert!(
+            shown.iter().any(|s| s.starts_with(e)),
+            "missing {e:?} in {shown:#?}"
+        );
+    }
+}
+
+#[test]
+fn secrets_never_appear_in_problems_or_debug() {
+    let text = GOOD.replace(
+        "upstream = \"https://api.xrtc.org/base/\"",
+        "upstream = \"nope\"",
+    );
+    let problems = from_toml(&text).unwrap_err();
+    let shown = format!("{problems:?}");
+    assert!(!shown.contains("literal-key"), "{shown}");
+    let c = from_toml(GOOD).unwrap();
+    assert!(!format!("{c:?}").contains("literal-key"));
+}
+
+#[test]
+fn env_overrides_toml() {
+    // Unique names so parallel tests cannot collide.
+    std::env::set_var("COUNTERSIGN_ROUTES__ENVTEST__KIND", "xrtc");
+    std::env::set_var(
+        "COUNTERSIGN_ROUTES__ENVTEST__UPSTREAM",
+        "http://127.0.0.1:9",
+    );
+    std::env::set_var("COUNTERSIGN_ROUTES__ENVTEST__ACCOUNT_ID", "AC1");
+    std::env::set_var("COUNTERSIGN_ROUTES__ENVTEST__API_KEY", "k");
+    std::env::set_var("COUNTERSIGN_ROUTES__ENVTEST__RATE_LIMIT__PER_SECOND", "7");
+    let c = from_toml(GOOD);
+    for k in [
+        "KIND",
+        "UPSTREAM",
+        "ACCOUNT_ID",
+        "API_KEY",
+        "RATE_LIMIT__PER_SECOND",
+    ] {
+        std::env::remove_var(format!("COUNTERSIGN_ROUTES__ENVTEST__{k}"));
+    }
+    let c = c.unwrap();
+    let r = &c.routes["envtest"];
+    assert_eq!(r.rate_limit.unwrap().per_second, 7.0);
+    assert_eq!(r.rate_limit.unwrap().burst, 7);
+}

@@ -1,0 +1,118 @@
+//! `countersign demo`: a fake of each route's upstream, listening where the
+//! demo config says the upstream is, and a gateway in front of them; then
+//! ready-to-paste curl lines. No credentials or network needed.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::config::{self, Config, Listen, Problem};
+use crate::kinds::KindConfig;
+use crate::{fake, server};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("config problems")]
+    Config(Vec<Problem>),
+    #[error("{0}")]
+    Run(String),
+}
+
+pub async fn run(path: &Path) -> Result<(), DemoError> {
+    let cfg = config::load(path).map_err(DemoError::Config)?;
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    for route in cfg.routes.values() {
+        let authority = route.upstream.authority().map(|a| a.to_string()).unwrap_or_default();
+        if route.upstream.scheme_str() != Some("http") {
+            return Err(DemoError::Run(format!(
+                "routes.{}.upstream must be a plain http:// loopback address in the demo config",
+                route.name
+            )));
+        }
+        let listener = tokio::net::TcpListener::bind(&authority)
+            .await
+            .map_err(|e| DemoError::Run(format!("fake for route {} cannot listen on {authority}: {e}", route.name)))?;
+        let mut rx = shutdown_rx.clone();
+        let stop = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        match &route.kind {
+            KindConfig::Xrtc(_) => {
+                let fake = fake::xrtc::Fake::new(fake::xrtc::Config::default());
+                tokio::spawn(async move {
+                    if let Err(e) = fake.serve(listener, None, stop).await {
+                        tracing::error!(error = %e, "fake XRTC stopped");
+                    }
+                });
+            }
+        }
+        tracing::info!(route = %route.name, %authority, "fake upstream started");
+    }
+    let addr = match cfg.server.listen {
+        Listen::Tcp(a) => a,
+        Listen::Unix(_) => return Err(DemoError::Run("the demo listens on TCP".into())),
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| DemoError::Run(format!("gateway cannot listen on {addr}: {e}")))?;
+    println!("{}", curl_lines(&cfg, &addr.to_string()));
+    let gateway = server::gateway(cfg).map_err(|e| DemoError::Run(e.to_string()))?;
+    server::serve(gateway, listener, server::shutdown_signal()).await;
+    let _ = shutdown_tx.send(true);
+    Ok(())
+}
+
+fn curl_lines(cfg: &Config, addr: &str) -> String {
+    let mut out = format!("countersign demo: gateway on http://{addr}, fake upstreams behind it.\nPaste these (Ctrl-C stops the demo):\n\n");
+    for route in cfg.routes.values() {
+        if let KindConfig::Xrtc(_) = route.kind {
+            let r = &route.name;
+            let _ = writeln!(out, "# XRTC: store an item (countersign logs in and holds the cookies)");
+            let _ = writeln!(out, "curl -s http://{addr}/{r}/v1/item/set -d '{{items:[{{\"portalid\":\"demo\",\"payload\":\"hello\"}}]}}'");
+            let _ = writeln!(out, "# XRTC: read it back");
+            let _ = writeln!(out, "curl -s http://{addr}/{r}/v1/item/get -d '{{portals:[{{\"portalid\":\"demo\"}}]}}'");
+            let _ = writeln!(out, "# XRTC: stream for 5 s; set more items from another shell and watch them arrive");
+            let _ = writeln!(out, "curl -sN http://{addr}/{r}/v1/item/get -d '{{portals:[{{\"portalid\":\"demo\"}}],\"mode\":\"stream\"}}'");
+            let _ = writeln!(out, "# a countersign error: no such route");
+            let _ = writeln!(out, "curl -si http://{addr}/nope/v1/item/get\n");
+        }
+    }
+    out
+}
+
+/// The route table of `countersign check`: every setting, secrets by source only.
+pub fn route_table(cfg: &Config) -> String {
+    let mut out = format!(
+        "listen {}  max_body {}  state_dir {}\n",
+        cfg.server.listen,
+        cfg.server.max_body,
+        cfg.server.state_dir.display()
+    );
+    let _ = writeln!(
+        out,
+        "{:<12} {:<9} {:<32} {:<18} {:<12} {:<8} secrets",
+        "route", "kind", "upstream", "rate", "quota/month", "login"
+    );
+    for r in cfg.routes.values() {
+        let rate = r
+            .rate_limit
+            .map(|l| format!("{}/s b{} w{}", l.per_second, l.burst, humantime::format_duration(l.wait)))
+            .unwrap_or_else(|| "-".into());
+        let quota = r.quota_per_month.map(|q| q.to_string()).unwrap_or_else(|| "-".into());
+        let secrets: Vec<String> = r.secret_sources.iter().map(|(k, s)| format!("{k}={s}")).collect();
+        let _ = writeln!(
+            out,
+            "{:<12} {:<9} {:<32} {:<18} {:<12} {:<8} {}",
+            r.name,
+            r.kind.name(),
+            format!("{}{}", r.upstream.to_string().trim_end_matches('/'), r.base_path),
+            rate,
+            quota,
+            humantime::format_duration(r.login_interval).to_string(),
+            secrets.join(" ")
+        );
+    }
+    for (name, c) in &cfg.clients {
+        let _ = writeln!(out, "client {name}: routes {}", c.routes.join(", "));
+    }
+    out
+}

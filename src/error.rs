@@ -1,0 +1,147 @@
+//! The one place where countersign's own errors become responses:
+//! status + `x-countersign-error: <code>` + `{"error":{"code","message","route"}}`
+//! (DESIGN §5). Upstream errors never pass through here: they reach the
+//! caller unchanged.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+
+/// An error made by countersign, classified by who can fix it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route is named \"{0}\"; the first path segment must be a configured route")]
+    UnknownRoute(String),
+    #[error("missing or unknown client token; send Authorization: Bearer <token> or x-countersign-token")]
+    UnauthorizedClient,
+    #[error("client \"{0}\" may not use this route")]
+    ForbiddenRoute(String),
+    #[error("request body exceeds max_body ({0} bytes)")]
+    BodyTooLarge(u64),
+    #[error("{0}")]
+    BadRequestBody(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("rate limit reached: a permit would take longer than the route's wait; retry after {}s", secs(*.0))]
+    RateLimited(Duration),
+    #[error("monthly quota of {limit} requests is used up; it renews at the start of the next UTC month")]
+    QuotaExhausted { limit: u64, retry_after: Duration },
+    #[error("login to the upstream failed: {0}")]
+    LoginFailed(String),
+    #[error("the next login is not allowed before {}s (login_interval), past this request's deadline", secs(*.0))]
+    LoginThrottled(Duration),
+    #[error("upstream unreachable: {0}")]
+    UpstreamUnreachable(String),
+    #[error("upstream did not answer within {}s (request_timeout)", .0.as_secs_f64())]
+    UpstreamTimeout(Duration),
+    #[error("state store failed: {0}")]
+    State(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ProxyError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::UnknownRoute(_) => "unknown_route",
+            ProxyError::UnauthorizedClient => "unauthorized_client",
+            ProxyError::ForbiddenRoute(_) => "forbidden_route",
+            ProxyError::BodyTooLarge(_) => "body_too_large",
+            ProxyError::BadRequestBody(_) => "bad_request_body",
+            ProxyError::MethodNotAllowed(_) => "method_not_allowed",
+            ProxyError::RateLimited(_) => "rate_limited",
+            ProxyError::QuotaExhausted { .. } => "quota_exhausted",
+            ProxyError::LoginFailed(_) => "login_failed",
+            ProxyError::LoginThrottled(_) => "login_throttled",
+            ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
+            ProxyError::UpstreamTimeout(_) => "upstream_timeout",
+            ProxyError::State(_) => "state_unavailable",
+            ProxyError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::UnknownRoute(_) => StatusCode::NOT_FOUND,
+            ProxyError::UnauthorizedClient => StatusCode::UNAUTHORIZED,
+            ProxyError::ForbiddenRoute(_) => StatusCode::FORBIDDEN,
+            ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BadRequestBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::RateLimited(_) | ProxyError::QuotaExhausted { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ProxyError::LoginFailed(_) | ProxyError::UpstreamUnreachable(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::LoginThrottled(_) | ProxyError::State(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Whether the caller may try again later with the same request (pingora's retry class).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProxyError::RateLimited(d)
+            | ProxyError::LoginThrottled(d)
+            | ProxyError::QuotaExhausted { retry_after: d, .. } => Some(*d),
+            _ => None,
+        }
+    }
+
+    /// The response the caller sees. `route` is empty when no route was matched.
+    pub fn into_response(&self, route: &str) -> Response<Full<Bytes>> {
+        let body = serde_json::json!({
+            "error": { "code": self.code(), "message": self.to_string(), "route": route }
+        });
+        let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert("x-countersign-error", HeaderValue::from_static(self.code()));
+        if let Some(d) = self.retry_after() {
+            h.insert(RETRY_AFTER, HeaderValue::from(secs(d)));
+        }
+        resp
+    }
+}
+
+/// Whole seconds for Retry-After: rounded up, at least 1.
+pub fn secs(d: Duration) -> u64 {
+    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    s.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn error_response_shape() {
+        let e = ProxyError::RateLimited(Duration::from_millis(1500));
+        let r = e.into_response("xrtc");
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()["x-countersign-error"], "rate_limited");
+        assert_eq!(r.headers()["retry-after"], "2");
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "rate_limited");
+        assert_eq!(v["error"]["route"], "xrtc");
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("retry after 2s"));
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(secs(Duration::ZERO), 1);
+        assert_eq!(secs(Duration::from_secs(3)), 3);
+        assert_eq!(secs(Duration::from_millis(3001)), 4);
+    }
+}

@@ -1,0 +1,164 @@
+//! The running gateway: one immutable [`Snapshot`] of config + routes behind
+//! one `ArcSwap`. A request takes the snapshot once, so it never mixes old
+//! keys with new limits. Sessions, rate limiters and quotas are kept in a
+//! [`Registry`] by credential identity, so two routes sharing a credential
+//! share them, and a new snapshot (reload) keeps what did not change.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, RouteConfig};
+use crate::kinds::{self, Kind};
+use crate::limits::{Gcra, Limits, Quota};
+use crate::session::SessionSlot;
+use crate::state::StateStore;
+use crate::upstream::{Upstream, UpstreamError};
+
+pub struct Route {
+    pub name: String,
+    pub kind: Arc<dyn Kind>,
+    pub upstream: Upstream,
+    /// The held session, for kinds that log in.
+    pub session: Option<Arc<SessionSlot>>,
+    pub limits: Limits,
+    pub config: RouteConfig,
+}
+
+/// An inbound client allowed by `[clients.NAME]`.
+pub struct Client {
+    pub name: String,
+    /// SHA-256 of the token: compared in constant time, never kept in clear.
+    pub token_digest: [u8; 32],
+    pub routes: Vec<String>,
+}
+
+pub struct Snapshot {
+    pub routes: HashMap<String, Arc<Route>>,
+    pub clients: Vec<Client>,
+    pub max_body: u64,
+    pub config: Config,
+}
+
+/// Long-lived per-credential state, reused across snapshots.
+#[derive(Default)]
+pub struct Registry {
+    sessions: Mutex<HashMap<String, Arc<SessionSlot>>>,
+    rates: Mutex<HashMap<String, Arc<Gcra>>>,
+    quotas: Mutex<HashMap<String, Arc<Quota>>>,
+}
+
+impl Registry {
+    fn get_or<T>(
+        map: &Mutex<HashMap<String, Arc<T>>>,
+        key: &str,
+        make: impl FnOnce() -> T,
+    ) -> Arc<T> {
+        let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(key.to_string())
+            .or_insert_with(|| Arc::new(make()))
+            .clone()
+    }
+
+    /// Every quota, for the exact flush at shutdown.
+    pub fn quotas(&self) -> Vec<Arc<Quota>> {
+        let m = self.quotas.lock().unwrap_or_else(|p| p.into_inner());
+        m.values().cloned().collect()
+    }
+}
+
+pub fn token_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl Snapshot {
+    pub fn build(
+        config: Config,
+        store: &Arc<dyn StateStore>,
+        registry: &Registry,
+    ) -> Result<Snapshot, UpstreamError> {
+        let mut routes = HashMap::new();
+        for (name, rc) in &config.routes {
+            let kind = kinds::build(&rc.kind);
+            let cred = kind.credential_id();
+            let has_session = kinds::defaults_for(rc.kind.name()).is_some_and(|d| d.has_session);
+            let session = has_session.then(|| {
+                Registry::get_or(&registry.sessions, &cred, || {
+                    SessionSlot::new(
+                        cred.clone(),
+                        rc.login_interval,
+                        rc.session_idle,
+                        store.clone(),
+                    )
+                })
+            });
+            let rate = rc.rate_limit.map(|rl| {
+                let key = format!("{cred}/{}/{}", rl.per_second, rl.burst);
+                (
+                    Registry::get_or(&registry.rates, &key, || Gcra::new(&rl)),
+                    rl.wait,
+                )
+            });
+            let quota = rc.quota_per_month.map(|limit| {
+                let id = kind.quota_id();
+                Registry::get_or(&registry.quotas, &format!("{id}/{limit}"), || {
+                    Quota::new(limit, &id, store.clone())
+                })
+            });
+            let route = Route {
+                name: name.clone(),
+                upstream: Upstream::new(rc)?,
+                kind,
+                session,
+                limits: Limits { rate, quota },
+                config: rc.clone(),
+            };
+            routes.insert(name.clone(), Arc::new(route));
+        }
+        let clients = config
+            .clients
+            .iter()
+            .map(|(name, c)| Client {
+                name: name.clone(),
+                token_digest: token_digest(c.token.expose()),
+                routes: c.routes.clone(),
+            })
+            .collect();
+        Ok(Snapshot {
+            routes,
+            clients,
+            max_body: config.server.max_body,
+            config,
+        })
+    }
+}
+
+/// The gateway shared by every connection.
+pub struct Gateway {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub registry: Registry,
+    pub store: Arc<dyn StateStore>,
+}
+
+impl Gateway {
+    pub fn new(config: Config, store: Arc<dyn StateStore>) -> Result<Self, UpstreamError> {
+        let registry = Registry::default();
+        let snapshot = Snapshot::build(config, &store, &registry)?;
+        Ok(Gateway {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            registry,
+            store,
+        })
+    }
+
+    /// Writes exact quota counts (clean shutdown).
+    pub async fn flush(&self) {
+        for q in self.registry.quotas() {
+            if let Err(e) = q.flush().await {
+                tracing::error!(error = %e, "quota flush failed; the stored count stays at its reservation");
+            }
+        }
+    }
+}

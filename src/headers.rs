@@ -1,0 +1,146 @@
+//! Header and path hygiene between the caller and the upstream (DESIGN §3):
+//! hop-by-hop headers dropped both ways, `Host` left to the upstream URL, no
+//! `Forwarded`/`X-Forwarded-*`/`Via` leaking internal addresses, the client
+//! token stripped, and every header the kind sets removed from the caller's
+//! request first so a caller can never override a credential.
+
+use http::header::{self, HeaderMap, HeaderName};
+
+use crate::error::ProxyError;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), plus the legacy proxy ones.
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+fn is_hop_by_hop_extra(name: &str) -> bool {
+    matches!(name, "keep-alive" | "proxy-connection")
+}
+
+/// Headers that would tell the upstream about the inside of the network.
+fn is_forwarding(name: &str) -> bool {
+    name == "forwarded" || name == "via" || name == "x-real-ip" || name.starts_with("x-forwarded-")
+}
+
+/// Names listed in `Connection:` are hop-by-hop too.
+fn connection_listed(h: &HeaderMap) -> Vec<HeaderName> {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// The caller's headers as they may go upstream, before the kind signs.
+pub fn outgoing(caller: &HeaderMap, owned: &[HeaderName], strip_authorization: bool) -> HeaderMap {
+    let listed = connection_listed(caller);
+    let mut out = HeaderMap::with_capacity(caller.len());
+    for (name, value) in caller {
+        let n = name.as_str();
+        let drop = HOP_BY_HOP.contains(name)
+            || is_hop_by_hop_extra(n)
+            || listed.contains(name)
+            || is_forwarding(n)
+            || n.starts_with("x-countersign-")
+            || name == header::HOST
+            // The length is the body's as sent, which signing may change.
+            || name == header::CONTENT_LENGTH
+            || (strip_authorization && name == header::AUTHORIZATION)
+            || owned.contains(name);
+        if !drop {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// Removes hop-by-hop headers from an upstream answer (hyper frames it anew).
+pub fn strip_response(h: &mut HeaderMap) {
+    for name in connection_listed(h) {
+        h.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        h.remove(name);
+    }
+    h.remove("keep-alive");
+    h.remove("proxy-connection");
+}
+
+pub fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Refuses dot segments (plain or percent-encoded) in the path after the
+/// route prefix: they could walk out of the upstream's base path.
+pub fn check_path(rest: &str) -> Result<(), ProxyError> {
+    for segment in rest.split('/') {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        if decoded == "." || decoded == ".." {
+            return Err(ProxyError::BadRequestBody(
+                "the path must not contain \".\" or \"..\" segments".into(),
+            ));
+        }
+        if segment.to_ascii_lowercase().contains("%2f") {
+            return Err(ProxyError::BadRequestBody(
+                "the path must not contain an encoded '/' (%2F)".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn hygiene() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("host", "gateway:8080"),
+            ("connection", "keep-alive, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("x-forwarded-for", "10.0.0.7"),
+            ("forwarded", "for=10.0.0.7"),
+            ("via", "1.1 internal"),
+            ("cookie", "JSESSIONID=caller"),
+            ("authorization", "Bearer t"),
+            ("x-countersign-token", "t"),
+            ("content-length", "3"),
+            ("content-type", "application/json"),
+            ("x-custom", "kept"),
+        ] {
+            h.append(k, HeaderValue::from_static(v));
+        }
+        let out = outgoing(&h, &[header::COOKIE], true);
+        let names: Vec<_> = out.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["content-type", "x-custom"]);
+        // Without [clients], Authorization is the caller's business and passes.
+        let out = outgoing(&h, &[header::COOKIE], false);
+        assert!(out.contains_key(header::AUTHORIZATION));
+    }
+
+    #[test]
+    fn dot_segments_refused() {
+        assert!(check_path("/v1/item/get").is_ok());
+        assert!(check_path("/v1/../admin").is_err());
+        assert!(check_path("/v1/%2E%2e/admin").is_err());
+        assert!(check_path("/v1/./x").is_err());
+        assert!(check_path("/v1%2fadmin").is_err());
+        assert!(check_path("/v1/..x/").is_ok());
+    }
+}

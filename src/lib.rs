@@ -1,0 +1,39 @@
+//! countersign: a signing sidecar. Internal services send it plain HTTP; it
+//! forwards each call to a third-party API with what that API demands added
+//! (credentials, login sessions, signatures), within the API's rate limits and
+//! quotas. Secrets live only here.
+//!
+//! # Layout
+//! - `config`: figment (TOML + `COUNTERSIGN_` env) into a validated [`config::Config`];
+//!   every problem reported with its key path.
+//! - `secret`: the one [`secret::Secret`] type (redacted, zeroized) and `{env|file}` references.
+//! - `server`: listener, accept loop, graceful drain.
+//! - `gateway`: the hot-swappable snapshot of routes, and per-credential state kept across it.
+//! - `proxy`: the request pipeline, top to bottom.
+//! - `headers`: header and path hygiene.
+//! - `upstream`: pooled hyper-util client, rustls, timeouts, error classes.
+//! - `session`: single-flight, spaced logins; the held session per credential.
+//! - `limits`: rate limits (GCRA with reservations) and durable monthly quotas.
+//! - `state`: the [`state::StateStore`] trait and the embedded file store.
+//! - `kinds`: one file per upstream API (`xrtc`, …): the hooks of [`kinds::Kind`].
+//! - `error`: the one place where errors become responses.
+//! - `fake`: strict fakes of the upstream APIs, sharing no code with `kinds`.
+//! - `demo`: the fakes plus a gateway in front of them, for `countersign demo`.
+
+pub mod config;
+//TMP pub mod demo;
+pub mod error;
+//TMP pub mod fake;
+pub mod gateway;
+pub mod headers;
+pub mod kinds;
+pub mod limits;
+pub mod proxy;
+pub mod secret;
+pub mod server;
+pub mod session;
+pub mod state;
+pub mod upstream;
+
+/// Sent as `User-Agent` on requests countersign makes itself (logins).
+pub const USER_AGENT: &str = concat!("countersign/", env!("CARGO_PKG_VERSION"));

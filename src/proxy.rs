@@ -1,0 +1,295 @@
+//! The request pipeline, top to bottom: route -> caller check -> plan ->
+//! body (buffered and capped only where the kind needs it) -> session ->
+//! rate permit + quota unit -> sign -> forward -> inspect (relogin and replay
+//! once) -> stream back. Every countersign error becomes a response in
+//! `error.rs`; upstream answers pass through unchanged.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, HeaderName, Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::error::ProxyError;
+use crate::gateway::{token_digest, Gateway, Route, Snapshot};
+use crate::headers;
+use crate::kinds::{Outgoing, Plan};
+
+/// What the caller gets back: our own small bodies, or the upstream's stream.
+pub type RespBody = Either<Full<Bytes>, Incoming>;
+
+/// Error bodies worth reading to recognise an expired session are small.
+const PEEK_MAX: u64 = 64 * 1024;
+
+/// The tower service hyper drives, one clone per connection.
+#[derive(Clone)]
+pub struct GatewayService(pub Arc<Gateway>);
+
+impl tower::Service<Request<Incoming>> for GatewayService {
+    type Response = Response<RespBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let gw = self.0.clone();
+        Box::pin(async move { Ok(handle(&gw, req).await) })
+    }
+}
+
+/// What happened to one request, for its log line.
+#[derive(Default)]
+struct Trace {
+    client: Option<String>,
+    upstream_status: Option<u16>,
+    login: bool,
+    replayed: bool,
+}
+
+pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<RespBody> {
+    let started = Instant::now();
+    let snap = gw.snapshot.load_full();
+    let method = req.method().clone();
+    let (route_name, rest) = split_route(req.uri().path());
+    let route_name = route_name.to_string();
+    let path_for_log = rest.to_string();
+    let mut trace = Trace::default();
+    let result = match snap.routes.get(&route_name) {
+        None => Err(ProxyError::UnknownRoute(route_name.clone())),
+        Some(route) => forward(&snap, route, req, &mut trace).await,
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(route = %route_name, code = e.code(), error = %e, "countersign error");
+            e.into_response(&route_name).map(Either::Left)
+        }
+    };
+    tracing::info!(
+        client = trace.client.as_deref().unwrap_or("-"),
+        route = %route_name,
+        method = %method,
+        path = %path_for_log,
+        status = resp.status().as_u16(),
+        upstream_status = trace.upstream_status,
+        error = resp.headers().get("x-countersign-error").and_then(|v| v.to_str().ok()),
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        login = trace.login,
+        replay = trace.replayed,
+        "request"
+    );
+    resp
+}
+
+/// `/xrtc/v1/item/get` -> (`xrtc`, `/v1/item/get`); `/xrtc` -> (`xrtc`, `/`).
+fn split_route(path: &str) -> (&str, &str) {
+    let p = path.strip_prefix('/').unwrap_or(path);
+    match p.find('/') {
+        Some(i) => (&p[..i], &p[i..]),
+        None => (p, "/"),
+    }
+}
+
+/// The caller's token, when `[clients.*]` are configured: 401 without a known
+/// token, 403 for a route the client may not use.
+fn check_client(
+    snap: &Snapshot,
+    route: &str,
+    headers: &HeaderMap,
+) -> Result<Option<String>, ProxyError> {
+    if snap.clients.is_empty() {
+        return Ok(None);
+    }
+    let token = headers
+        .get("x-countersign-token")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        })
+        .ok_or(ProxyError::UnauthorizedClient)?;
+    let digest = token_digest(token.trim());
+    // Compare against every client, in constant time per comparison, so
+    // timing reveals neither which client matched nor how much of a token did.
+    let mut found = None;
+    for c in &snap.clients {
+        let diff = c
+            .token_digest
+            .iter()
+            .zip(digest.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff == 0 {
+            found = Some(c);
+        }
+    }
+    let client = found.ok_or(ProxyError::UnauthorizedClient)?;
+    if !client.routes.iter().any(|r| r == route) {
+        return Err(ProxyError::ForbiddenRoute(client.name.clone()));
+    }
+    Ok(Some(client.name.clone()))
+}
+
+async fn forward(
+    snap: &Snapshot,
+    route: &Route,
+    req: Request<Incoming>,
+    trace: &mut Trace,
+) -> Result<Response<RespBody>, ProxyError> {
+    let deadline = Instant::now() + route.upstream.request_timeout;
+    let (parts, body) = req.into_parts();
+    trace.client = check_client(snap, &route.name, &parts.headers)?;
+    let (_, rest) = split_route(parts.uri.path());
+    headers::check_path(rest)?;
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_string(),
+    };
+    let kind = route.kind.as_ref();
+    let (needs_session, buffer_body) = match kind.plan(&parts.method, rest, &parts.headers)? {
+        Plan::Local(resp) => return Ok(resp.map(Either::Left)),
+        Plan::Forward {
+            session,
+            buffer_body,
+        } => (session, buffer_body),
+    };
+    let strip_auth = !snap.clients.is_empty();
+    let base_headers = headers::outgoing(&parts.headers, kind.owned_headers(), strip_auth);
+    let declared = headers::content_length(&parts.headers);
+    if declared.is_some_and(|n| n > snap.max_body) {
+        return Err(ProxyError::BodyTooLarge(snap.max_body));
+    }
+    let (body, mut stream) = if buffer_body {
+        let bytes = Limited::new(body, snap.max_body as usize)
+            .collect()
+            .await
+            .map_err(|e| body_error(e, snap.max_body))?
+            .to_bytes();
+        (Some(bytes), None)
+    } else {
+        (
+            None,
+            Some(Limited::new(body, snap.max_body as usize).boxed()),
+        )
+    };
+
+    let session_slot = route.session.as_ref().filter(|_| needs_session);
+    loop {
+        let session = match session_slot {
+            Some(slot) => {
+                let (s, logged_in) = slot
+                    .ensure(deadline, kind, &route.upstream, &route.limits)
+                    .await?;
+                trace.login |= logged_in;
+                Some(s)
+            }
+            None => None,
+        };
+        route.limits.acquire(deadline).await?;
+        let mut out = Outgoing {
+            method: parts.method.clone(),
+            path_and_query: path_and_query.clone(),
+            headers: base_headers.clone(),
+            body: body.clone(),
+        };
+        kind.sign(&mut out, session.as_ref().map(|s| &s.value))?;
+        if let (Some(slot), Some(s)) = (session_slot, &session) {
+            slot.touch(s.generation);
+        }
+        let resp = route
+            .upstream
+            .send(out, stream.take(), deadline)
+            .await
+            .map_err(|e| match e {
+                ProxyError::BodyTooLarge(_) => ProxyError::BodyTooLarge(snap.max_body),
+                e => e,
+            })?;
+        trace.upstream_status = Some(resp.status().as_u16());
+        let (mut head, body_in) = resp.into_parts();
+        headers::strip_response(&mut head.headers);
+        let (Some(slot), Some(s)) = (session_slot, &session) else {
+            return Ok(Response::from_parts(head, Either::Right(body_in)));
+        };
+        // Read a small error body when the kind needs it to recognise an expiry.
+        let small = body_in.size_hint().upper().is_some_and(|n| n <= PEEK_MAX);
+        let (peeked, unread) = if small && kind.peek_body(head.status) {
+            let bytes = tokio::time::timeout_at(deadline, body_in.collect())
+                .await
+                .map_err(|_| ProxyError::UpstreamTimeout(route.upstream.request_timeout))?
+                .map_err(|e| ProxyError::UpstreamUnreachable(format!("reading the answer: {e}")))?
+                .to_bytes();
+            (Some(bytes), None)
+        } else {
+            (None, Some(body_in))
+        };
+        let expired = kind.session_expired(head.status, &head.headers, peeked.as_deref());
+        // Replay only when the body is still in hand (buffered) and only once.
+        if expired && !trace.replayed && body.is_some() {
+            slot.invalidate(s.generation);
+            trace.replayed = true;
+            tracing::debug!(route = %route.name, "session rejected upstream; logging in again to replay once");
+            continue;
+        }
+        if expired {
+            slot.invalidate(s.generation);
+        } else if let Some(v) = kind.observe(&mut head.headers, Some(&s.value)) {
+            slot.update(s.generation, v);
+        }
+        let body_out = match (peeked, unread) {
+            (_, Some(stream)) => Either::Right(stream),
+            (bytes, None) => Either::Left(Full::new(bytes.unwrap_or_default())),
+        };
+        return Ok(Response::from_parts(head, body_out));
+    }
+}
+
+fn body_error(e: Box<dyn std::error::Error + Send + Sync>, max: u64) -> ProxyError {
+    if e.is::<http_body_util::LengthLimitError>() {
+        ProxyError::BodyTooLarge(max)
+    } else {
+        ProxyError::BadRequestBody(format!("the request body could not be read: {e}"))
+    }
+}
+
+/// A response countersign makes itself (e.g. a kind answering locally).
+pub fn local_json(
+    status: StatusCode,
+    headers: Vec<(HeaderName, String)>,
+    body: String,
+) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    for (name, value) in headers {
+        if let Ok(v) = http::HeaderValue::from_str(&value) {
+            resp.headers_mut().append(name, v);
+        }
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_route_and_rest() {
+        assert_eq!(split_route("/xrtc/v1/item/get"), ("xrtc", "/v1/item/get"));
+        assert_eq!(split_route("/xrtc"), ("xrtc", "/"));
+        assert_eq!(split_route("/xrtc/"), ("xrtc", "/"));
+        assert_eq!(split_route("/"), ("", "/"));
+    }
+}

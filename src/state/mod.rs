@@ -1,0 +1,25 @@
+//! Where state that must outlive the process lives: the time of each
+//! credential's last login, quota counters, (later) rotated keys.
+//!
+//! The pipeline talks to a [`StateStore`] only through `session`, `limits` and
+//! the kinds' key handling, never directly from a kind, so a shared store for
+//! several replicas (Redis) can be added beside [`FileStore`] without touching
+//! the kinds. Keys are short ASCII names built from credential identities
+//! (never secrets), e.g. `login.xrtc-AC0987654321012345-1a2b3c4d5e6f`.
+
+mod file;
+
+pub use file::FileStore;
+
+use futures_util::future::BoxFuture;
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StateError(pub String);
+
+/// A durable key-value store. `put` returns only once the value would survive a
+/// crash of the process or the machine.
+pub trait StateStore: Send + Sync + 'static {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, StateError>>;
+    fn put<'a>(&'a self, key: &'a str, value: String) -> BoxFuture<'a, Result<(), StateError>>;
+}

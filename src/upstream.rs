@@ -1,0 +1,188 @@
+//! The way out: one pooled hyper-util client per route (built once, at config
+//! load), rustls with the system's roots plus the route's `ca_file`, HTTP/1.1
+//! or HTTP/2 as the upstream's ALPN offers, connect and request timeouts, and
+//! every failure classified as a countersign error.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use rustls::RootCertStore;
+use tokio::time::Instant;
+
+use crate::config::RouteConfig;
+use crate::error::ProxyError;
+use crate::kinds::{Buffered, Outgoing};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A request body going upstream: buffered, or the caller's stream capped at `max_body`.
+pub type OutBody = Either<Full<Bytes>, BoxBody<Bytes, BoxError>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("ca_file {path}: {reason}")]
+    CaFile { path: String, reason: String },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, OutBody>,
+    /// `scheme://authority` of the upstream.
+    origin: String,
+    /// The upstream URL's own path, without the trailing '/'.
+    base_path: String,
+    pub request_timeout: Duration,
+}
+
+/// Loading the system's roots reads files; do it once per process.
+fn system_roots() -> Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            let found = rustls_native_certs::load_native_certs();
+            let (added, ignored) = roots.add_parsable_certificates(found.certs);
+            tracing::debug!(added, ignored, "system trust roots loaded");
+            Arc::new(roots)
+        })
+        .clone()
+}
+
+impl Upstream {
+    pub fn new(route: &RouteConfig) -> Result<Self, UpstreamError> {
+        let mut roots = (*system_roots()).clone();
+        if let Some(path) = &route.ca_file {
+            let err = |reason: String| UpstreamError::CaFile {
+                path: path.display().to_string(),
+                reason,
+            };
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .map_err(|e| err(e.to_string()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| err(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(err("holds no PEM certificate".into()));
+            }
+            for c in certs {
+                roots.add(c).map_err(|e| err(e.to_string()))?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| UpstreamError::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(route.connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(https);
+        let origin = route.upstream.to_string().trim_end_matches('/').to_string();
+        Ok(Upstream {
+            client,
+            origin,
+            base_path: route.base_path.clone(),
+            request_timeout: route.request_timeout,
+        })
+    }
+
+    fn uri(&self, path_and_query: &str) -> Result<Uri, ProxyError> {
+        let text = format!("{}{}{}", self.origin, self.base_path, path_and_query);
+        text.parse().map_err(|_| {
+            ProxyError::BadRequestBody(format!("\"{path_and_query}\" is not a valid request path"))
+        })
+    }
+
+    /// Sends one request and returns as soon as the response head arrives.
+    /// `stream` is the caller's body when the kind did not buffer it.
+    pub async fn send(
+        &self,
+        out: Outgoing,
+        stream: Option<BoxBody<Bytes, BoxError>>,
+        deadline: Instant,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let uri = self.uri(&out.path_and_query)?;
+        let body = match (out.body, stream) {
+            (Some(b), _) => Either::Left(Full::new(b)),
+            (None, Some(s)) => Either::Right(s),
+            (None, None) => Either::Left(Full::new(Bytes::new())),
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = out.method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = out.headers;
+        match tokio::time::timeout_at(deadline, self.client.request(req)).await {
+            Err(_) => Err(ProxyError::UpstreamTimeout(self.request_timeout)),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(classify(&e, self.request_timeout)),
+        }
+    }
+
+    /// Sends and reads the whole answer (logins and other small control calls).
+    pub async fn send_buffered(
+        &self,
+        out: Outgoing,
+        deadline: Instant,
+        max: usize,
+    ) -> Result<Buffered, ProxyError> {
+        let resp = self.send(out, None, deadline).await?;
+        let (parts, body) = resp.into_parts();
+        let body = tokio::time::timeout_at(deadline, Limited::new(body, max).collect())
+            .await
+            .map_err(|_| ProxyError::UpstreamTimeout(self.request_timeout))?
+            .map_err(|e| ProxyError::UpstreamUnreachable(format!("reading the answer: {e}")))?
+            .to_bytes();
+        Ok(Buffered {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
+/// Maps a client error to who is at fault: a body over `max_body` is the
+/// caller's; a connect timeout is a timeout; everything else is "unreachable".
+fn classify(e: &hyper_util::client::legacy::Error, timeout: Duration) -> ProxyError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut last = e.to_string();
+    while let Some(s) = source {
+        if let Some(limit) = s.downcast_ref::<http_body_util::LengthLimitError>() {
+            let _ = limit;
+            return ProxyError::BodyTooLarge(0);
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return ProxyError::UpstreamTimeout(timeout);
+            }
+        }
+        last = s.to_string();
+        source = s.source();
+    }
+    if e.is_connect() {
+        ProxyError::UpstreamUnreachable(format!("cannot connect: {last}"))
+    } else {
+        ProxyError::UpstreamUnreachable(last)
+    }
+}
