@@ -138,6 +138,7 @@ impl Snapshot {
 /// The gateway shared by every connection.
 pub struct Gateway {
     pub snapshot: ArcSwap<Snapshot>,
+    pub metrics: crate::metrics::Metrics,
     pub registry: Registry,
     pub store: Arc<dyn StateStore>,
 }
@@ -148,9 +149,27 @@ impl Gateway {
         let snapshot = Snapshot::build(config, &store, &registry)?;
         Ok(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
+            metrics: crate::metrics::Metrics::default(),
             registry,
             store,
         })
+    }
+
+    /// Swaps in a new config. Routes whose credentials did not change keep
+    /// their sessions, rate state and quota counters (the registry is keyed
+    /// by credential identity); requests in flight finish on the old snapshot.
+    pub fn reload(&self, config: Config) -> Result<(), UpstreamError> {
+        let old = self.snapshot.load();
+        if old.config.server.listen != config.server.listen {
+            tracing::warn!(
+                old = %old.config.server.listen,
+                new = %config.server.listen,
+                "server.listen changed: it takes effect only on restart"
+            );
+        }
+        let snapshot = Snapshot::build(config, &self.store, &self.registry)?;
+        self.snapshot.store(Arc::new(snapshot));
+        Ok(())
     }
 
     /// Writes exact quota counts (clean shutdown).

@@ -16,18 +16,22 @@
 //! - `limits`: rate limits (GCRA with reservations) and durable monthly quotas.
 //! - `state`: the [`state::StateStore`] trait and the embedded file store.
 //! - `kinds`: one file per upstream API (`xrtc`, …): the hooks of [`kinds::Kind`].
+//! - `admin`: `/healthz`, `/readyz`, `/metrics` on the admin listener.
+//! - `metrics`: the Prometheus metrics, owned by the gateway.
 //! - `error`: the one place where errors become responses.
 //! - `fake`: strict fakes of the upstream APIs, sharing no code with `kinds`.
 //! - `demo`: the fakes plus a gateway in front of them, for `countersign demo`.
 
+pub mod admin;
 pub mod config;
-//TMP pub mod demo;
+pub mod demo;
 pub mod error;
-//TMP pub mod fake;
+pub mod fake;
 pub mod gateway;
 pub mod headers;
 pub mod kinds;
 pub mod limits;
+pub mod metrics;
 pub mod proxy;
 pub mod secret;
 pub mod server;

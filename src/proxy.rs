@@ -20,6 +20,8 @@ use crate::error::ProxyError;
 use crate::gateway::{token_digest, Gateway, Route, Snapshot};
 use crate::headers;
 use crate::kinds::{Outgoing, Plan};
+use crate::metrics;
+use crate::session::LoginAttempt;
 
 /// What the caller gets back: our own small bodies, or the upstream's stream.
 pub type RespBody = Either<Full<Bytes>, Incoming>;
@@ -46,12 +48,11 @@ impl tower::Service<Request<Incoming>> for GatewayService {
     }
 }
 
-/// What happened to one request, for its log line.
-#[derive(Default)]
+/// What happened to one request, for its log line and metrics.
 struct Trace {
     client: Option<String>,
     upstream_status: Option<u16>,
-    login: bool,
+    login: LoginAttempt,
     replayed: bool,
 }
 
@@ -62,8 +63,14 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<RespBody> 
     let (route_name, rest) = split_route(req.uri().path());
     let route_name = route_name.to_string();
     let path_for_log = rest.to_string();
-    let mut trace = Trace::default();
-    let result = match snap.routes.get(&route_name) {
+    let mut trace = Trace {
+        client: None,
+        upstream_status: None,
+        login: LoginAttempt::None,
+        replayed: false,
+    };
+    let known = snap.routes.get(&route_name);
+    let result = match known {
         None => Err(ProxyError::UnknownRoute(route_name.clone())),
         Some(route) => forward(&snap, route, req, &mut trace).await,
     };
@@ -74,6 +81,13 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<RespBody> 
             e.into_response(&route_name).map(Either::Left)
         }
     };
+    // An unknown route name is the caller's text: never a label value.
+    let label = if known.is_some() {
+        route_name.as_str()
+    } else {
+        ""
+    };
+    record(gw, label, &resp, &trace, started.elapsed());
     tracing::info!(
         client = trace.client.as_deref().unwrap_or("-"),
         route = %route_name,
@@ -83,11 +97,68 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<RespBody> 
         upstream_status = trace.upstream_status,
         error = resp.headers().get("x-countersign-error").and_then(|v| v.to_str().ok()),
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-        login = trace.login,
+        login = ?trace.login,
         replay = trace.replayed,
         "request"
     );
     resp
+}
+
+fn record(
+    gw: &Gateway,
+    route: &str,
+    resp: &Response<RespBody>,
+    trace: &Trace,
+    took: std::time::Duration,
+) {
+    let m = &gw.metrics;
+    let label = metrics::route(route);
+    m.requests
+        .get_or_create(&metrics::RouteStatus {
+            route: route.to_string(),
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    m.duration.get_or_create(&label).observe(took.as_secs_f64());
+    if trace.replayed {
+        m.replays.get_or_create(&label).inc();
+    }
+    let result = match trace.login {
+        LoginAttempt::None => None,
+        LoginAttempt::Ok => Some("ok"),
+        LoginAttempt::Failed => Some("failed"),
+    };
+    if let Some(result) = result {
+        m.logins
+            .get_or_create(&metrics::RouteResult {
+                route: route.to_string(),
+                result,
+            })
+            .inc();
+    }
+    let code = resp
+        .headers()
+        .get("x-countersign-error")
+        .and_then(|v| v.to_str().ok());
+    let class = match code {
+        Some("rate_limited") | Some("quota_exhausted") => {
+            m.rate_limited.get_or_create(&label).inc();
+            None
+        }
+        Some("upstream_unreachable") => Some("unreachable"),
+        Some("upstream_timeout") => Some("timeout"),
+        Some("login_failed") => Some("login_failed"),
+        Some("login_throttled") => Some("login_throttled"),
+        _ => None,
+    };
+    if let Some(class) = class {
+        m.upstream_errors
+            .get_or_create(&metrics::RouteClass {
+                route: route.to_string(),
+                class,
+            })
+            .inc();
+    }
 }
 
 /// `/xrtc/v1/item/get` -> (`xrtc`, `/v1/item/get`); `/xrtc` -> (`xrtc`, `/`).
@@ -187,11 +258,14 @@ async fn forward(
     loop {
         let session = match session_slot {
             Some(slot) => {
-                let (s, logged_in) = slot
-                    .ensure(deadline, kind, &route.upstream, &route.limits)
-                    .await?;
-                trace.login |= logged_in;
-                Some(s)
+                let mut attempt = LoginAttempt::None;
+                let s = slot
+                    .ensure(deadline, kind, &route.upstream, &route.limits, &mut attempt)
+                    .await;
+                if attempt != LoginAttempt::None {
+                    trace.login = attempt;
+                }
+                Some(s?)
             }
             None => None,
         };

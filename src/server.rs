@@ -40,11 +40,51 @@ pub fn gateway(config: Config) -> Result<Arc<Gateway>, RunError> {
     Ok(Arc::new(Gateway::new(config, store)?))
 }
 
+/// A socket the gateway accepts callers on: TCP, or a unix socket for
+/// sidecars that share a volume instead of a port.
+pub trait Listener: Send {
+    type Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Io, String)>> + Send;
+}
+
+impl Listener for TcpListener {
+    type Io = tokio::net::TcpStream;
+    async fn accept(&self) -> std::io::Result<(Self::Io, String)> {
+        let (s, peer) = TcpListener::accept(self).await?;
+        let _ = s.set_nodelay(true);
+        Ok((s, peer.to_string()))
+    }
+}
+
+#[cfg(unix)]
+impl Listener for tokio::net::UnixListener {
+    type Io = tokio::net::UnixStream;
+    async fn accept(&self) -> std::io::Result<(Self::Io, String)> {
+        let (s, _) = tokio::net::UnixListener::accept(self).await?;
+        Ok((s, "unix".to_string()))
+    }
+}
+
+/// Binds a unix socket at `path` with mode 0660 (owner and group may connect),
+/// replacing a stale socket file left by a previous run.
+#[cfg(unix)]
+pub fn bind_unix(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        }
+    }
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
 /// Serves `gateway` on `listener` until `shutdown` resolves, then lets
 /// in-flight requests finish for up to the configured `shutdown_grace`.
-pub async fn serve(
+pub async fn serve<L: Listener>(
     gateway: Arc<Gateway>,
-    listener: TcpListener,
+    listener: L,
     shutdown: impl Future<Output = ()>,
 ) {
     let (grace, header_timeout) = {
@@ -74,7 +114,6 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(GatewayService(gateway.clone()));
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());
@@ -93,6 +132,51 @@ pub async fn serve(
         tracing::warn!("shutdown_grace elapsed with requests still in flight");
     }
     gateway.flush().await;
+}
+
+/// Reloads `path` into `gateway` on every SIGHUP, for as long as it runs.
+/// A config with problems is rejected whole (logged, counted) and the old one
+/// keeps serving.
+#[cfg(unix)]
+pub async fn reload_on_sighup(gateway: Arc<Gateway>, path: std::path::PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; config reload is off");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        reload(&gateway, &path);
+    }
+}
+
+/// One reload attempt; returns whether the new config is now serving.
+pub fn reload(gateway: &Gateway, path: &Path) -> bool {
+    use crate::metrics::ReloadResult;
+    let outcome = crate::config::load(path)
+        .map_err(|problems| {
+            problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .and_then(|cfg| gateway.reload(cfg).map_err(|e| e.to_string()));
+    let result = match &outcome {
+        Ok(()) => {
+            tracing::info!(config = %path.display(), "config reloaded");
+            "ok"
+        }
+        Err(problems) => {
+            tracing::error!(config = %path.display(), %problems, "config reload rejected; the previous config keeps serving");
+            "rejected"
+        }
+    };
+    gateway
+        .metrics
+        .reloads
+        .get_or_create(&ReloadResult { result })
+        .inc();
+    outcome.is_ok()
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -39,6 +39,14 @@ struct Held {
     last_used: Instant,
 }
 
+/// Whether `ensure` sent a login for this request, and how it went (for metrics and logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginAttempt {
+    None,
+    Ok,
+    Failed,
+}
+
 /// What the last finished login attempt left behind, for requests that waited on it.
 #[derive(Default)]
 struct LoginRecord {
@@ -156,16 +164,17 @@ impl SessionSlot {
         kind: &dyn Kind,
         upstream: &Upstream,
         limits: &Limits,
-    ) -> Result<(Session, bool), ProxyError> {
+        attempt: &mut LoginAttempt,
+    ) -> Result<Session, ProxyError> {
         if let Some(s) = self.alive() {
-            return Ok((s, false));
+            return Ok(s);
         }
         let attempts_before = self.attempts.load(Ordering::Acquire);
         let mut record = tokio::time::timeout_at(deadline, self.login_lock.lock())
             .await
             .map_err(|_| ProxyError::LoginThrottled(self.login_interval))?;
         if let Some(s) = self.alive() {
-            return Ok((s, false));
+            return Ok(s);
         }
         if self.attempts.load(Ordering::Acquire) != attempts_before {
             if let Some(e) = &record.last_failure {
@@ -180,6 +189,11 @@ impl SessionSlot {
             deadline,
         };
         let result = kind.login(&ctx).await;
+        *attempt = if result.is_ok() {
+            LoginAttempt::Ok
+        } else {
+            LoginAttempt::Failed
+        };
         self.attempts.fetch_add(1, Ordering::AcqRel);
         match result {
             Ok(value) => {
@@ -192,7 +206,7 @@ impl SessionSlot {
                 record.last_failure = None;
                 self.logins_ok.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(credential = %self.id, generation, "logged in upstream");
-                Ok((session, true))
+                Ok(session)
             }
             Err(e) => {
                 tracing::warn!(credential = %self.id, error = %e, "upstream login failed");
