@@ -21,7 +21,11 @@ pub async fn run(path: &Path) -> Result<(), DemoError> {
     let cfg = config::load(path).map_err(DemoError::Config)?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     for route in cfg.routes.values() {
-        let authority = route.upstream.authority().map(|a| a.to_string()).unwrap_or_default();
+        let authority = route
+            .upstream
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         if route.upstream.scheme_str() != Some("http") {
             return Err(DemoError::Run(format!(
                 "routes.{}.upstream must be a plain http:// loopback address in the demo config",
@@ -30,7 +34,12 @@ pub async fn run(path: &Path) -> Result<(), DemoError> {
         }
         let listener = tokio::net::TcpListener::bind(&authority)
             .await
-            .map_err(|e| DemoError::Run(format!("fake for route {} cannot listen on {authority}: {e}", route.name)))?;
+            .map_err(|e| {
+                DemoError::Run(format!(
+                    "fake for route {} cannot listen on {authority}: {e}",
+                    route.name
+                ))
+            })?;
         let mut rx = shutdown_rx.clone();
         let stop = async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -64,16 +73,21 @@ pub async fn run(path: &Path) -> Result<(), DemoError> {
 fn curl_lines(cfg: &Config, addr: &str) -> String {
     let mut out = format!("countersign demo: gateway on http://{addr}, fake upstreams behind it.\nPaste these (Ctrl-C stops the demo):\n\n");
     for route in cfg.routes.values() {
-        if let KindConfig::Xrtc(_) = route.kind {
-            let r = &route.name;
-            let _ = writeln!(out, "# XRTC: store an item (countersign logs in and holds the cookies)");
-            let _ = writeln!(out, "curl -s http://{addr}/{r}/v1/item/set -d '{{items:[{{\"portalid\":\"demo\",\"payload\":\"hello\"}}]}}'");
-            let _ = writeln!(out, "# XRTC: read it back");
-            let _ = writeln!(out, "curl -s http://{addr}/{r}/v1/item/get -d '{{portals:[{{\"portalid\":\"demo\"}}]}}'");
-            let _ = writeln!(out, "# XRTC: stream for 5 s; set more items from another shell and watch them arrive");
-            let _ = writeln!(out, "curl -sN http://{addr}/{r}/v1/item/get -d '{{portals:[{{\"portalid\":\"demo\"}}],\"mode\":\"stream\"}}'");
-            let _ = writeln!(out, "# a countersign error: no such route");
-            let _ = writeln!(out, "curl -si http://{addr}/nope/v1/item/get\n");
+        match route.kind {
+            KindConfig::Xrtc(_) => {
+                let r = &route.name;
+                let _ = writeln!(
+                    out,
+                    "# XRTC: store an item (countersign logs in and holds the cookies)"
+                );
+                let _ = writeln!(out, "curl -s http://{addr}/{r}/v1/item/set -d '{{items:[{{\"portalid\":\"demo\",\"payload\":\"hello\"}}]}}'");
+                let _ = writeln!(out, "# XRTC: read it back");
+                let _ = writeln!(out, "curl -s http://{addr}/{r}/v1/item/get -d '{{portals:[{{\"portalid\":\"demo\"}}]}}'");
+                let _ = writeln!(out, "# XRTC: stream for 5 s; set more items from another shell and watch them arrive");
+                let _ = writeln!(out, "curl -sN http://{addr}/{r}/v1/item/get -d '{{portals:[{{\"portalid\":\"demo\"}}],\"mode\":\"stream\"}}'");
+                let _ = writeln!(out, "# a countersign error: no such route");
+                let _ = writeln!(out, "curl -si http://{addr}/nope/v1/item/get\n");
+            }
         }
     }
     out
@@ -95,16 +109,34 @@ pub fn route_table(cfg: &Config) -> String {
     for r in cfg.routes.values() {
         let rate = r
             .rate_limit
-            .map(|l| format!("{}/s b{} w{}", l.per_second, l.burst, humantime::format_duration(l.wait)))
+            .map(|l| {
+                format!(
+                    "{}/s b{} w{}",
+                    l.per_second,
+                    l.burst,
+                    humantime::format_duration(l.wait)
+                )
+            })
             .unwrap_or_else(|| "-".into());
-        let quota = r.quota_per_month.map(|q| q.to_string()).unwrap_or_else(|| "-".into());
-        let secrets: Vec<String> = r.secret_sources.iter().map(|(k, s)| format!("{k}={s}")).collect();
+        let quota = r
+            .quota_per_month
+            .map(|q| q.to_string())
+            .unwrap_or_else(|| "-".into());
+        let secrets: Vec<String> = r
+            .secret_sources
+            .iter()
+            .map(|(k, s)| format!("{k}={s}"))
+            .collect();
         let _ = writeln!(
             out,
             "{:<12} {:<9} {:<32} {:<18} {:<12} {:<8} {}",
             r.name,
             r.kind.name(),
-            format!("{}{}", r.upstream.to_string().trim_end_matches('/'), r.base_path),
+            format!(
+                "{}{}",
+                r.upstream.to_string().trim_end_matches('/'),
+                r.base_path
+            ),
             rate,
             quota,
             humantime::format_duration(r.login_interval).to_string(),

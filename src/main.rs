@@ -1,1 +1,280 @@
-fn main() {}
+//! The `countersign` command: argument parsing, logging setup and exit codes
+//! (0 ok, 1 config error, 2 runtime failure). Everything else is in the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use countersign::{admin, config, demo, fake, server};
+use http_body_util::Either;
+
+#[derive(Parser)]
+#[command(
+    name = "countersign",
+    version,
+    about = "A signing sidecar for third-party APIs"
+)]
+struct Cli {
+    /// Log line format (filter with RUST_LOG, default "info").
+    #[arg(long, value_enum, default_value = "pretty", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        #[arg(short, long, default_value = "config/countersign.toml")]
+        config: PathBuf,
+    },
+    /// Validate the config, resolve every secret, print the route table (secrets redacted).
+    Check {
+        #[arg(short, long, default_value = "config/countersign.toml")]
+        config: PathBuf,
+    },
+    /// Start fakes of every upstream and a gateway in front of them (config/demo.toml).
+    Demo {
+        #[arg(short, long, default_value = "config/demo.toml")]
+        config: PathBuf,
+    },
+    /// Run one strict fake upstream, for testing the services behind the gateway.
+    Fake {
+        #[command(subcommand)]
+        kind: FakeKind,
+    },
+}
+
+#[derive(Subcommand)]
+enum FakeKind {
+    /// The XRTC API.
+    Xrtc {
+        #[arg(long, default_value = "127.0.0.1:18101")]
+        listen: SocketAddr,
+        /// An account the fake accepts, as ACCOUNTID=APIKEY (repeatable; default: the demo account).
+        #[arg(long = "account")]
+        accounts: Vec<String>,
+        /// LOGIN_TIMEOUT: least time between two logins of one API key.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        login_timeout: Duration,
+        /// A session unused this long is dead.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        session_idle: Duration,
+        /// Requests per second per API key.
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+        /// GET_ITEM_TIMEOUT for watch and stream modes.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        get_item_timeout: Duration,
+        /// Serve HTTPS with this certificate chain (PEM) and --tls-key.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    if let Command::Check { config } = &cli.command {
+        return check(config);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async_main(cli.command))
+}
+
+async fn async_main(command: Command) -> ExitCode {
+    match command {
+        Command::Run { config } => {
+            let cfg = match config::load(&config) {
+                Ok(c) => c,
+                Err(problems) => return report(&config, &problems),
+            };
+            run(cfg, config).await
+        }
+        Command::Demo { config } => match demo::run(&config).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(demo::DemoError::Config(problems)) => report(&config, &problems),
+            Err(e) => {
+                eprintln!("demo failed: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Fake { kind } => run_fake(kind).await,
+        Command::Check { .. } => ExitCode::SUCCESS,
+    }
+}
+
+async fn run(cfg: config::Config, path: PathBuf) -> ExitCode {
+    let listen = cfg.server.listen.clone();
+    let admin = cfg.server.admin;
+    let gateway = match server::gateway(cfg) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let serve_on = match &listen {
+        config::Listen::Tcp(addr) => tokio::net::TcpListener::bind(addr).await.map(Either::Left),
+        #[cfg(unix)]
+        config::Listen::Unix(path) => server::bind_unix(path).map(Either::Right),
+        #[cfg(not(unix))]
+        config::Listen::Unix(_) => Err(std::io::Error::other("unix sockets need a unix system")),
+    };
+    let serve_on = match serve_on {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot listen on {listen}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing::info!(listen = %listen, "countersign listening");
+    // One signal stops both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(admin_addr) = admin {
+        match tokio::net::TcpListener::bind(admin_addr).await {
+            Ok(l) => {
+                tracing::info!(%admin_addr, "admin listening: /healthz /readyz /metrics");
+                let mut rx = stop_rx.clone();
+                tokio::spawn(admin::serve(gateway.clone(), l, async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                }));
+            }
+            Err(e) => {
+                eprintln!("cannot listen on admin {admin_addr}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    #[cfg(unix)]
+    tokio::spawn(server::reload_on_sighup(gateway.clone(), path));
+    let signal = async move {
+        server::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    };
+    match serve_on {
+        Either::Left(tcp) => server::serve(gateway, tcp, signal).await,
+        Either::Right(unix) => server::serve(gateway, unix, signal).await,
+    }
+    ExitCode::SUCCESS
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(cfg) => {
+            println!("{}", demo::route_table(&cfg));
+            println!(
+                "config {} is valid: {} route(s)",
+                path.display(),
+                cfg.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(problems) => report(path, &problems),
+    }
+}
+
+fn report(path: &std::path::Path, problems: &[config::Problem]) -> ExitCode {
+    eprintln!(
+        "config {} has {} problem(s):",
+        path.display(),
+        problems.len()
+    );
+    for p in problems {
+        eprintln!("  {p}");
+    }
+    ExitCode::from(1)
+}
+
+async fn run_fake(kind: FakeKind) -> ExitCode {
+    match kind {
+        FakeKind::Xrtc {
+            listen,
+            accounts,
+            login_timeout,
+            session_idle,
+            rate,
+            get_item_timeout,
+            tls_cert,
+            tls_key,
+        } => {
+            let mut cfg = fake::xrtc::Config {
+                login_timeout,
+                session_idle,
+                rate_per_second: rate,
+                get_item_timeout,
+                ..Default::default()
+            };
+            if !accounts.is_empty() {
+                let mut parsed = Vec::new();
+                for a in &accounts {
+                    match a.split_once('=') {
+                        Some((id, key)) => parsed.push((id.to_string(), key.to_string())),
+                        None => {
+                            eprintln!("--account must be ACCOUNTID=APIKEY");
+                            return ExitCode::from(1);
+                        }
+                    }
+                }
+                cfg.accounts = parsed;
+            }
+            let tls = match (tls_cert, tls_key) {
+                (Some(c), Some(k)) => match fake::tls_config(&c, &k) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(1);
+                    }
+                },
+                _ => None,
+            };
+            let listener = match tokio::net::TcpListener::bind(listen).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("cannot listen on {listen}: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            tracing::info!(%listen, "fake XRTC listening; GET /_fake/stats for its counters");
+            match fake::xrtc::Fake::new(cfg)
+                .serve(listener, tls, server::shutdown_signal())
+                .await
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("fake failed: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}
