@@ -1,0 +1,204 @@
+//! The real binary: `check` and its exit codes, the shipped configs, and the
+//! logs of `run` at RUST_LOG=trace never holding a secret.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_countersign");
+
+#[test]
+fn check_reports_every_problem_with_its_key_path_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"
+[server]
+listen = "127.0.0.1:8080"
+max_body = "huge"
+
+[routes.xrtc]
+kind = "xrtc"
+upstream = "https://api.xrtc.org"
+account_id = "AC0987654321012345"
+api_key = { env = "CS_TEST_XRTC_KEY_NOT_SET" }
+rate_limit = { per_second = 20, brust = 20 }
+"#,
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "routes.xrtc.api_key: environment variable CS_TEST_XRTC_KEY_NOT_SET is not set",
+        "routes.xrtc.rate_limit.brust: unknown key",
+        "server.max_body: is not a size",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn check_prints_the_route_table_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, "file-secret-value-1234567890abcd\n").unwrap();
+    let path = dir.path().join("good.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[routes.xrtc]
+kind = "xrtc"
+upstream = "https://api.xrtc.org"
+account_id = "AC0987654321012345"
+api_key = {{ file = "{}" }}
+"#,
+            key_file.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("api_key=file:"), "{stdout}");
+    assert!(stdout.contains("20/s"), "kind defaults shown: {stdout}");
+    assert!(!stdout.contains("file-secret-value"), "{stdout}");
+}
+
+#[test]
+fn shipped_configs_are_valid() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(BIN)
+        .args(["check", "-c", &format!("{root}/config/countersign.toml")])
+        .env("XRTC_API_KEY", "shipped-config-test-key-000000000")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .args(["check", "-c", &format!("{root}/config/demo.toml")])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without the env secret, the shipped config names what is missing.
+    let out = Command::new(BIN)
+        .args(["check", "-c", &format!("{root}/config/countersign.toml")])
+        .env_remove("XRTC_API_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("XRTC_API_KEY is not set"));
+}
+
+/// Kills the child when the test ends, whatever happens.
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_logs_at_trace_level() {
+    let fake = fake_xrtc(|c| c.login_timeout = Duration::from_millis(100)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let toml = xrtc_toml(
+        &format!("http://{}", fake.addr),
+        &dir.path().join("state"),
+        "login_interval = \"100ms\"",
+    )
+    .replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let log = dir.path().join("log");
+    let child = Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::from(
+            std::fs::File::create(dir.path().join("out")).unwrap(),
+        ))
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    let _child = Child(child);
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "gateway did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = format!("http://127.0.0.1:{port}/x/v1/item/set");
+    let a = post(&url, r#"{items:[{"portalid":"log","payload":"x"}]}"#).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    fake.fake.kill_sessions();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let a = post(&url, r#"{items:[{"portalid":"log","payload":"y"}]}"#).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    drop(_child);
+
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logs.contains("TRACE") || logs.contains("trace"),
+        "trace logging was on"
+    );
+    assert!(logs.contains("logged in upstream"));
+    let mut secrets = vec![API_KEY.to_string()];
+    // The session cookies the fake handed out are credentials too.
+    for rec in fake.fake.stats().recent {
+        for (name, value) in rec.headers {
+            if name == "cookie" {
+                for pair in value.split("; ") {
+                    if let Some((_, v)) = pair.split_once('=') {
+                        secrets.push(v.to_string());
+                    }
+                }
+            }
+        }
+    }
+    assert!(secrets.len() >= 3, "cookies were collected: {secrets:?}");
+    for s in &secrets {
+        assert!(!logs.contains(s.as_str()), "a secret appeared in the logs");
+    }
+}

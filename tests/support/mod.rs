@@ -1,0 +1,212 @@
+//! Start fakes and gateways on loopback port 0, and talk to them.
+#![allow(dead_code)] // each test file uses a different part of this
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use countersign::fake::xrtc;
+use countersign::gateway::Gateway;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ACCOUNT: &str = "AC0987654321012345";
+pub const API_KEY: &str = "Tk9x2mQ7vL4pR8sW1zY6bN3cF5hJ0dGe";
+
+pub struct FakeXrtc {
+    pub addr: SocketAddr,
+    pub fake: xrtc::Fake,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for FakeXrtc {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// A fake XRTC accepting [`ACCOUNT`]/[`API_KEY`], with test-sized limits.
+pub async fn fake_xrtc(tune: impl FnOnce(&mut xrtc::Config)) -> FakeXrtc {
+    let mut cfg = xrtc::Config {
+        accounts: vec![(ACCOUNT.into(), API_KEY.into())],
+        ..Default::default()
+    };
+    tune(&mut cfg);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fake = xrtc::Fake::new(cfg);
+    let (tx, rx) = oneshot::channel();
+    let f = fake.clone();
+    tokio::spawn(async move {
+        let _ = f
+            .serve(listener, None, async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    FakeXrtc {
+        addr,
+        fake,
+        stop: Some(tx),
+    }
+}
+
+pub struct Gw {
+    pub addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    stop: Option<oneshot::Sender<()>>,
+    join: Option<JoinHandle<()>>,
+}
+
+impl Gw {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops accepting, drains, flushes state; what a SIGTERM does.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(j) = self.join.take() {
+            let _ = j.await;
+        }
+    }
+}
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Starts a gateway from TOML text (listen is ignored: port 0 on loopback).
+pub async fn gateway(toml: &str) -> Gw {
+    let config = countersign::config::from_toml(toml)
+        .unwrap_or_else(|p| panic!("test config rejected: {p:#?}"));
+    gateway_from(config).await
+}
+
+pub async fn gateway_from(config: countersign::config::Config) -> Gw {
+    let gateway = countersign::server::gateway(config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let g = gateway.clone();
+    let join = tokio::spawn(async move {
+        countersign::server::serve(g, listener, async {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    Gw {
+        addr,
+        gateway,
+        stop: Some(tx),
+        join: Some(join),
+    }
+}
+
+/// A gateway config with one xrtc route `x` in front of `upstream`.
+pub fn xrtc_toml(upstream: &str, state_dir: &std::path::Path, route_extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+state_dir = "{}"
+shutdown_grace = "2s"
+
+[routes.x]
+kind = "xrtc"
+upstream = "{upstream}"
+account_id = "{ACCOUNT}"
+api_key = "{API_KEY}"
+{route_extra}
+"#,
+        state_dir.display()
+    )
+}
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn error_code(&self) -> Option<&str> {
+        self.headers.get("x-countersign-error")?.to_str().ok()
+    }
+}
+
+pub async fn send(req: Request<Full<Bytes>>) -> Answer {
+    let resp = tokio::time::timeout(Duration::from_secs(30), client().request(req))
+        .await
+        .expect("request did not finish in 30s")
+        .expect("request failed");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn post(url: &str, body: &str) -> Answer {
+    send(
+        Request::post(url)
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap(),
+    )
+    .await
+}
+
+/// A portal write through the gateway's route `x`.
+pub async fn set_item(gw: &Gw, portal: &str, payload: &str) -> Answer {
+    post(
+        &gw.url("/x/v1/item/set"),
+        &format!("{{items:[{{\"portalid\":\"{portal}\",\"payload\":\"{payload}\"}}]}}"),
+    )
+    .await
+}
+
+/// An address on loopback where nothing listens (bound, then released).
+pub async fn refused_addr() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A TCP server that accepts and then never answers; kept alive by the handle.
+pub async fn silent_server() -> (SocketAddr, JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+            if held.len() > 64 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+    (addr, h)
+}
