@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Load test: a fast local upstream (nginx answering from memory) measured
+# directly and through countersign (xrtc route: session cookie held and added,
+# rate limit and quota counted), alternating runs to cancel machine drift.
+# Prints requests/s, p50 and p99 for both, and their ratio.
+#
+#   scripts/bench-proxy.sh                 # 2 rounds of 10 s at 64 connections
+#   ROUNDS=3 DURATION=20s CONNS=128 scripts/bench-proxy.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-2}
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-2}
+UP_PORT=${UP_PORT:-18200}
+CS_PORT=${CS_PORT:-18201}
+
+install_if_missing() { # command package
+  command -v "$1" >/dev/null 2>&1 && return
+  echo "installing $2 ..." >&2
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "$2" >/dev/null
+  else sudo apt-get update -qq && sudo apt-get install -y -qq "$2" >/dev/null; fi
+}
+install_if_missing wrk wrk
+install_if_missing nginx nginx-light
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+cargo build --release --quiet
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The upstream: answers an XRTC login with cookies and every call with a small JSON.
+mkdir -p "$work/logs"
+cat > "$work/nginx.conf" <<NGINX
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/body;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$UP_PORT reuseport;
+    location = /v1/auth/login {
+      add_header Set-Cookie "JSESSIONID=bench-session; Path=/";
+      add_header Set-Cookie "AWSALBAPP-0=bench-alb; Path=/";
+      default_type application/json;
+      return 200 '{"servertimestamp":1}';
+    }
+    location / { default_type application/json; return 200 '{"servertimestamp":1}'; }
+  }
+}
+NGINX
+"$NGINX" -c "$work/nginx.conf" -p "$work" 2>/dev/null
+
+cat > "$work/cs.toml" <<TOML
+[server]
+listen = "127.0.0.1:$CS_PORT"
+state_dir = "$work/state"
+[routes.xrtc]
+kind = "xrtc"
+upstream = "http://127.0.0.1:$UP_PORT"
+account_id = "AC0987654321012345"
+api_key = "bench0000000000000000000000000000"
+rate_limit = { per_second = 1000000000, burst = 1000000 }
+quota = { per_month = 1000000000000 }
+TOML
+RUST_LOG=warn target/release/countersign run -c "$work/cs.toml" 2>"$work/cs.log" &
+cs_pid=$!
+pids+=("$cs_pid")
+for _ in $(seq 100); do
+  (exec 3<>/dev/tcp/127.0.0.1/$CS_PORT) 2>/dev/null && break
+  sleep 0.1
+done
+
+# ~300-byte XRTC body.
+payload=$(printf 'x%.0s' $(seq 240))
+cat > "$work/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{items:[{"portalid":"bench","payload":"$payload"}]}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+
+# wrk prints latencies like 1.23ms / 456.78us / 1.02s; normalise to ms.
+to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; printf "%.3f", v}'; }
+
+run() { # name url -> appends "rps p50 p99" to $work/name
+  local out
+  out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$work/post.lua" "$2")
+  local rps p50 p99 non2xx
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}' | to_ms)
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)
+  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $4}')
+  [ -n "$non2xx" ] && echo "warning: $1 had $non2xx non-2xx answers" >&2
+  echo "$rps $p50 $p99" >> "$work/$1"
+  printf '  %-12s %10.0f req/s  p50 %8.3f ms  p99 %8.3f ms\n' "$1" "$rps" "$p50" "$p99"
+}
+
+echo "warm-up ..."
+wrk -t1 -c8 -d2s -s "$work/post.lua" "http://127.0.0.1:$CS_PORT/xrtc/v1/item/set" >/dev/null
+echo "rounds: $ROUNDS x $DURATION, $CONNS connections, $THREADS wrk threads, $(nproc) cores"
+for r in $(seq "$ROUNDS"); do
+  echo "round $r"
+  run direct "http://127.0.0.1:$UP_PORT/v1/item/set"
+  run countersign "http://127.0.0.1:$CS_PORT/xrtc/v1/item/set"
+done
+
+avg() { awk -v c="$2" '{s+=$c; n++} END {printf "%.3f", s/n}' "$work/$1"; }
+d_rps=$(avg direct 1); d_p50=$(avg direct 2); d_p99=$(avg direct 3)
+c_rps=$(avg countersign 1); c_p50=$(avg countersign 2); c_p99=$(avg countersign 3)
+rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$cs_pid/status")
+echo
+printf '%-12s %12s %10s %10s\n' "" "req/s" "p50 ms" "p99 ms"
+printf '%-12s %12.0f %10.3f %10.3f\n' direct "$d_rps" "$d_p50" "$d_p99"
+printf '%-12s %12.0f %10.3f %10.3f\n' countersign "$c_rps" "$c_p50" "$c_p99"
+awk -v cr="$c_rps" -v dr="$d_rps" -v cp="$c_p99" -v dp="$d_p99" \
+  'BEGIN {printf "countersign/direct: req/s %.2f, p99 %.2fx\n", cr/dr, cp/dp}'
+echo "countersign peak RSS: $((rss_kb / 1024)) MiB"
