@@ -97,7 +97,7 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<RespBody> 
         upstream_status = trace.upstream_status,
         error = resp.headers().get("x-countersign-error").and_then(|v| v.to_str().ok()),
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-        login = ?trace.login,
+        login = trace.login.as_str(),
         replay = trace.replayed,
         "request"
     );
@@ -123,12 +123,8 @@ fn record(
     if trace.replayed {
         m.replays.get_or_create(&label).inc();
     }
-    let result = match trace.login {
-        LoginAttempt::None => None,
-        LoginAttempt::Ok => Some("ok"),
-        LoginAttempt::Failed => Some("failed"),
-    };
-    if let Some(result) = result {
+    if trace.login != LoginAttempt::None {
+        let result = trace.login.as_str();
         m.logins
             .get_or_create(&metrics::RouteResult {
                 route: route.to_string(),

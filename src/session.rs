@@ -47,6 +47,16 @@ pub enum LoginAttempt {
     Failed,
 }
 
+impl LoginAttempt {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoginAttempt::None => "none",
+            LoginAttempt::Ok => "ok",
+            LoginAttempt::Failed => "failed",
+        }
+    }
+}
+
 /// What the last finished login attempt left behind, for requests that waited on it.
 #[derive(Default)]
 struct LoginRecord {
