@@ -22,6 +22,8 @@ pub enum ProxyError {
     #[error("request body exceeds max_body ({0} bytes)")]
     BodyTooLarge(u64),
     #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
     BadRequestBody(String),
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -50,6 +52,7 @@ impl ProxyError {
             ProxyError::UnauthorizedClient => "unauthorized_client",
             ProxyError::ForbiddenRoute(_) => "forbidden_route",
             ProxyError::BodyTooLarge(_) => "body_too_large",
+            ProxyError::BadRequest(_) => "bad_request",
             ProxyError::BadRequestBody(_) => "bad_request_body",
             ProxyError::MethodNotAllowed(_) => "method_not_allowed",
             ProxyError::RateLimited(_) => "rate_limited",
@@ -69,7 +72,7 @@ impl ProxyError {
             ProxyError::UnauthorizedClient => StatusCode::UNAUTHORIZED,
             ProxyError::ForbiddenRoute(_) => StatusCode::FORBIDDEN,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::BadRequestBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::BadRequestBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::RateLimited(_) | ProxyError::QuotaExhausted { .. } => {
                 StatusCode::TOO_MANY_REQUESTS

@@ -82,18 +82,39 @@ pub fn content_length(h: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
+/// countersign is not an open proxy: HTTP/1 requests must be origin-form
+/// (`POST /route/path`), never absolute-form (`GET http://elsewhere/`) or
+/// CONNECT. (HTTP/2 always carries `:authority`; its path is what routes.)
+pub fn check_form(
+    method: &http::Method,
+    uri: &http::Uri,
+    version: http::Version,
+) -> Result<(), ProxyError> {
+    if method == http::Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed(
+            "CONNECT is refused: countersign is not a tunnelling proxy".into(),
+        ));
+    }
+    if version < http::Version::HTTP_2 && uri.authority().is_some() {
+        return Err(ProxyError::BadRequest(
+            "absolute-form request refused: countersign is not an open proxy; send POST /ROUTE/PATH".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses dot segments (plain or percent-encoded) in the path after the
 /// route prefix: they could walk out of the upstream's base path.
 pub fn check_path(rest: &str) -> Result<(), ProxyError> {
     for segment in rest.split('/') {
         let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
         if decoded == "." || decoded == ".." {
-            return Err(ProxyError::BadRequestBody(
+            return Err(ProxyError::BadRequest(
                 "the path must not contain \".\" or \"..\" segments".into(),
             ));
         }
         if segment.to_ascii_lowercase().contains("%2f") {
-            return Err(ProxyError::BadRequestBody(
+            return Err(ProxyError::BadRequest(
                 "the path must not contain an encoded '/' (%2F)".into(),
             ));
         }

@@ -70,9 +70,15 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<RespBody> 
         replayed: false,
     };
     let known = snap.routes.get(&route_name);
-    let result = match known {
-        None => Err(ProxyError::UnknownRoute(route_name.clone())),
-        Some(route) => forward(&snap, route, req, &mut trace).await,
+    // Hostile shapes are refused before routing: an absolute-form URI's path
+    // says nothing about which route the caller meant.
+    let result = match (
+        headers::check_form(&method, req.uri(), req.version()),
+        known,
+    ) {
+        (Err(e), _) => Err(e),
+        (Ok(()), None) => Err(ProxyError::UnknownRoute(route_name.clone())),
+        (Ok(()), Some(route)) => forward(&snap, route, req, &mut trace).await,
     };
     let resp = match result {
         Ok(r) => r,

@@ -95,10 +95,15 @@ pub async fn serve<L: Listener>(
         )
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Request heads are bounded: 100 headers and 64 KiB in all (hyper answers
+    // 431 past that); h2 header lists the same.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(header_timeout)
+        .max_headers(100)
+        .max_buf_size(64 * 1024);
+    builder.http2().max_header_list_size(64 * 1024);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {

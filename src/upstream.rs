@@ -111,7 +111,7 @@ impl Upstream {
     fn uri(&self, path_and_query: &str) -> Result<Uri, ProxyError> {
         let text = format!("{}{}{}", self.origin, self.base_path, path_and_query);
         text.parse().map_err(|_| {
-            ProxyError::BadRequestBody(format!("\"{path_and_query}\" is not a valid request path"))
+            ProxyError::BadRequest(format!("\"{path_and_query}\" is not a valid request path"))
         })
     }
 

@@ -4,8 +4,8 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use support::*;
 
@@ -118,71 +118,27 @@ fn shipped_configs_are_valid() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("XRTC_API_KEY is not set"));
 }
 
-/// Kills the child when the test ends, whatever happens.
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn secrets_never_reach_the_logs_at_trace_level() {
     let fake = fake_xrtc(|c| c.login_timeout = Duration::from_millis(100)).await;
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
     let toml = xrtc_toml(
         &format!("http://{}", fake.addr),
         &dir.path().join("state"),
         "login_interval = \"100ms\"",
-    )
-    .replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
     );
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(&cfg, toml).unwrap();
-    let log = dir.path().join("log");
-    let child = Command::new(BIN)
-        .args(["run", "-c"])
-        .arg(&cfg)
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::from(
-            std::fs::File::create(dir.path().join("out")).unwrap(),
-        ))
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .spawn()
-        .unwrap();
-    let _child = Child(child);
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "gateway did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let url = format!("http://127.0.0.1:{port}/x/v1/item/set");
+    let gw = spawn_binary(dir.path(), &toml, "trace").await;
+    let url = gw.url("/x/v1/item/set");
     let a = post(&url, r#"{items:[{"portalid":"log","payload":"x"}]}"#).await;
     assert_eq!(a.status, 200, "{}", a.text());
     fake.fake.kill_sessions();
     tokio::time::sleep(Duration::from_millis(150)).await;
     let a = post(&url, r#"{items:[{"portalid":"log","payload":"y"}]}"#).await;
     assert_eq!(a.status, 200, "{}", a.text());
-    drop(_child);
+    let logs = gw.logs();
+    drop(gw);
 
-    let logs = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        logs.contains("TRACE") || logs.contains("trace"),
-        "trace logging was on"
-    );
+    assert!(logs.contains("TRACE"), "trace logging was on");
     assert!(logs.contains("logged in upstream"));
     let mut secrets = vec![API_KEY.to_string()];
     // The session cookies the fake handed out are credentials too.

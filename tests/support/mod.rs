@@ -210,3 +210,74 @@ pub async fn silent_server() -> (SocketAddr, JoinHandle<()>) {
     });
     (addr, h)
 }
+
+/// The real binary running a config, killed when dropped.
+pub struct Process {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub log: std::path::PathBuf,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    /// Sends a signal by name (TERM, HUP, INT).
+    pub fn signal(&self, name: &str) {
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name} failed");
+    }
+}
+
+/// Writes `toml` (its `listen` replaced by a free loopback port) into `dir`,
+/// starts `countersign run` on it with `RUST_LOG`, and waits for the port.
+pub async fn spawn_binary(dir: &std::path::Path, toml: &str, rust_log: &str) -> Process {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let toml = toml.replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let cfg = dir.join("countersign.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let log = dir.join("countersign.log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .env("RUST_LOG", rust_log)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let p = Process { child, port, log };
+    let started = std::time::Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "gateway did not start: {}",
+            p.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    p
+}

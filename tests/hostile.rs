@@ -1,0 +1,219 @@
+//! Hostile input over raw TCP: countersign is not an open proxy, cannot be
+//! walked out of a route, bounds request heads, drops slow callers, and
+//! refuses request-smuggling shapes and header injection.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends raw bytes, returns what came back until the server closed or 3 s passed.
+async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status(answer: &str) -> u16 {
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"))
+}
+
+async fn setup() -> (FakeXrtc, Gw, tempfile::TempDir) {
+    let fake = fake_xrtc(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = xrtc_toml(&format!("http://{}", fake.addr), dir.path(), "").replace(
+        "shutdown_grace = \"2s\"",
+        "shutdown_grace = \"2s\"\nheader_read_timeout = \"500ms\"",
+    );
+    let gw = gateway(&toml).await;
+    (fake, gw, dir)
+}
+
+#[tokio::test]
+async fn absolute_form_and_connect_are_refused() {
+    let (fake, gw, _d) = setup().await;
+    let a = raw(gw.addr, b"GET http://169.254.169.254/latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(status(&a), 400, "{a}");
+    assert!(a.contains("x-countersign-error: bad_request"), "{a}");
+    assert!(a.contains("not an open proxy"), "{a}");
+    // Even when the path names a real route.
+    let a = raw(gw.addr, b"POST http://evil.example/x/v1/item/get HTTP/1.1\r\nHost: evil.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(status(&a), 400, "{a}");
+    let a = raw(
+        gw.addr,
+        b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&a), 405, "{a}");
+    assert!(a.contains("method_not_allowed"), "{a}");
+    assert_eq!(fake.fake.stats().requests, 0);
+}
+
+#[tokio::test]
+async fn content_length_with_transfer_encoding_cannot_smuggle_a_request() {
+    // RFC 9112 §6.1, as hyper applies it: Transfer-Encoding wins, the
+    // Content-Length is dropped, and the connection closes after the answer,
+    // so the bytes after the chunked body are never read as a second request.
+    let (fake, gw, _d) = setup().await;
+    let a = raw(
+        gw.addr,
+        b"POST /x/v1/item/set HTTP/1.1\r\nHost: g\r\nContent-Length: 60\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nPOST /x/v1/item/get HTTP/1.1\r\nHost: g\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(a.matches("HTTP/1.1 ").count(), 1, "exactly one answer: {a}");
+    let stats = fake.fake.stats();
+    assert!(
+        stats
+            .recent
+            .iter()
+            .all(|r| r.path_and_query != "/v1/item/get"),
+        "the smuggled request reached the upstream"
+    );
+    let set = stats
+        .recent
+        .iter()
+        .find(|r| r.path_and_query == "/v1/item/set")
+        .unwrap();
+    assert_eq!(
+        set.body_len, 0,
+        "the chunked body (empty) was forwarded, not 60 bytes"
+    );
+}
+
+#[tokio::test]
+async fn header_injection_and_folding_are_refused_by_the_parser() {
+    let (fake, gw, _d) = setup().await;
+    // A bare CR inside a value, and an obsolete folded line.
+    let a = raw(gw.addr, b"POST /x/v1/item/get HTTP/1.1\r\nHost: g\r\nX-App: a\rInjected: 1\r\nContent-Length: 0\r\n\r\n").await;
+    assert_eq!(status(&a), 400, "{a}");
+    let a = raw(gw.addr, b"POST /x/v1/item/get HTTP/1.1\r\nHost: g\r\nX-App: a\r\n Injected: 1\r\nContent-Length: 0\r\n\r\n").await;
+    assert_eq!(status(&a), 400, "{a}");
+    assert_eq!(fake.fake.stats().requests, 0);
+}
+
+#[tokio::test]
+async fn oversize_heads_get_431() {
+    let (fake, gw, _d) = setup().await;
+    let mut many = b"POST /x/v1/item/get HTTP/1.1\r\nHost: g\r\n".to_vec();
+    for i in 0..150 {
+        many.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    let a = raw(gw.addr, &many).await;
+    assert_eq!(status(&a), 431, "{a}");
+    let mut big = b"POST /x/v1/item/get HTTP/1.1\r\nHost: g\r\nX-Big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 80 * 1024));
+    big.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+    let a = raw(gw.addr, &big).await;
+    assert_eq!(status(&a), 431, "{a}");
+    assert_eq!(fake.fake.stats().requests, 0);
+}
+
+#[tokio::test]
+async fn slow_callers_are_dropped_after_the_header_read_timeout() {
+    let (_fake, gw, _d) = setup().await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let started = Instant::now();
+    s.write_all(b"POST /x/v1/item/get HTTP/1.1\r\nHost: g\r\n")
+        .await
+        .unwrap();
+    // Trickle one byte every 100 ms, never finishing the head.
+    let mut closed = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if s.write_all(b"X").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 512];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(1), s.read(&mut buf)).await {
+            // EOF, or a 408 then EOF: either way the gateway gave up on us.
+            closed = n == 0 || String::from_utf8_lossy(&buf[..n]).contains("408");
+            if closed {
+                break;
+            }
+        }
+    }
+    assert!(
+        closed,
+        "connection still open after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn the_client_token_is_never_forwarded() {
+    let fake = fake_xrtc(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "{}\n[clients.billing]\ntoken = \"billing-token-0123456789\"\nroutes = [\"x\"]\n[clients.other]\ntoken = \"other-token-0123456789\"\nroutes = []\n",
+        xrtc_toml(&format!("http://{}", fake.addr), dir.path(), "")
+    );
+    let gw = gateway(&toml).await;
+    let body = r#"{items:[{"portalid":"c","payload":"x"}]}"#;
+    let call = |token: Option<(&'static str, String)>| {
+        let url = gw.url("/x/v1/item/set");
+        async move {
+            let mut req = http::Request::post(url);
+            if let Some((h, v)) = token {
+                req = req.header(h, v);
+            }
+            send(
+                req.body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let a = call(None).await;
+    assert_eq!(
+        (a.status.as_u16(), a.error_code()),
+        (401, Some("unauthorized_client"))
+    );
+    let a = call(Some(("authorization", "Bearer wrong".into()))).await;
+    assert_eq!(a.status, 401);
+    let a = call(Some((
+        "authorization",
+        "Bearer other-token-0123456789".into(),
+    )))
+    .await;
+    assert_eq!(
+        (a.status.as_u16(), a.error_code()),
+        (403, Some("forbidden_route"))
+    );
+    let a = call(Some((
+        "authorization",
+        "Bearer billing-token-0123456789".into(),
+    )))
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let a = call(Some((
+        "x-countersign-token",
+        "billing-token-0123456789".into(),
+    )))
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    for rec in fake.fake.stats().recent {
+        for (name, value) in rec.headers {
+            assert!(
+                !value.contains("billing-token"),
+                "token forwarded in {name}"
+            );
+        }
+    }
+}
