@@ -176,7 +176,12 @@ async fn run(cfg: config::Config, path: PathBuf) -> ExitCode {
         }
     }
     #[cfg(unix)]
-    tokio::spawn(server::reload_on_sighup(gateway.clone(), path));
+    tokio::spawn(server::reload_on_sighup(gateway.clone(), path.clone()));
+    tokio::spawn(server::reload_on_file_change(
+        gateway.clone(),
+        path,
+        std::time::Duration::from_secs(2),
+    ));
     let signal = async move {
         server::shutdown_signal().await;
         let _ = stop_tx.send(true);

@@ -184,6 +184,52 @@ pub fn reload(gateway: &Gateway, path: &Path) -> bool {
     outcome.is_ok()
 }
 
+/// Reloads when the config file or any `{ file = … }` secret it uses changes
+/// (checked every `every`): Kubernetes rotates mounted secrets by swapping
+/// the file, which polling sees whatever the filesystem's notification story.
+pub async fn reload_on_file_change(
+    gateway: Arc<Gateway>,
+    path: std::path::PathBuf,
+    every: Duration,
+) {
+    let files = |gw: &Gateway| {
+        let snap = gw.snapshot.load();
+        let mut f = snap.config.secret_files.clone();
+        f.push(path.clone());
+        f
+    };
+    let mut seen = fingerprint(&files(&gateway));
+    loop {
+        tokio::time::sleep(every).await;
+        let now = fingerprint(&files(&gateway));
+        if now != seen {
+            tracing::info!("config or secret file changed; reloading");
+            reload(&gateway, &path);
+            // Whatever the outcome, wait for the next change before trying again.
+            seen = fingerprint(&files(&gateway));
+        }
+    }
+}
+
+/// Size, modification time and a content digest of each file (absent files count too).
+fn fingerprint(
+    files: &[std::path::PathBuf],
+) -> Vec<Option<(u64, std::time::SystemTime, [u8; 32])>> {
+    use sha2::Digest;
+    files
+        .iter()
+        .map(|p| {
+            let meta = std::fs::metadata(p).ok()?;
+            let content = std::fs::read(p).ok()?;
+            Some((
+                meta.len(),
+                meta.modified().ok()?,
+                sha2::Sha256::digest(content).into(),
+            ))
+        })
+        .collect()
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

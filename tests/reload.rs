@@ -94,3 +94,57 @@ async fn reload_keeps_sessions_rejects_bad_configs_and_follows_new_credentials()
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_rotated_secret_file_is_picked_up_without_a_signal() {
+    const NEW_KEY: &str = "Nn9x2mQ7vL4pR8sW1zY6bN3cF5hJ0dGn";
+    let fake = fake_xrtc(|c| {
+        c.accounts = vec![
+            (ACCOUNT.into(), API_KEY.into()),
+            (ACCOUNT.into(), NEW_KEY.into()),
+        ];
+        c.login_timeout = std::time::Duration::from_millis(100);
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("api_key");
+    std::fs::write(&key_file, format!("{API_KEY}\n")).unwrap();
+    let path = dir.path().join("c.toml");
+    let toml = xrtc_toml(
+        &format!("http://{}", fake.addr),
+        &dir.path().join("s"),
+        "login_interval = \"100ms\"",
+    )
+    .replace(
+        &format!("api_key = \"{API_KEY}\""),
+        &format!("api_key = {{ file = \"{}\" }}", key_file.display()),
+    );
+    std::fs::write(&path, &toml).unwrap();
+    let gw = gateway_from(countersign::config::load(&path).unwrap()).await;
+    tokio::spawn(countersign::server::reload_on_file_change(
+        gw.gateway.clone(),
+        path.clone(),
+        std::time::Duration::from_millis(50),
+    ));
+    assert_eq!(set_item(&gw, "k", "1").await.status, 200);
+    let before = gw.gateway.snapshot.load().routes["x"].kind.credential_id();
+
+    // Kubernetes-style rotation: a new file renamed over the old one.
+    let tmp = dir.path().join(".api_key.new");
+    std::fs::write(&tmp, format!("{NEW_KEY}\n")).unwrap();
+    std::fs::rename(&tmp, &key_file).unwrap();
+    let started = std::time::Instant::now();
+    while gw.gateway.snapshot.load().routes["x"].kind.credential_id() == before {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "rotation not picked up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(set_item(&gw, "k", "2").await.status, 200);
+    assert_eq!(
+        fake.fake.stats().logins.len(),
+        2,
+        "logged in again with the rotated key"
+    );
+}

@@ -24,6 +24,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub clients: BTreeMap<String, ClientConfig>,
     pub routes: BTreeMap<String, RouteConfig>,
+    /// Every `{ file = … }` secret, watched for rotation (Kubernetes replaces the file).
+    pub secret_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -161,11 +163,18 @@ fn parse_root(root: Dict, problems: &mut Vec<Problem>) -> Option<Config> {
             "no route is configured: add a [routes.NAME] table",
         );
     }
+    let secret_files = routes
+        .values()
+        .flat_map(|r| r.secret_sources.iter())
+        .chain(top.secret_sources.iter())
+        .filter_map(|(_, source)| source.strip_prefix("file:").map(PathBuf::from))
+        .collect();
     top.finish();
     Some(Config {
         server: server?,
         clients,
         routes,
+        secret_files,
     })
 }
 
