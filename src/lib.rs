@@ -20,12 +20,14 @@
 //! - `metrics`: the Prometheus metrics, owned by the gateway.
 //! - `error`: the one place where errors become responses.
 //! - `fake`: strict fakes of the upstream APIs, sharing no code with `kinds`.
+//! - `explain`: the request countersign would send, secrets redacted, nothing sent.
 //! - `demo`: the fakes plus a gateway in front of them, for `countersign demo`.
 
 pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod explain;
 pub mod fake;
 pub mod gateway;
 pub mod headers;

@@ -47,6 +47,23 @@ enum Command {
         #[arg(short, long, default_value = "config/demo.toml")]
         config: PathBuf,
     },
+    /// Print the request countersign would send upstream (secrets redacted), without sending it.
+    Explain {
+        #[arg(short, long, default_value = "config/countersign.toml")]
+        config: PathBuf,
+        /// The route name (first path segment).
+        route: String,
+        /// The HTTP method, e.g. POST.
+        method: String,
+        /// The path after the route prefix, with its query, e.g. /v1/item/set.
+        path: String,
+        /// The request body.
+        #[arg(short, long)]
+        data: Option<String>,
+        /// A caller header, 'Name: value' (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+    },
     /// Run one strict fake upstream, for testing the services behind the gateway.
     Fake {
         #[command(subcommand)]
@@ -101,6 +118,37 @@ fn main() -> ExitCode {
     if let Command::Check { config } = &cli.command {
         return check(config);
     }
+    if let Command::Explain {
+        config,
+        route,
+        method,
+        path,
+        data,
+        headers,
+    } = &cli.command
+    {
+        let cfg = match config::load(config) {
+            Ok(c) => c,
+            Err(problems) => return report(config, &problems),
+        };
+        return match countersign::explain::explain(
+            &cfg,
+            route,
+            method,
+            path,
+            data.as_deref(),
+            headers,
+        ) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -129,7 +177,7 @@ async fn async_main(command: Command) -> ExitCode {
             }
         },
         Command::Fake { kind } => run_fake(kind).await,
-        Command::Check { .. } => ExitCode::SUCCESS,
+        Command::Check { .. } | Command::Explain { .. } => ExitCode::SUCCESS,
     }
 }
 

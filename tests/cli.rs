@@ -158,3 +158,69 @@ async fn secrets_never_reach_the_logs_at_trace_level() {
         assert!(!logs.contains(s.as_str()), "a secret appeared in the logs");
     }
 }
+
+#[test]
+fn explain_shows_login_and_call_with_secrets_redacted() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let key = "explain-secret-key-000000000000000";
+    let out = Command::new(BIN)
+        .args([
+            "explain",
+            "-c",
+            &format!("{root}/config/countersign.toml"),
+            "xrtc",
+            "POST",
+            "/v1/item/set",
+        ])
+        .args(["-d", r#"{items:[{"portalid":"a","payload":"b"}]}"#])
+        .args([
+            "-H",
+            "Cookie: JSESSIONID=caller-own",
+            "-H",
+            "X-Request-Id: 42",
+        ])
+        .env("XRTC_API_KEY", key)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("POST https://api.xrtc.org/v1/auth/login"),
+        "{text}"
+    );
+    assert!(text.contains("\"apikey\":\"[api_key redacted]\""), "{text}");
+    assert!(
+        text.contains("POST https://api.xrtc.org/v1/item/set"),
+        "{text}"
+    );
+    assert!(text.contains("cookie: <session from login>"), "{text}");
+    assert!(text.contains("x-request-id: 42"), "{text}");
+    assert!(
+        text.contains(r#"{items:[{"portalid":"a","payload":"b"}]}"#),
+        "body byte for byte: {text}"
+    );
+    assert!(!text.contains(key), "{text}");
+    assert!(
+        !text.contains("caller-own"),
+        "the caller's cookie is never sent: {text}"
+    );
+
+    let out = Command::new(BIN)
+        .args([
+            "explain",
+            "-c",
+            &format!("{root}/config/demo.toml"),
+            "nope",
+            "GET",
+            "/",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no route is named \"nope\""));
+}

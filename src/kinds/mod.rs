@@ -128,6 +128,24 @@ pub trait Kind: Send + Sync + 'static {
     fn session_expired(&self, status: StatusCode, headers: &HeaderMap, body: Option<&[u8]>)
         -> bool;
 
+    /// The login request, built by the same code the login sends, so that
+    /// `explain` shows exactly what goes upstream. `None`: no login.
+    fn login_request(&self) -> Option<Outgoing> {
+        None
+    }
+
+    /// The secrets this kind holds, by config key, so `explain` can redact them.
+    fn secrets(&self) -> Vec<(&'static str, Secret)> {
+        Vec::new()
+    }
+
+    /// The input string of each signature on `out` (an HMAC message, a
+    /// canonical body), for `explain`: what to compare when an upstream
+    /// rejects a signature.
+    fn signature_inputs(&self, _out: &Outgoing) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
     /// Sees the response head before the caller does. Returns a new session value
     /// when the upstream refreshed it (e.g. a re-issued cookie), and may remove
     /// headers that must not reach the caller.

@@ -109,15 +109,10 @@ impl Kind for Xrtc {
 
     fn login<'a>(&'a self, ctx: &'a LoginCtx<'a>) -> BoxFuture<'a, Result<Secret, ProxyError>> {
         Box::pin(async move {
-            let body = serde_json::json!({
-                "accountid": self.settings.account_id,
-                "apikey": self.settings.api_key.expose(),
-            })
-            .to_string();
-            let mut headers = HeaderMap::new();
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            headers.insert(USER_AGENT, HeaderValue::from_static(crate::USER_AGENT));
-            let answer = ctx.send(LoginCtx::post(LOGIN_PATH, headers, body)).await?;
+            let request = self
+                .login_request()
+                .ok_or_else(|| ProxyError::Internal("xrtc has a login request".into()))?;
+            let answer = ctx.send(request).await?;
             if !answer.status.is_success() {
                 return Err(ProxyError::LoginFailed(upstream_error_text(
                     answer.status,
@@ -132,6 +127,22 @@ impl Kind for Xrtc {
             }
             Ok(Secret::new(jar))
         })
+    }
+
+    fn login_request(&self) -> Option<super::Outgoing> {
+        let body = serde_json::json!({
+            "accountid": self.settings.account_id,
+            "apikey": self.settings.api_key.expose(),
+        })
+        .to_string();
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(USER_AGENT, HeaderValue::from_static(crate::USER_AGENT));
+        Some(LoginCtx::post(LOGIN_PATH, headers, body))
+    }
+
+    fn secrets(&self) -> Vec<(&'static str, Secret)> {
+        vec![("api_key", self.settings.api_key.clone())]
     }
 
     fn sign(&self, out: &mut super::Outgoing, session: Option<&Secret>) -> Result<(), ProxyError> {

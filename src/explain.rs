@@ -1,0 +1,155 @@
+//! `countersign explain`: the request countersign would send upstream for a
+//! given call (and the login it would need first), with every header, the
+//! body and each signature's input string, secrets redacted, nothing sent.
+//! It runs the same hygiene, plan and signing code as the proxy.
+
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+use crate::config::Config;
+use crate::kinds::{self, Kind, Outgoing, Plan};
+use crate::secret::Secret;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error("no route is named \"{0}\" in the config")]
+    UnknownRoute(String),
+    #[error("\"{0}\" is not an HTTP method")]
+    Method(String),
+    #[error("header \"{0}\" must be written as 'Name: value'")]
+    Header(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// What the session value looks like in the explanation: it only exists after a real login.
+const SESSION_PLACEHOLDER: &str = "<session from login>";
+
+pub fn explain(
+    config: &Config,
+    route: &str,
+    method: &str,
+    path: &str,
+    data: Option<&str>,
+    headers: &[String],
+) -> Result<String, ExplainError> {
+    let rc = config
+        .routes
+        .get(route)
+        .ok_or_else(|| ExplainError::UnknownRoute(route.to_string()))?;
+    let kind = kinds::build(&rc.kind);
+    let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| ExplainError::Method(method.to_string()))?;
+    let mut caller = HeaderMap::new();
+    for h in headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| ExplainError::Header(h.clone()))?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| ExplainError::Header(h.clone()))?;
+        let value =
+            HeaderValue::from_str(value.trim()).map_err(|_| ExplainError::Header(h.clone()))?;
+        caller.append(name, value);
+    }
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    let (rest, _) = path.split_once('?').unwrap_or((&path, ""));
+    crate::headers::check_path(rest).map_err(|e| ExplainError::Refused(e.to_string()))?;
+    let base = format!(
+        "{}{}",
+        rc.upstream.to_string().trim_end_matches('/'),
+        rc.base_path
+    );
+    let secrets = kind.secrets();
+    let mut out = format!("route {route} (kind {}) -> {base}\n", rc.kind.name());
+
+    let plan = kind
+        .plan(&method, rest, &caller)
+        .map_err(|e| ExplainError::Refused(e.to_string()))?;
+    let needs_session = match plan {
+        Plan::Local(resp) => {
+            let _ = writeln!(
+                out,
+                "\ncountersign answers this call itself ({}); nothing goes upstream.",
+                resp.status()
+            );
+            return Ok(out);
+        }
+        Plan::Forward { session, .. } => session,
+    };
+    if needs_session {
+        if let Some(login) = kind.login_request() {
+            out.push_str(
+                "\n1. when no session is held (or it expired), countersign first logs in:\n",
+            );
+            show(&mut out, &base, &login, &secrets, kind.as_ref());
+            out.push_str("\n2. then sends the call:\n");
+        }
+    } else {
+        out.push_str("\nthe call, sent without a session:\n");
+    }
+    let mut call = Outgoing {
+        method,
+        path_and_query: path.clone(),
+        headers: crate::headers::outgoing(
+            &caller,
+            kind.owned_headers(),
+            !config.clients.is_empty(),
+        ),
+        body: data.map(|d| Bytes::from(d.to_string())),
+    };
+    let placeholder = Secret::new(SESSION_PLACEHOLDER);
+    kind.sign(&mut call, needs_session.then_some(&placeholder))
+        .map_err(|e| ExplainError::Refused(e.to_string()))?;
+    show(&mut out, &base, &call, &secrets, kind.as_ref());
+    Ok(out)
+}
+
+fn show(
+    out: &mut String,
+    base: &str,
+    req: &Outgoing,
+    secrets: &[(&'static str, Secret)],
+    kind: &dyn Kind,
+) {
+    let redact = |text: &str| {
+        let mut t = text.to_string();
+        for (name, s) in secrets {
+            if !s.expose().is_empty() {
+                t = t.replace(s.expose(), &format!("[{name} redacted]"));
+            }
+        }
+        t
+    };
+    let _ = writeln!(
+        out,
+        "   {} {}",
+        req.method,
+        redact(&format!("{base}{}", req.path_and_query))
+    );
+    for (name, value) in &req.headers {
+        let _ = writeln!(
+            out,
+            "   {name}: {}",
+            redact(&String::from_utf8_lossy(value.as_bytes()))
+        );
+    }
+    if let Some(body) = &req.body {
+        let _ = writeln!(out, "\n   {}", redact(&String::from_utf8_lossy(body)));
+    }
+    let inputs = kind.signature_inputs(req);
+    if inputs.is_empty() {
+        let _ = writeln!(
+            out,
+            "   (no signature: the credential is the session / key shown above)"
+        );
+    }
+    for (what, input) in inputs {
+        let _ = writeln!(out, "   signature input ({what}): {}", redact(&input));
+    }
+}
