@@ -47,11 +47,15 @@ pub async fn run(path: &Path) -> Result<(), DemoError> {
         match &route.kind {
             KindConfig::Xrtc(_) => {
                 let fake = fake::xrtc::Fake::new(fake::xrtc::Config::default());
-                tokio::spawn(async move {
-                    if let Err(e) = fake.serve(listener, None, stop).await {
-                        tracing::error!(error = %e, "fake XRTC stopped");
-                    }
-                });
+                tokio::spawn(fake.serve(listener, None, stop));
+            }
+            KindConfig::Utilsio(_) => {
+                let fake = fake::utilsio::Fake::new(fake::utilsio::Config::default());
+                tokio::spawn(fake.serve(listener, None, stop));
+            }
+            KindConfig::Teamdrive(_) => {
+                let fake = fake::teamdrive::Fake::new(fake::teamdrive::Config::default());
+                tokio::spawn(fake.serve(listener, None, stop));
             }
         }
         tracing::info!(route = %route.name, %authority, "fake upstream started");
@@ -87,6 +91,23 @@ fn curl_lines(cfg: &Config, addr: &str) -> String {
                 let _ = writeln!(out, "curl -sN http://{addr}/{r}/v1/item/get -d '{{portals:[{{\"portalid\":\"demo\"}}],\"mode\":\"stream\"}}'");
                 let _ = writeln!(out, "# a countersign error: no such route");
                 let _ = writeln!(out, "curl -si http://{addr}/nope/v1/item/get\n");
+            }
+            KindConfig::Utilsio(_) => {
+                let r = &route.name;
+                let _ = writeln!(
+                    out,
+                    "# utilsio: countersign adds appId, the timestamp and the HMAC signature"
+                );
+                let _ = writeln!(
+                    out,
+                    "curl -s http://{addr}/{r}/subscription -H 'x-utilsio-device-id: phone-1'"
+                );
+                let _ = writeln!(out, "curl -s -X DELETE http://{addr}/{r}/subscription -d '{{\"deviceId\":\"phone-1\",\"subscriptionIds\":[\"s2\",\"s1\"]}}'\n");
+            }
+            KindConfig::Teamdrive(_) => {
+                let r = &route.name;
+                let _ = writeln!(out, "# TeamDrive: countersign sets <requesttime>, adds <distributor> and the checksum");
+                let _ = writeln!(out, "curl -s http://{addr}/{r}/yvva/api/api.xml -d \"<?xml version='1.0' encoding='UTF-8' ?><teamdrive><command>getuserdata</command><username>demo</username></teamdrive>\"\n");
             }
         }
     }

@@ -39,7 +39,7 @@ pub fn explain(
         .routes
         .get(route)
         .ok_or_else(|| ExplainError::UnknownRoute(route.to_string()))?;
-    let kind = kinds::build(&rc.kind);
+    let kind = kinds::build(&rc.kind).map_err(ExplainError::Refused)?;
     let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
         .map_err(|_| ExplainError::Method(method.to_string()))?;
     let mut caller = HeaderMap::new();

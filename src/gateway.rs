@@ -81,7 +81,10 @@ impl Snapshot {
     ) -> Result<Snapshot, UpstreamError> {
         let mut routes = HashMap::new();
         for (name, rc) in &config.routes {
-            let kind = kinds::build(&rc.kind);
+            let kind = kinds::build(&rc.kind).map_err(|reason| UpstreamError::Kind {
+                route: name.clone(),
+                reason,
+            })?;
             let cred = kind.credential_id();
             let has_session = kinds::defaults_for(rc.kind.name()).is_some_and(|d| d.has_session);
             let session = has_session.then(|| {

@@ -18,12 +18,14 @@
 //! - `kinds`: one file per upstream API (`xrtc`, …): the hooks of [`kinds::Kind`].
 //! - `admin`: `/healthz`, `/readyz`, `/metrics` on the admin listener.
 //! - `metrics`: the Prometheus metrics, owned by the gateway.
+//! - `canonical`: pure body transformations (TeamDrive XML edits), property-tested.
 //! - `error`: the one place where errors become responses.
 //! - `fake`: strict fakes of the upstream APIs, sharing no code with `kinds`.
 //! - `explain`: the request countersign would send, secrets redacted, nothing sent.
 //! - `demo`: the fakes plus a gateway in front of them, for `countersign demo`.
 
 pub mod admin;
+pub mod canonical;
 pub mod config;
 pub mod demo;
 pub mod error;

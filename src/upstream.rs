@@ -34,6 +34,8 @@ pub enum UpstreamError {
     CaFile { path: String, reason: String },
     #[error("TLS setup: {0}")]
     Tls(String),
+    #[error("routes.{route}: {reason}")]
+    Kind { route: String, reason: String },
 }
 
 pub struct Upstream {

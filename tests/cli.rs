@@ -90,6 +90,9 @@ fn shipped_configs_are_valid() {
     let out = Command::new(BIN)
         .args(["check", "-c", &format!("{root}/config/countersign.toml")])
         .env("XRTC_API_KEY", "shipped-config-test-key-000000000")
+        .env("UTILSIO_APP_SECRET", "s")
+        .env("UTILSIO_APP_SALT", "00ff")
+        .env("TEAMDRIVE_API_KEY", "k")
         .output()
         .unwrap();
     assert_eq!(
@@ -180,6 +183,9 @@ fn explain_shows_login_and_call_with_secrets_redacted() {
             "X-Request-Id: 42",
         ])
         .env("XRTC_API_KEY", key)
+        .env("UTILSIO_APP_SECRET", "s")
+        .env("UTILSIO_APP_SALT", "00ff")
+        .env("TEAMDRIVE_API_KEY", "k")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

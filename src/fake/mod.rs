@@ -8,10 +8,25 @@
 //! is used here, so a test where both sides agree proves something.
 
 mod lenient;
+pub mod teamdrive;
+pub mod utilsio;
 pub mod xrtc;
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -44,4 +59,94 @@ pub fn tls_config(cert_pem: &Path, key_pem: &Path) -> Result<Arc<rustls::ServerC
         .map_err(|e| FakeError::Tls(e.to_string()))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+/// What every fake answers with.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A request a fake received, for tests and `/_fake/stats`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Recorded {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub status: u16,
+}
+
+impl Recorded {
+    pub fn new(parts: &http::request::Parts, body: &[u8], status: u16) -> Self {
+        Recorded {
+            method: parts.method.to_string(),
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: String::from_utf8_lossy(body).into_owned(),
+            status,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Accepts connections (HTTP/1.1 and h2, TLS when configured) and answers
+/// each request with `handler(peer_ip, request)` until `shutdown` resolves.
+pub async fn serve_with<F, Fut>(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    handler: F,
+) -> std::io::Result<()>
+where
+    F: Fn(IpAddr, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(_) => { tokio::time::sleep(Duration::from_millis(20)).await; continue; }
+            },
+            _ = &mut shutdown => return Ok(()),
+        };
+        let handler = handler.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let ip = peer.ip();
+            let svc = service_fn(move |req| {
+                let h = handler.clone();
+                async move { Ok::<_, Infallible>(h(ip, req).await) }
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            match acceptor {
+                Some(a) => {
+                    if let Ok(tls) = a.accept(stream).await {
+                        let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
+                    }
+                }
+                None => {
+                    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                }
+            }
+        });
+    }
 }

@@ -8,7 +8,6 @@
 //! `/_fake/kill-sessions` let tests and people look inside.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,12 +15,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use rand::distr::{Alphanumeric, SampleString};
 use rand::Rng;
 use tokio::net::TcpListener;
@@ -33,7 +28,7 @@ pub use items::Portals;
 #[path = "xrtc_items.rs"]
 mod items;
 
-pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+pub use super::Body;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -208,37 +203,12 @@ impl Fake {
         tls: Option<Arc<rustls::ServerConfig>>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-        tokio::pin!(shutdown);
-        loop {
-            let (stream, peer) = tokio::select! {
-                a = listener.accept() => match a {
-                    Ok(a) => a,
-                    Err(_) => { tokio::time::sleep(Duration::from_millis(20)).await; continue; }
-                },
-                _ = &mut shutdown => return Ok(()),
-            };
-            let fake = self.clone();
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let ip = peer.ip();
-                let svc = service_fn(move |req| {
-                    let fake = fake.clone();
-                    async move { Ok::<_, Infallible>(fake.handle(ip, req).await) }
-                });
-                let builder = auto::Builder::new(TokioExecutor::new());
-                match acceptor {
-                    Some(a) => {
-                        if let Ok(tls) = a.accept(stream).await {
-                            let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
-                        }
-                    }
-                    None => {
-                        let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
-                    }
-                }
-            });
-        }
+        let fake = self;
+        super::serve_with(listener, tls, shutdown, move |ip, req| {
+            let fake = fake.clone();
+            async move { fake.handle(ip, req).await }
+        })
+        .await
     }
 
     async fn handle(&self, ip: IpAddr, req: Request<Incoming>) -> Response<Body> {

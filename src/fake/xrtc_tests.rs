@@ -3,6 +3,7 @@
 use super::*;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 
 struct Running {
     addr: std::net::SocketAddr,

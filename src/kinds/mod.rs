@@ -3,6 +3,8 @@
 //! (sessions, limits, forwarding, errors) lives outside this folder, so adding
 //! an API means one new file here and its fake in `src/fake/`.
 
+pub mod teamdrive;
+pub mod utilsio;
 pub mod xrtc;
 
 use std::time::Duration;
@@ -18,18 +20,22 @@ use crate::secret::Secret;
 use crate::session::LoginCtx;
 
 /// Every kind's name, as written in `kind = "..."`.
-pub const NAMES: &[&str] = &["xrtc"];
+pub const NAMES: &[&str] = &["xrtc", "utilsio", "teamdrive"];
 
 /// Parsed per-kind settings of a route.
 #[derive(Debug, Clone)]
 pub enum KindConfig {
     Xrtc(xrtc::Settings),
+    Utilsio(utilsio::Settings),
+    Teamdrive(teamdrive::Settings),
 }
 
 impl KindConfig {
     pub fn name(&self) -> &'static str {
         match self {
             KindConfig::Xrtc(_) => "xrtc",
+            KindConfig::Utilsio(_) => "utilsio",
+            KindConfig::Teamdrive(_) => "teamdrive",
         }
     }
 }
@@ -45,6 +51,8 @@ pub struct KindDefaults {
 pub fn defaults_for(kind: &str) -> Option<KindDefaults> {
     match kind {
         "xrtc" => Some(xrtc::DEFAULTS),
+        "utilsio" => Some(utilsio::DEFAULTS),
+        "teamdrive" => Some(teamdrive::DEFAULTS),
         _ => None,
     }
 }
@@ -53,14 +61,19 @@ pub fn defaults_for(kind: &str) -> Option<KindDefaults> {
 pub fn parse(kind: &str, s: &mut Section<'_>) -> Option<KindConfig> {
     match kind {
         "xrtc" => xrtc::Settings::parse(s).map(KindConfig::Xrtc),
+        "utilsio" => utilsio::Settings::parse(s).map(KindConfig::Utilsio),
+        "teamdrive" => teamdrive::Settings::parse(s).map(KindConfig::Teamdrive),
         _ => None,
     }
 }
 
-pub fn build(config: &KindConfig) -> std::sync::Arc<dyn Kind> {
-    match config {
+/// The kind's hooks for a route. Fails only where startup work can (a key derivation).
+pub fn build(config: &KindConfig) -> Result<std::sync::Arc<dyn Kind>, String> {
+    Ok(match config {
         KindConfig::Xrtc(s) => std::sync::Arc::new(xrtc::Xrtc::new(s.clone())),
-    }
+        KindConfig::Utilsio(s) => std::sync::Arc::new(utilsio::Utilsio::new(s.clone())?),
+        KindConfig::Teamdrive(s) => std::sync::Arc::new(teamdrive::Teamdrive::new(s.clone())),
+    })
 }
 
 /// What a request needs before it can be forwarded.

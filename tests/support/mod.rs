@@ -281,3 +281,28 @@ pub async fn spawn_binary(dir: &std::path::Path, toml: &str, rust_log: &str) -> 
     }
     p
 }
+
+/// Starts any fake whose `serve(listener, tls, shutdown)` has the common shape.
+#[allow(unused_macros)] // each test file uses a different part of this
+macro_rules! start_fake {
+    ($fake:expr) => {{
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fake = $fake;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(fake.clone().serve(listener, None, async {
+            let _ = rx.await;
+        }));
+        (addr, fake, tx)
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use start_fake;
+
+/// A gateway config with one route `r` of any kind; `route` holds its keys.
+pub fn route_toml(state_dir: &std::path::Path, route: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nstate_dir = \"{}\"\nshutdown_grace = \"2s\"\n\n[routes.r]\n{route}\n",
+        state_dir.display()
+    )
+}

@@ -1,0 +1,358 @@
+//! The TeamDrive request edits: set `<requesttime>`, insert `<distributor>`,
+//! and change nothing else, byte for byte (whitespace, the XML declaration,
+//! comments, CDATA). A small XML scanner finds the root's direct children
+//! (comments, CDATA, processing instructions and nested elements cannot be
+//! mistaken for them); a body it cannot understand unambiguously is an error,
+//! never a guess. Every change is returned as a [`Splice`], so callers and
+//! tests can check that nothing else moved.
+
+use std::ops::Range;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum XmlError {
+    #[error("the XML body is not well-formed at byte {at}: {what}")]
+    Malformed { at: usize, what: &'static str },
+    #[error("the XML body must be UTF-8 (or another ASCII-compatible encoding): {0}")]
+    Encoding(&'static str),
+    #[error("the XML body {0}")]
+    Shape(&'static str),
+}
+
+/// One change: `range` of the input replaced by `text` (an empty range inserts).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Splice {
+    pub range: Range<usize>,
+    pub text: String,
+}
+
+/// A direct child of the root: where its tags and content are.
+#[derive(Debug, Clone)]
+struct Child {
+    /// The whole element, start tag to end tag.
+    whole: Range<usize>,
+    /// Between the tags; `None` for `<x/>`.
+    content: Option<Range<usize>>,
+    /// Whether the content is plain text (no elements, comments or CDATA).
+    text_only: bool,
+}
+
+#[derive(Default)]
+struct Found {
+    command: Vec<Child>,
+    requesttime: Vec<Child>,
+    distributor: Vec<Child>,
+}
+
+fn malformed(at: usize, what: &'static str) -> XmlError {
+    XmlError::Malformed { at, what }
+}
+
+fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    hay.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|i| from + i)
+}
+
+fn is_name_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b == b':' || b >= 0x80
+}
+
+fn is_name_char(b: u8) -> bool {
+    is_name_start(b) || b.is_ascii_digit() || b == b'-' || b == b'.'
+}
+
+/// Parses a start or end tag beginning at `at` (the '<'); returns (name, end after '>', self-closing).
+fn tag(body: &[u8], at: usize, closing: bool) -> Result<(&[u8], usize, bool), XmlError> {
+    let mut i = at + if closing { 2 } else { 1 };
+    let start = i;
+    if !body.get(i).copied().is_some_and(is_name_start) {
+        return Err(malformed(at, "a tag without a valid name"));
+    }
+    while body.get(i).copied().is_some_and(is_name_char) {
+        i += 1;
+    }
+    let name = &body[start..i];
+    loop {
+        while body.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+            i += 1;
+        }
+        match body.get(i) {
+            None => return Err(malformed(at, "an unterminated tag")),
+            Some(b'>') => return Ok((name, i + 1, false)),
+            Some(b'/') if !closing && body.get(i + 1) == Some(&b'>') => {
+                return Ok((name, i + 2, true))
+            }
+            Some(&b) if !closing && is_name_start(b) => {
+                while body.get(i).copied().is_some_and(is_name_char) {
+                    i += 1;
+                }
+                while body.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+                    i += 1;
+                }
+                if body.get(i) != Some(&b'=') {
+                    return Err(malformed(i, "an attribute without a value"));
+                }
+                i += 1;
+                while body.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+                    i += 1;
+                }
+                let quote = match body.get(i) {
+                    Some(&q @ (b'"' | b'\'')) => q,
+                    _ => return Err(malformed(i, "an unquoted attribute value")),
+                };
+                let close = find(body, i + 1, &[quote])
+                    .ok_or(malformed(i, "an unterminated attribute value"))?;
+                if body[i + 1..close].contains(&b'<') {
+                    return Err(malformed(i, "'<' in an attribute value"));
+                }
+                i = close + 1;
+            }
+            Some(_) => return Err(malformed(i, "an unexpected character in a tag")),
+        }
+    }
+}
+
+/// Rejects encodings the byte-level edits would corrupt.
+fn check_encoding(body: &[u8]) -> Result<(), XmlError> {
+    if body.starts_with(&[0xFE, 0xFF]) || body.starts_with(&[0xFF, 0xFE]) || body.contains(&0) {
+        return Err(XmlError::Encoding(
+            "UTF-16 and UTF-32 bodies are not supported",
+        ));
+    }
+    if let Some(end) = body
+        .starts_with(b"<?xml")
+        .then(|| find(body, 0, b"?>"))
+        .flatten()
+    {
+        let decl = String::from_utf8_lossy(&body[..end]).to_ascii_lowercase();
+        if decl.contains("utf-16") || decl.contains("utf-32") || decl.contains("ucs-") {
+            return Err(XmlError::Encoding(
+                "the declaration names a multi-byte encoding",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Walks the document, checking nesting, and collects the root's direct children we edit.
+fn scan(body: &[u8]) -> Result<Found, XmlError> {
+    check_encoding(body)?;
+    let mut found = Found::default();
+    // Open elements: (name range, start offset, content start, text-only so far).
+    let mut stack: Vec<(Range<usize>, usize, usize, bool)> = Vec::new();
+    let mut root_seen = false;
+    let mut i = if body.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        3
+    } else {
+        0
+    };
+    while i < body.len() {
+        let Some(lt) = find(body, i, b"<") else {
+            if stack.is_empty() && body[i..].iter().all(|b| b.is_ascii_whitespace()) {
+                break;
+            }
+            return Err(malformed(
+                i,
+                "text outside the root element or an unclosed element",
+            ));
+        };
+        if stack.is_empty() && !body[i..lt].iter().all(|b| b.is_ascii_whitespace()) {
+            return Err(malformed(i, "text outside the root element"));
+        }
+        let rest = &body[lt..];
+        let (end, markup) = if rest.starts_with(b"<?") {
+            (
+                find(body, lt, b"?>")
+                    .ok_or(malformed(lt, "an unterminated processing instruction"))?
+                    + 2,
+                true,
+            )
+        } else if rest.starts_with(b"<!--") {
+            (
+                find(body, lt + 4, b"-->").ok_or(malformed(lt, "an unterminated comment"))? + 3,
+                true,
+            )
+        } else if rest.starts_with(b"<![CDATA[") {
+            if stack.is_empty() {
+                return Err(malformed(lt, "CDATA outside the root element"));
+            }
+            (
+                find(body, lt, b"]]>").ok_or(malformed(lt, "an unterminated CDATA section"))? + 3,
+                true,
+            )
+        } else if rest.starts_with(b"<!") {
+            return Err(XmlError::Shape(
+                "may not carry a DOCTYPE or other declarations",
+            ));
+        } else if rest.starts_with(b"</") {
+            let (name, end, _) = tag(body, lt, true)?;
+            let (open, start, content_start, text_only) = stack
+                .pop()
+                .ok_or(malformed(lt, "a closing tag with no open element"))?;
+            if &body[open.clone()] != name {
+                return Err(malformed(
+                    lt,
+                    "a closing tag that does not match the open element",
+                ));
+            }
+            if stack.len() == 1 {
+                let child = Child {
+                    whole: start..end,
+                    content: Some(content_start..lt),
+                    text_only,
+                };
+                record(&mut found, name, child);
+            }
+            (end, false)
+        } else {
+            let (name, end, self_closing) = tag(body, lt, false)?;
+            let name_range = lt + 1..lt + 1 + name.len();
+            if stack.is_empty() {
+                if root_seen {
+                    return Err(XmlError::Shape("has more than one root element"));
+                }
+                if name != b"teamdrive" {
+                    return Err(XmlError::Shape("must have <teamdrive> as its root element"));
+                }
+                root_seen = true;
+            }
+            if let Some(parent) = stack.last_mut() {
+                parent.3 = false;
+            }
+            if self_closing {
+                if stack.len() == 1 {
+                    record(
+                        &mut found,
+                        name,
+                        Child {
+                            whole: lt..end,
+                            content: None,
+                            text_only: true,
+                        },
+                    );
+                }
+            } else {
+                stack.push((name_range, lt, end, true));
+            }
+            (end, false)
+        };
+        if markup {
+            if let Some(parent) = stack.last_mut() {
+                parent.3 = false;
+            }
+        }
+        i = end;
+    }
+    if !stack.is_empty() {
+        return Err(malformed(body.len(), "the root element is not closed"));
+    }
+    if !root_seen {
+        return Err(XmlError::Shape("has no root element"));
+    }
+    Ok(found)
+}
+
+fn record(found: &mut Found, name: &[u8], child: Child) {
+    match name {
+        b"command" => found.command.push(child),
+        b"requesttime" => found.requesttime.push(child),
+        b"distributor" => found.distributor.push(child),
+        _ => {}
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Sets `<requesttime>` to `requesttime` (inserting it right after
+/// `</command>` when missing) and inserts `<distributor>` right after the
+/// requesttime element when `distributor` is given and none is present.
+pub fn edit(
+    body: &[u8],
+    requesttime: Option<u64>,
+    distributor: Option<&str>,
+) -> Result<(Vec<u8>, Vec<Splice>), XmlError> {
+    let found = scan(body)?;
+    let command = match found.command.as_slice() {
+        [c] => c,
+        [] => return Err(XmlError::Shape("has no <command> element")),
+        _ => return Err(XmlError::Shape("has more than one <command> element")),
+    };
+    if found.requesttime.len() > 1 {
+        return Err(XmlError::Shape("has more than one <requesttime> element"));
+    }
+    if found.distributor.len() > 1 {
+        return Err(XmlError::Shape("has more than one <distributor> element"));
+    }
+    let existing_time = found.requesttime.first();
+    let mut splices = Vec::new();
+    // Where the distributor goes: after the requesttime element, as it will be.
+    let mut after_time = existing_time
+        .map(|t| t.whole.end)
+        .unwrap_or(command.whole.end);
+    let mut inserted_at_command = String::new();
+    if let Some(now) = requesttime {
+        match existing_time {
+            Some(t) => match &t.content {
+                Some(c) if t.text_only => splices.push(Splice {
+                    range: c.clone(),
+                    text: now.to_string(),
+                }),
+                Some(_) => {
+                    return Err(XmlError::Shape(
+                        "has a <requesttime> that is not plain text",
+                    ))
+                }
+                None => splices.push(Splice {
+                    range: t.whole.clone(),
+                    text: format!("<requesttime>{now}</requesttime>"),
+                }),
+            },
+            None => {
+                inserted_at_command = format!("<requesttime>{now}</requesttime>");
+                after_time = command.whole.end;
+            }
+        }
+    }
+    if let (Some(d), true) = (distributor, found.distributor.is_empty()) {
+        let element = format!("<distributor>{}</distributor>", escape(d));
+        if after_time == command.whole.end && existing_time.is_none() {
+            inserted_at_command.push_str(&element);
+        } else {
+            splices.push(Splice {
+                range: after_time..after_time,
+                text: element,
+            });
+        }
+    }
+    if !inserted_at_command.is_empty() {
+        splices.push(Splice {
+            range: command.whole.end..command.whole.end,
+            text: inserted_at_command,
+        });
+    }
+    splices.sort_by_key(|s| (s.range.start, s.range.end));
+    Ok((apply(body, &splices), splices))
+}
+
+/// The input with the splices (sorted, non-overlapping) applied.
+pub fn apply(body: &[u8], splices: &[Splice]) -> Vec<u8> {
+    let extra: usize = splices.iter().map(|s| s.text.len()).sum();
+    let mut out = Vec::with_capacity(body.len() + extra);
+    let mut at = 0;
+    for s in splices {
+        out.extend_from_slice(&body[at..s.range.start]);
+        out.extend_from_slice(s.text.as_bytes());
+        at = s.range.end;
+    }
+    out.extend_from_slice(&body[at..]);
+    out
+}
+
+#[cfg(test)]
+#[path = "xml_tests.rs"]
+mod tests;

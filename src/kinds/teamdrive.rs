@@ -1,0 +1,249 @@
+//! TeamDrive Registration Server API
+//! (`teamdrive-registration-server-api.txt`): XML over POST only;
+//! `<requesttime>` set to now, `<distributor>` added when configured; the
+//! `checksum` query parameter is the lowercase hex md5(body ‖ key) or
+//! HMAC-SHA1(key, body) over exactly the bytes sent.
+
+use futures_util::future::BoxFuture;
+use hmac::{Hmac, Mac};
+use http::{HeaderMap, HeaderName, Method};
+use md5::{Digest, Md5};
+use sha1::Sha1;
+
+use super::{fingerprint, now_ms, Kind, KindDefaults, Outgoing, Plan};
+use crate::canonical::xml;
+use crate::config::Section;
+use crate::error::ProxyError;
+use crate::secret::Secret;
+use crate::session::LoginCtx;
+
+pub const DEFAULTS: KindDefaults = KindDefaults {
+    rate_limit: None,
+    quota_per_month: None,
+    has_session: false,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Auth {
+    Md5,
+    HmacSha1,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub auth: Auth,
+    pub key: Secret,
+    pub distributor: Option<String>,
+    /// `requesttime = "set"` (default) puts the current time in every body.
+    pub set_requesttime: bool,
+}
+
+impl Settings {
+    pub fn parse(s: &mut Section<'_>) -> Option<Settings> {
+        let auth = match s.required::<String>("auth").as_deref() {
+            Some("md5") => Some(Auth::Md5),
+            Some("hmac-sha1") => Some(Auth::HmacSha1),
+            Some(other) => {
+                s.problem(
+                    "auth",
+                    format!("\"{other}\" is neither \"md5\" nor \"hmac-sha1\""),
+                );
+                None
+            }
+            None => None,
+        };
+        let key = s.secret("key", true);
+        let distributor = s.get::<String>("distributor");
+        let set_requesttime = match s.get::<String>("requesttime").as_deref() {
+            None | Some("set") => true,
+            Some("keep") => false,
+            Some(other) => {
+                s.problem(
+                    "requesttime",
+                    format!("\"{other}\" is neither \"set\" nor \"keep\""),
+                );
+                true
+            }
+        };
+        Some(Settings {
+            auth: auth?,
+            key: key?,
+            distributor,
+            set_requesttime,
+        })
+    }
+}
+
+pub struct Teamdrive {
+    settings: Settings,
+}
+
+impl Teamdrive {
+    pub fn new(settings: Settings) -> Self {
+        Teamdrive { settings }
+    }
+}
+
+/// The authorisation hash of the API document, lowercase hex.
+pub fn checksum(auth: Auth, key: &[u8], body: &[u8]) -> String {
+    match auth {
+        Auth::Md5 => {
+            let mut h = Md5::new();
+            h.update(body);
+            h.update(key);
+            hex::encode(h.finalize())
+        }
+        Auth::HmacSha1 => {
+            // HMAC accepts keys of any length; this cannot fail.
+            let mut mac =
+                <Hmac<Sha1> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+            mac.update(body);
+            hex::encode(mac.finalize().into_bytes())
+        }
+    }
+}
+
+/// The query without any `checksum` parameter the caller sent.
+fn without_checksum(pq: &str) -> String {
+    let Some((path, query)) = pq.split_once('?') else {
+        return pq.to_string();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && p.split('=').next() != Some("checksum"))
+        .collect();
+    if kept.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    }
+}
+
+impl Kind for Teamdrive {
+    fn credential_id(&self) -> String {
+        format!("teamdrive-{}", fingerprint(&self.settings.key))
+    }
+
+    fn owned_headers(&self) -> &'static [HeaderName] {
+        &[]
+    }
+
+    fn plan(&self, method: &Method, _: &str, _: &HeaderMap) -> Result<Plan, ProxyError> {
+        if method != Method::POST {
+            return Err(ProxyError::MethodNotAllowed(
+                "the TeamDrive API accepts POST only".into(),
+            ));
+        }
+        Ok(Plan::Forward {
+            session: false,
+            buffer_body: true,
+        })
+    }
+
+    fn login<'a>(&'a self, _: &'a LoginCtx<'a>) -> BoxFuture<'a, Result<Secret, ProxyError>> {
+        Box::pin(async { Err(ProxyError::Internal("teamdrive holds no session".into())) })
+    }
+
+    fn secrets(&self) -> Vec<(&'static str, Secret)> {
+        vec![("key", self.settings.key.clone())]
+    }
+
+    fn sign(&self, out: &mut Outgoing, _: Option<&Secret>) -> Result<(), ProxyError> {
+        let body = out.body.take().unwrap_or_default();
+        let now = self.settings.set_requesttime.then(|| now_ms() / 1000);
+        let (edited, _) = xml::edit(&body, now, self.settings.distributor.as_deref())
+            .map_err(|e| ProxyError::BadRequestBody(e.to_string()))?;
+        let sum = checksum(
+            self.settings.auth,
+            self.settings.key.expose().as_bytes(),
+            &edited,
+        );
+        let mut pq = without_checksum(&out.path_and_query);
+        pq.push(if pq.contains('?') { '&' } else { '?' });
+        pq.push_str("checksum=");
+        pq.push_str(&sum);
+        out.path_and_query = pq;
+        out.body = Some(edited.into());
+        Ok(())
+    }
+
+    fn signature_inputs(&self, out: &Outgoing) -> Vec<(String, String)> {
+        let body = out
+            .body
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        let what = match self.settings.auth {
+            Auth::Md5 => "md5 over the body followed by the key",
+            Auth::HmacSha1 => "HMAC-SHA1 with the key over the body",
+        };
+        vec![(what.into(), body.into_owned())]
+    }
+
+    fn session_expired(&self, _: http::StatusCode, _: &HeaderMap, _: Option<&[u8]>) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Known answers from the API document's own recipe, run once:
+    //   REQUEST="<?xml version='1.0' encoding='UTF-8' ?><teamdrive><command>loginuser</command><requesttime>1700000000</requesttime><username>YourUserName</username><password>YourPassword</password></teamdrive>"
+    //   KEY="APIChecksumSalt-demo"
+    //   echo -n "$REQUEST$KEY" | md5sum                    -> f9c61fe22f8d25a501fa9c3b23179b2c
+    //   echo -n "$REQUEST" | openssl dgst -sha1 -hmac "$KEY" -> 37d25e7ed925e1f1a0ad2ddb7e29d12809849a9b
+    const REQUEST: &str = "<?xml version='1.0' encoding='UTF-8' ?><teamdrive><command>loginuser</command><requesttime>1700000000</requesttime><username>YourUserName</username><password>YourPassword</password></teamdrive>";
+    const KEY: &str = "APIChecksumSalt-demo";
+
+    #[test]
+    fn checksums_match_the_documents_recipe() {
+        assert_eq!(
+            checksum(Auth::Md5, KEY.as_bytes(), REQUEST.as_bytes()),
+            "f9c61fe22f8d25a501fa9c3b23179b2c"
+        );
+        assert_eq!(
+            checksum(Auth::HmacSha1, KEY.as_bytes(), REQUEST.as_bytes()),
+            "37d25e7ed925e1f1a0ad2ddb7e29d12809849a9b"
+        );
+    }
+
+    #[test]
+    fn sign_keeps_the_body_and_replaces_the_callers_checksum() {
+        let k = Teamdrive::new(Settings {
+            auth: Auth::Md5,
+            key: Secret::new(KEY),
+            distributor: None,
+            set_requesttime: false,
+        });
+        let mut out = Outgoing {
+            method: Method::POST,
+            path_and_query: "/yvva/api/api.xml?checksum=forged&x=1".into(),
+            headers: HeaderMap::new(),
+            body: Some(REQUEST.into()),
+        };
+        k.sign(&mut out, None).unwrap();
+        assert_eq!(out.body.as_deref(), Some(REQUEST.as_bytes()));
+        assert_eq!(
+            out.path_and_query,
+            "/yvva/api/api.xml?x=1&checksum=f9c61fe22f8d25a501fa9c3b23179b2c"
+        );
+    }
+
+    #[test]
+    fn only_post() {
+        let k = Teamdrive::new(Settings {
+            auth: Auth::Md5,
+            key: Secret::new("k"),
+            distributor: None,
+            set_requesttime: true,
+        });
+        assert_eq!(
+            k.plan(&Method::GET, "/", &HeaderMap::new())
+                .err()
+                .map(|e| e.code()),
+            Some("method_not_allowed")
+        );
+    }
+}
