@@ -98,6 +98,34 @@ enum FakeKind {
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
     },
+    /// The utilsio API (under /api/v1), accepting the demo app or --app ID=HEXKEY.
+    Utilsio {
+        #[arg(long, default_value = "127.0.0.1:18102")]
+        listen: SocketAddr,
+        /// An app the fake accepts, as APPID=HEXKEY (repeatable; default: the demo app).
+        #[arg(long = "app")]
+        apps: Vec<String>,
+        /// Accepted clock difference for X-utilsio-Timestamp.
+        #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+        window: Duration,
+        /// Expect millisecond timestamps.
+        #[arg(long)]
+        timestamp_ms: bool,
+    },
+    /// The TeamDrive Registration Server API (POST /yvva/api/api.xml).
+    Teamdrive {
+        #[arg(long, default_value = "127.0.0.1:18103")]
+        listen: SocketAddr,
+        /// The service key (default: the demo key).
+        #[arg(long, default_value = countersign::fake::teamdrive::DEMO_KEY)]
+        key: String,
+        /// md5 or hmac-sha1.
+        #[arg(long, default_value = "md5")]
+        auth: String,
+        /// Accepted difference between <requesttime> and now.
+        #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+        window: Duration,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -268,8 +296,84 @@ fn report(path: &std::path::Path, problems: &[config::Problem]) -> ExitCode {
     ExitCode::from(1)
 }
 
+async fn bind(listen: SocketAddr) -> Option<tokio::net::TcpListener> {
+    match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!("cannot listen on {listen}: {e}");
+            None
+        }
+    }
+}
+
+fn fake_result(r: std::io::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fake failed: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 async fn run_fake(kind: FakeKind) -> ExitCode {
     match kind {
+        FakeKind::Utilsio {
+            listen,
+            apps,
+            window,
+            timestamp_ms,
+        } => {
+            let mut cfg = fake::utilsio::Config {
+                window,
+                timestamp_ms,
+                ..Default::default()
+            };
+            if !apps.is_empty() {
+                cfg.apps = Vec::new();
+                for a in &apps {
+                    let Some((id, key)) = a.split_once('=') else {
+                        eprintln!("--app must be APPID=HEXKEY");
+                        return ExitCode::from(1);
+                    };
+                    cfg.apps.push((id.to_string(), key.to_string()));
+                }
+            }
+            let Some(l) = bind(listen).await else {
+                return ExitCode::from(2);
+            };
+            tracing::info!(%listen, "fake utilsio listening under /api/v1");
+            fake_result(
+                fake::utilsio::Fake::new(cfg)
+                    .serve(l, None, server::shutdown_signal())
+                    .await,
+            )
+        }
+        FakeKind::Teamdrive {
+            listen,
+            key,
+            auth,
+            window,
+        } => {
+            let auth = match auth.as_str() {
+                "md5" => fake::teamdrive::Auth::Md5,
+                "hmac-sha1" => fake::teamdrive::Auth::HmacSha1,
+                _ => {
+                    eprintln!("--auth must be md5 or hmac-sha1");
+                    return ExitCode::from(1);
+                }
+            };
+            let cfg = fake::teamdrive::Config { key, auth, window };
+            let Some(l) = bind(listen).await else {
+                return ExitCode::from(2);
+            };
+            tracing::info!(%listen, "fake TeamDrive listening on /yvva/api/api.xml");
+            fake_result(
+                fake::teamdrive::Fake::new(cfg)
+                    .serve(l, None, server::shutdown_signal())
+                    .await,
+            )
+        }
         FakeKind::Xrtc {
             listen,
             accounts,

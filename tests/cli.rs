@@ -123,12 +123,18 @@ fn shipped_configs_are_valid() {
 
 #[tokio::test]
 async fn secrets_never_reach_the_logs_at_trace_level() {
+    use countersign::fake::{teamdrive, utilsio};
     let fake = fake_xrtc(|c| c.login_timeout = Duration::from_millis(100)).await;
+    let (u_addr, u_fake, _u) = start_fake!(utilsio::Fake::new(utilsio::Config::default()));
+    let (t_addr, t_fake, _t) = start_fake!(teamdrive::Fake::new(teamdrive::Config::default()));
     let dir = tempfile::tempdir().unwrap();
-    let toml = xrtc_toml(
-        &format!("http://{}", fake.addr),
-        &dir.path().join("state"),
-        "login_interval = \"100ms\"",
+    let toml = format!(
+        "{}\n[routes.u]\nkind = \"utilsio\"\nupstream = \"http://{u_addr}/api/v1\"\napp_id = \"{}\"\napp_secret = \"{}\"\napp_salt = \"{}\"\n\n[routes.t]\nkind = \"teamdrive\"\nupstream = \"http://{t_addr}\"\nauth = \"md5\"\nkey = \"{}\"\n",
+        xrtc_toml(&format!("http://{}", fake.addr), &dir.path().join("state"), "login_interval = \"100ms\""),
+        utilsio::DEMO_APP,
+        utilsio::DEMO_SECRET,
+        utilsio::DEMO_SALT,
+        teamdrive::DEMO_KEY,
     );
     let gw = spawn_binary(dir.path(), &toml, "trace").await;
     let url = gw.url("/x/v1/item/set");
@@ -138,13 +144,40 @@ async fn secrets_never_reach_the_logs_at_trace_level() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     let a = post(&url, r#"{items:[{"portalid":"log","payload":"y"}]}"#).await;
     assert_eq!(a.status, 200, "{}", a.text());
+    let a = post(&gw.url("/u/subscription?deviceId=d1"), "").await;
+    assert_eq!(
+        a.status, 405,
+        "POST is not a utilsio method: the fake says so, after checking nothing"
+    );
+    let a = send(
+        http::Request::get(gw.url("/u/subscription?deviceId=d1"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let a = post(
+        &gw.url("/t/yvva/api/api.xml"),
+        "<teamdrive><command>loginuser</command></teamdrive>",
+    )
+    .await;
+    assert!(a.text().contains("<result>ok</result>"), "{}", a.text());
     let logs = gw.logs();
     drop(gw);
 
     assert!(logs.contains("TRACE"), "trace logging was on");
     assert!(logs.contains("logged in upstream"));
-    let mut secrets = vec![API_KEY.to_string()];
-    // The session cookies the fake handed out are credentials too.
+    let (_, derived) =
+        utilsio::app_from_secret(utilsio::DEMO_APP, utilsio::DEMO_SECRET, utilsio::DEMO_SALT)
+            .unwrap();
+    let mut secrets = vec![
+        API_KEY.to_string(),
+        utilsio::DEMO_SECRET.to_string(),
+        utilsio::DEMO_SALT.to_string(),
+        derived,
+        teamdrive::DEMO_KEY.to_string(),
+    ];
+    // Session cookies are credentials; signatures and checksums must not be logged either.
     for rec in fake.fake.stats().recent {
         for (name, value) in rec.headers {
             if name == "cookie" {
@@ -156,7 +189,21 @@ async fn secrets_never_reach_the_logs_at_trace_level() {
             }
         }
     }
-    assert!(secrets.len() >= 3, "cookies were collected: {secrets:?}");
+    for rec in u_fake.stats().recent {
+        secrets.extend(rec.header("x-utilsio-signature").map(String::from));
+    }
+    for rec in t_fake.stats().recent {
+        let q = rec
+            .path_and_query
+            .split_once("checksum=")
+            .map(|(_, c)| c.to_string());
+        secrets.extend(q);
+    }
+    assert!(
+        secrets.len() >= 9,
+        "every secret was collected: {}",
+        secrets.len()
+    );
     for s in &secrets {
         assert!(!logs.contains(s.as_str()), "a secret appeared in the logs");
     }
