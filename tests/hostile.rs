@@ -85,7 +85,8 @@ async fn content_length_with_transfer_encoding_cannot_smuggle_a_request() {
         .find(|r| r.path_and_query == "/v1/item/set")
         .unwrap();
     assert_eq!(
-        set.body_len, 0,
+        set.body.len(),
+        0,
         "the chunked body (empty) was forwarded, not 60 bytes"
     );
 }

@@ -83,7 +83,7 @@ async fn reload_keeps_sessions_rejects_bad_configs_and_follows_new_credentials()
         .rev()
         .find(|r| r.path_and_query == "/v1/auth/login")
         .unwrap();
-    assert!(login.body_len > 0);
+    assert!(!login.body.is_empty());
     let text = gw.gateway.metrics.encode();
     assert!(
         text.contains("countersign_config_reloads_total{result=\"ok\"} 2"),

@@ -347,7 +347,7 @@ async fn bodies_are_forwarded_byte_for_byte() {
         .rev()
         .find(|r| r.path_and_query == "/v1/item/set")
         .unwrap();
-    assert_eq!(rec.body_len, body.len());
+    assert_eq!(rec.body.len(), body.len());
     let got = post(&gw.url("/x/v1/item/get"), r#"{portals:[{"portalid":"b"}]}"#).await;
     assert!(got.text().contains("caf"), "{}", got.text());
 }

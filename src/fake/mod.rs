@@ -106,6 +106,27 @@ impl Recorded {
     }
 }
 
+/// What a fake received: counts and the last 200 requests, for tests and `/_fake/stats`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Journal {
+    pub requests: u64,
+    /// Requests the fake refused (signature, timestamp, parameters, ...).
+    pub rejected: u64,
+    /// Oldest first.
+    pub recent: Vec<Recorded>,
+}
+
+impl Journal {
+    pub fn record(&mut self, rec: Recorded, rejected: bool) {
+        self.requests += 1;
+        self.rejected += u64::from(rejected);
+        self.recent.push(rec);
+        if self.recent.len() > 200 {
+            self.recent.remove(0);
+        }
+    }
+}
+
 /// Accepts connections (HTTP/1.1 and h2, TLS when configured) and answers
 /// each request with `handler(peer_ip, request)` until `shutdown` resolves.
 pub async fn serve_with<F, Fut>(

@@ -54,13 +54,7 @@ const COMMANDS: &[&str] = &[
     "getregversion",
 ];
 
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct Stats {
-    pub requests: u64,
-    /// Requests answered with an exception.
-    pub rejected: u64,
-    pub recent: Vec<Recorded>,
-}
+pub type Stats = super::Journal;
 
 #[derive(Clone)]
 pub struct Fake {
@@ -170,14 +164,11 @@ impl Fake {
             Err(_) => return exception(-30002, "Invalid Request"),
         };
         let (resp, rejected) = self.check(&parts, &body);
-        let mut st = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        st.requests += 1;
-        st.rejected += u64::from(rejected);
-        st.recent
-            .push(Recorded::new(&parts, &body, resp.status().as_u16()));
-        if st.recent.len() > 200 {
-            st.recent.remove(0);
-        }
+        let rec = Recorded::new(&parts, &body, resp.status().as_u16());
+        self.stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(rec, rejected);
         resp
     }
 

@@ -55,13 +55,7 @@ pub fn app_from_secret(app_id: &str, secret: &str, salt_hex: &str) -> Option<(St
     Some((app_id.to_string(), hex::encode(key)))
 }
 
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct Stats {
-    pub requests: u64,
-    /// Requests refused for a signature, timestamp or parameter problem.
-    pub rejected: u64,
-    pub recent: Vec<Recorded>,
-}
+pub type Stats = super::Journal;
 
 #[derive(Clone)]
 pub struct Fake {
@@ -136,16 +130,13 @@ impl Fake {
             Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
         };
         let resp = self.check_and_answer(&parts, &body);
-        let mut st = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        st.requests += 1;
-        if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::BAD_REQUEST {
-            st.rejected += 1;
-        }
-        st.recent
-            .push(Recorded::new(&parts, &body, resp.status().as_u16()));
-        if st.recent.len() > 200 {
-            st.recent.remove(0);
-        }
+        let rejected =
+            resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::BAD_REQUEST;
+        let rec = Recorded::new(&parts, &body, resp.status().as_u16());
+        self.stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(rec, rejected);
         resp
     }
 

@@ -28,7 +28,7 @@ pub use items::Portals;
 #[path = "xrtc_items.rs"]
 mod items;
 
-pub use super::Body;
+pub use super::{Body, Recorded};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -82,16 +82,7 @@ pub struct Stats {
     /// Every request received (control endpoints excluded).
     pub requests: u64,
     /// The last 200 requests, oldest first.
-    pub recent: Vec<RecordedRequest>,
-}
-
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct RecordedRequest {
-    pub method: String,
-    pub path_and_query: String,
-    pub headers: Vec<(String, String)>,
-    pub body_len: usize,
-    pub status: u16,
+    pub recent: Vec<Recorded>,
 }
 
 struct Session {
@@ -230,7 +221,8 @@ impl Fake {
         let body = Limited::new(body, self.inner.cfg.payload_max)
             .collect()
             .await;
-        let (resp, body_len) = match body {
+        let (resp, body) = match body {
+            // Too big: the fake stops reading, and records no body.
             Err(_) => (
                 xerr(
                     StatusCode::BAD_REQUEST,
@@ -238,45 +230,21 @@ impl Fake {
                     20,
                     "INPUT_BINARYJSON_PARSE_FAIL: payload exceeds PAYLOAD_SIZE_MAX",
                 ),
-                self.inner.cfg.payload_max + 1,
+                Bytes::new(),
             ),
             Ok(b) => {
                 let b = b.to_bytes();
-                let len = b.len();
-                (self.route(ip, &parts, &path, &b).await, len)
+                (self.route(ip, &parts, &path, &b).await, b)
             }
         };
-        self.record(&parts, body_len, resp.status());
-        resp
-    }
-
-    fn record(&self, parts: &http::request::Parts, body_len: usize, status: StatusCode) {
+        let rec = Recorded::new(&parts, &body, resp.status().as_u16());
         let mut st = self.state();
         st.stats.requests += 1;
-        let rec = RecordedRequest {
-            method: parts.method.to_string(),
-            path_and_query: parts
-                .uri
-                .path_and_query()
-                .map(|p| p.to_string())
-                .unwrap_or_default(),
-            headers: parts
-                .headers
-                .iter()
-                .map(|(n, v)| {
-                    (
-                        n.as_str().to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
-            body_len,
-            status: status.as_u16(),
-        };
         st.stats.recent.push(rec);
         if st.stats.recent.len() > 200 {
             st.stats.recent.remove(0);
         }
+        resp
     }
 
     async fn route(
