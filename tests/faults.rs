@@ -152,6 +152,14 @@ async fn tls_upstream_with_ca_file() {
     let gw = gateway(&xrtc_toml(&upstream, &dir.path().join("s"), &extra)).await;
     let a = set_item(&gw, "t", "over-tls").await;
     assert_eq!(a.status, 200, "{}", a.text());
+    // The upstream offered h2 by ALPN and the pooled client took it.
+    let versions: Vec<String> = fake
+        .stats()
+        .recent
+        .iter()
+        .map(|r| r.version.clone())
+        .collect();
+    assert!(versions.iter().all(|v| v == "HTTP/2.0"), "{versions:?}");
     // Without the CA the certificate is refused: no silent downgrade.
     let gw2 = gateway(&xrtc_toml(&upstream, &dir.path().join("s2"), "")).await;
     let a = set_item(&gw2, "t", "x").await;

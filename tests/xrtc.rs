@@ -287,6 +287,8 @@ async fn registration_passes_through_without_session() {
     assert!(stats.logins.is_empty(), "registration needs no login");
     let rec = stats.recent.last().unwrap();
     assert!(rec.headers.iter().all(|(n, _)| n != "cookie"));
+    // Plain http:// upstreams get HTTP/1.1 (no ALPN without TLS).
+    assert_eq!(rec.version, "HTTP/1.1");
 }
 
 #[tokio::test]

@@ -67,6 +67,8 @@ pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 /// A request a fake received, for tests and `/_fake/stats`.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Recorded {
+    /// "HTTP/1.1" or "HTTP/2.0": what the client negotiated.
+    pub version: String,
     pub method: String,
     pub path_and_query: String,
     pub headers: Vec<(String, String)>,
@@ -77,6 +79,7 @@ pub struct Recorded {
 impl Recorded {
     pub fn new(parts: &http::request::Parts, body: &[u8], status: u16) -> Self {
         Recorded {
+            version: format!("{:?}", parts.version),
             method: parts.method.to_string(),
             path_and_query: parts
                 .uri
