@@ -108,3 +108,95 @@ async fn sigterm_gives_up_on_requests_longer_than_the_grace() {
     );
     drop(resp);
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_running_binary_and_json_logs_are_one_object_per_line() {
+    let fake = fake_xrtc(|c| c.login_timeout = Duration::from_millis(100)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = xrtc_toml(
+        &format!("http://{}", fake.addr),
+        &dir.path().join("s"),
+        "login_interval = \"100ms\"",
+    );
+    let gw = spawn_binary_with(dir.path(), &toml, "info", &["--log-format", "json"]).await;
+    let url = gw.url("/x/v1/item/set");
+    let set = |n: u32| {
+        let url = url.clone();
+        async move {
+            post(
+                &url,
+                &format!(r#"{{items:[{{"portalid":"h","payload":"n{n}"}}]}}"#),
+            )
+            .await
+        }
+    };
+    assert_eq!(set(1).await.status, 200);
+
+    // A broken config and SIGHUP: rejected, the old one keeps serving.
+    let path = dir.path().join("countersign.toml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        good.replace("kind = \"xrtc\"", "kind = \"xrtc\"\nbogus = 1"),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    let wait_for = |needle: &'static str| {
+        let gw = &gw;
+        async move {
+            let started = Instant::now();
+            while !gw.logs().contains(needle) {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "no {needle:?} in:\n{}",
+                    gw.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_for("config reload rejected").await;
+    assert_eq!(set(2).await.status, 200);
+    // A good new config and SIGHUP: applied, the session kept (no new login).
+    std::fs::write(
+        &path,
+        good.replace(
+            "login_interval = \"100ms\"",
+            "login_interval = \"100ms\"\nrate_limit = { per_second = 7 }",
+        ),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    wait_for("config reloaded").await;
+    assert_eq!(set(3).await.status, 200);
+    assert_eq!(
+        fake.fake.stats().logins.len(),
+        1,
+        "the reload kept the session"
+    );
+
+    // Every log line is a JSON object; request lines carry the audit fields.
+    let logs = gw.logs();
+    let mut requests = 0;
+    for line in logs.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        if v["fields"]["message"] == "request" {
+            requests += 1;
+            for field in [
+                "client",
+                "route",
+                "method",
+                "path",
+                "status",
+                "upstream_status",
+                "duration_ms",
+                "login",
+                "replay",
+            ] {
+                assert!(!v["fields"][field].is_null(), "{field} missing in {line}");
+            }
+        }
+    }
+    assert_eq!(requests, 3);
+}

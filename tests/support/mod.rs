@@ -247,6 +247,16 @@ impl Process {
 /// Writes `toml` (its `listen` replaced by a free loopback port) into `dir`,
 /// starts `countersign run` on it with `RUST_LOG`, and waits for the port.
 pub async fn spawn_binary(dir: &std::path::Path, toml: &str, rust_log: &str) -> Process {
+    spawn_binary_with(dir, toml, rust_log, &[]).await
+}
+
+/// As [`spawn_binary`], with extra global flags (e.g. `--log-format json`).
+pub async fn spawn_binary_with(
+    dir: &std::path::Path,
+    toml: &str,
+    rust_log: &str,
+    flags: &[&str],
+) -> Process {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -259,6 +269,7 @@ pub async fn spawn_binary(dir: &std::path::Path, toml: &str, rust_log: &str) -> 
     std::fs::write(&cfg, toml).unwrap();
     let log = dir.join("countersign.log");
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(flags)
         .args(["run", "-c"])
         .arg(&cfg)
         .env("RUST_LOG", rust_log)
