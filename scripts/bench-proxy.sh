@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Load test: a fast local upstream (nginx answering from memory) measured
-# directly and through countersign (xrtc route: session cookie held and added,
-# rate limit and quota counted), alternating runs to cancel machine drift.
-# Prints requests/s, p50 and p99 for both, and their ratio.
+# directly, through nginx proxy_pass (upstream keepalive, no signing: the bar),
+# and through countersign on a route of each kind with signing on (xrtc:
+# session cookie held and added, rate limit and quota counted; utilsio: HMAC;
+# teamdrive: XML edit + md5), alternating runs to cancel machine drift.
+# Prints requests/s, p50 and p99 for each, the ratios to nginx and to direct,
+# and countersign's peak RSS.
 #
 #   scripts/bench-proxy.sh                 # 2 rounds of 10 s at 64 connections
 #   ROUNDS=3 DURATION=20s CONNS=128 scripts/bench-proxy.sh
@@ -14,6 +17,7 @@ CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 UP_PORT=${UP_PORT:-18200}
 CS_PORT=${CS_PORT:-18201}
+NGX_PORT=${NGX_PORT:-18202}
 
 install_if_missing() { # command package
   command -v "$1" >/dev/null 2>&1 && return
@@ -56,6 +60,16 @@ http {
     }
     location / { default_type application/json; return 200 '{"servertimestamp":1}'; }
   }
+  # The baseline: plain reverse proxying to the same upstream, kept alive.
+  upstream fast { server 127.0.0.1:$UP_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGX_PORT reuseport;
+    location / {
+      proxy_pass http://fast;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
 }
 NGINX
 "$NGINX" -c "$work/nginx.conf" -p "$work" 2>/dev/null
@@ -71,6 +85,17 @@ account_id = "AC0987654321012345"
 api_key = "bench0000000000000000000000000000"
 rate_limit = { per_second = 1000000000, burst = 1000000 }
 quota = { per_month = 1000000000000 }
+[routes.utilsio]
+kind = "utilsio"
+upstream = "http://127.0.0.1:$UP_PORT/api/v1"
+app_id = "bench-app"
+app_hash = "4d7a1f0c2b9e8d6a5f3c1e0b7a9d8c6f4e2a1b3c5d7e9f0a2b4c6d8e0f1a3b5c"
+[routes.teamdrive]
+kind = "teamdrive"
+upstream = "http://127.0.0.1:$UP_PORT"
+auth = "md5"
+key = "bench-service-key"
+distributor = "BENCH"
 TOML
 RUST_LOG=warn target/release/countersign run -c "$work/cs.toml" 2>"$work/cs.log" &
 cs_pid=$!
@@ -87,13 +112,22 @@ wrk.method = "POST"
 wrk.body = '{items:[{"portalid":"bench","payload":"$payload"}]}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
+cat > "$work/utilsio.lua" <<LUA
+wrk.method = "GET"
+wrk.headers["x-utilsio-device-id"] = "bench-device-0001"
+LUA
+cat > "$work/xml.lua" <<LUA
+wrk.method = "POST"
+wrk.body = "<?xml version='1.0' encoding='UTF-8' ?><teamdrive><command>getuserdata</command><requesttime>1</requesttime><username>bench-user-$payload</username></teamdrive>"
+wrk.headers["Content-Type"] = "text/xml"
+LUA
 
 # wrk prints latencies like 1.23ms / 456.78us / 1.02s; normalise to ms.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; printf "%.3f", v}'; }
 
-run() { # name url -> appends "rps p50 p99" to $work/name
+run() { # name url [script] -> appends "rps p50 p99" to $work/name
   local out
-  out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$work/post.lua" "$2")
+  out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$work/${3:-post.lua}" "$2")
   local rps p50 p99 non2xx
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}' | to_ms)
@@ -110,17 +144,20 @@ echo "rounds: $ROUNDS x $DURATION, $CONNS connections, $THREADS wrk threads, $(n
 for r in $(seq "$ROUNDS"); do
   echo "round $r"
   run direct "http://127.0.0.1:$UP_PORT/v1/item/set"
-  run countersign "http://127.0.0.1:$CS_PORT/xrtc/v1/item/set"
+  run nginx "http://127.0.0.1:$NGX_PORT/v1/item/set"
+  run cs-xrtc "http://127.0.0.1:$CS_PORT/xrtc/v1/item/set"
+  run cs-utilsio "http://127.0.0.1:$CS_PORT/utilsio/subscription" utilsio.lua
+  run cs-teamdrive "http://127.0.0.1:$CS_PORT/teamdrive/yvva/api/api.xml" xml.lua
 done
 
 avg() { awk -v c="$2" '{s+=$c; n++} END {printf "%.3f", s/n}' "$work/$1"; }
-d_rps=$(avg direct 1); d_p50=$(avg direct 2); d_p99=$(avg direct 3)
-c_rps=$(avg countersign 1); c_p50=$(avg countersign 2); c_p99=$(avg countersign 3)
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$cs_pid/status")
 echo
-printf '%-12s %12s %10s %10s\n' "" "req/s" "p50 ms" "p99 ms"
-printf '%-12s %12.0f %10.3f %10.3f\n' direct "$d_rps" "$d_p50" "$d_p99"
-printf '%-12s %12.0f %10.3f %10.3f\n' countersign "$c_rps" "$c_p50" "$c_p99"
-awk -v cr="$c_rps" -v dr="$d_rps" -v cp="$c_p99" -v dp="$d_p99" \
-  'BEGIN {printf "countersign/direct: req/s %.2f, p99 %.2fx\n", cr/dr, cp/dp}'
+printf '%-13s %10s %9s %9s %12s %12s %12s\n' "" "req/s" "p50 ms" "p99 ms" "rps/nginx" "p99/nginx" "rps/direct"
+n_rps=$(avg nginx 1); n_p99=$(avg nginx 3); d_rps=$(avg direct 1)
+for name in direct nginx cs-xrtc cs-utilsio cs-teamdrive; do
+  rps=$(avg "$name" 1); p50=$(avg "$name" 2); p99=$(avg "$name" 3)
+  awk -v n="$name" -v r="$rps" -v a="$p50" -v b="$p99" -v nr="$n_rps" -v np="$n_p99" -v dr="$d_rps" \
+    'BEGIN {printf "%-13s %10.0f %9.3f %9.3f %12.2f %12.2f %12.2f\n", n, r, a, b, r/nr, b/np, r/dr}'
+done
 echo "countersign peak RSS: $((rss_kb / 1024)) MiB"
