@@ -72,9 +72,6 @@ pub struct Recorded {
     pub method: String,
     pub path_and_query: String,
     pub headers: Vec<(String, String)>,
-    /// Bytes received; for a body refused as too big, what was read before
-    /// the fake stopped reading (more than the limit).
-    pub body_len: usize,
     pub body: String,
     pub status: u16,
 }
@@ -99,7 +96,6 @@ impl Recorded {
                     )
                 })
                 .collect(),
-            body_len: body.len(),
             body: String::from_utf8_lossy(body).into_owned(),
             status,
         }

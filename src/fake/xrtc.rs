@@ -3,16 +3,9 @@
 //! cookies bound to the client's IP and dropped after `session_idle` unused,
 //! 20 requests/s per key (token bucket), a monthly quota per account,
 //! PAYLOAD_SIZE_MAX, and items in portals with probe / watch / stream reads.
-//!
 //! Errors are the document's: `{"error":{"errorgroup","errorcode","errormessage"}}`,
-//! HTTP 400, or 401 for a denied session. The document names the groups
-//! (2 system, 3 registration, 4 login, 6 application) but not which error
-//! belongs to which, so the fake uses the endpoint's group (3 registration,
-//! 4 login, 6 items) and 2 for what is checked before any endpoint runs
-//! (method, size, rate, quota, unknown path).
-//!
-//! `GET /_fake/stats` and `POST /_fake/kill-sessions` let tests and tools
-//! outside Rust look inside; they are not counted in the stats.
+//! HTTP 400, or 401 for a denied session. `/_fake/stats` and
+//! `/_fake/kill-sessions` let tests and people look inside.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,26 +13,22 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use rand::distr::{Alphanumeric, SampleString};
+use rand::Rng;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 use super::lenient;
-use super::{Body, Recorded};
-use items::Portals;
-use session::{Limits, Session};
+pub use items::Portals;
 
+#[path = "xrtc_items.rs"]
 mod items;
-mod registration;
-mod session;
 
-/// One request as the fake received it (headers as sent, lowercase names).
-pub type RecordedRequest = Recorded;
-
-/// How many requests `Stats::recent` keeps.
-const RECENT_MAX: usize = 200;
+pub use super::{Body, Recorded};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -54,7 +43,7 @@ pub struct Config {
     /// Arrival jitter forgiven by the rate check: on a busy loopback, requests
     /// sent exactly on schedule arrive a few ms early or late.
     pub rate_tolerance: Duration,
-    /// PAYLOAD_SIZE_MAX: request bodies, and the serialized answer of a get.
+    /// PAYLOAD_SIZE_MAX for request bodies.
     pub payload_max: usize,
     /// GET_ITEM_TIMEOUT for watch and stream.
     pub get_item_timeout: Duration,
@@ -93,16 +82,27 @@ pub struct Stats {
     /// Every request received (control endpoints excluded).
     pub requests: u64,
     /// The last 200 requests, oldest first.
-    pub recent: Vec<RecordedRequest>,
+    pub recent: Vec<Recorded>,
+}
+
+struct Session {
+    alb: String,
+    ip: IpAddr,
+    account: String,
+    key: String,
+    last_used: Instant,
 }
 
 #[derive(Default)]
 struct State {
-    /// Grows with registrations.
     accounts: Vec<(String, String)>,
-    /// JSESSIONID -> session.
     sessions: HashMap<String, Session>,
-    limits: Limits,
+    /// Per API key: when its last login was accepted.
+    last_login: HashMap<String, Instant>,
+    /// Per API key: (tokens, when counted).
+    buckets: HashMap<String, (f64, Instant)>,
+    /// Per account: requests this month (the fake's month is its lifetime).
+    used: HashMap<String, u64>,
     /// Pending registrations: token -> wrong code attempts.
     registrations: HashMap<String, u32>,
     stats: Stats,
@@ -110,7 +110,6 @@ struct State {
 
 struct Inner {
     cfg: Config,
-    /// Never held across an await, nor together with the portals' lock.
     state: Mutex<State>,
     portals: Arc<Portals>,
 }
@@ -128,6 +127,10 @@ fn xerr(status: StatusCode, group: u32, code: u32, message: &str) -> Response<Bo
     json(status, body.to_string())
 }
 
+fn boxed_xerr(status: StatusCode, group: u32, code: u32, message: &str) -> Box<Response<Body>> {
+    Box::new(xerr(status, group, code, message))
+}
+
 fn json(status: StatusCode, body: String) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
     *r.status_mut() = status;
@@ -138,37 +141,24 @@ fn json(status: StatusCode, body: String) -> Response<Body> {
     r
 }
 
-fn parse_fail(group: u32, what: &str) -> Response<Body> {
-    let message = format!("INPUT_BINARYJSON_PARSE_FAIL: {what}");
-    xerr(StatusCode::BAD_REQUEST, group, 20, &message)
+fn bad_args(message: &str) -> Response<Body> {
+    xerr(StatusCode::BAD_REQUEST, 2, 30, message)
 }
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
-/// Reads at most `cap` bytes of a body. `Err` carries what was read when the
-/// body is longer (the rest is never buffered) or the connection failed.
-async fn read_capped<B>(mut body: B, cap: usize) -> Result<Bytes, Bytes>
-where
-    B: hyper::body::Body<Data = Bytes> + Unpin,
-{
-    let mut buf = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            return Err(buf.freeze());
-        };
-        if let Ok(data) = frame.into_data() {
-            buf.extend_from_slice(&data);
-            if buf.len() > cap {
-                return Err(buf.freeze());
-            }
-        }
-    }
-    Ok(buf.freeze())
+/// The value of one cookie in a `Cookie` header.
+fn cookie<'a>(cookies: &'a str, name: &str) -> Option<&'a str> {
+    cookies
+        .split(';')
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
 }
 
 impl Fake {
@@ -179,7 +169,7 @@ impl Fake {
         };
         Fake {
             inner: Arc::new(Inner {
-                portals: Arc::new(Portals::new(config.get_item_timeout, config.payload_max)),
+                portals: Arc::new(Portals::new(config.get_item_timeout)),
                 cfg: config,
                 state: Mutex::new(state),
             }),
@@ -187,24 +177,17 @@ impl Fake {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // A panic elsewhere cannot leave the state half-updated in a way that
-        // matters to a fake, so a poisoned lock is still used.
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A snapshot of the counters and recent requests.
     pub fn stats(&self) -> Stats {
         self.state().stats.clone()
     }
 
-    /// Server-side invalidation of every session (as after a server restart).
     pub fn kill_sessions(&self) {
         self.state().sessions.clear();
-        self.inner.portals.forget_all_cursors();
     }
 
-    /// Answers on `listener` (TLS when `tls` is set; HTTP/1.1 and h2) until
-    /// `shutdown` resolves.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -221,12 +204,13 @@ impl Fake {
 
     async fn handle(&self, ip: IpAddr, req: Request<Incoming>) -> Response<Body> {
         let (parts, body) = req.into_parts();
-        match (&parts.method, parts.uri.path()) {
-            (&Method::GET, "/_fake/stats") => {
+        let path = parts.uri.path().to_string();
+        match (parts.method.clone(), path.as_str()) {
+            (Method::GET, "/_fake/stats") => {
                 let s = serde_json::to_string(&self.stats()).unwrap_or_default();
                 return json(StatusCode::OK, s);
             }
-            (&Method::POST, "/_fake/kill-sessions") => {
+            (Method::POST, "/_fake/kill-sessions") => {
                 self.kill_sessions();
                 let mut r = Response::new(Full::new(Bytes::new()).boxed_unsync());
                 *r.status_mut() = StatusCode::NO_CONTENT;
@@ -234,90 +218,348 @@ impl Fake {
             }
             _ => {}
         }
-        let (resp, body) = match read_capped(body, self.inner.cfg.payload_max).await {
-            Ok(b) => (self.route(ip, &parts, &b).await, b),
-            Err(partial) => (
-                parse_fail(2, "body exceeds PAYLOAD_SIZE_MAX or was cut off"),
-                partial,
+        let body = Limited::new(body, self.inner.cfg.payload_max)
+            .collect()
+            .await;
+        let (resp, body) = match body {
+            // Too big: the fake stops reading, and records no body.
+            Err(_) => (
+                xerr(
+                    StatusCode::BAD_REQUEST,
+                    2,
+                    20,
+                    "INPUT_BINARYJSON_PARSE_FAIL: payload exceeds PAYLOAD_SIZE_MAX",
+                ),
+                Bytes::new(),
             ),
+            Ok(b) => {
+                let b = b.to_bytes();
+                (self.route(ip, &parts, &path, &b).await, b)
+            }
         };
         let rec = Recorded::new(&parts, &body, resp.status().as_u16());
         let mut st = self.state();
         st.stats.requests += 1;
         st.stats.recent.push(rec);
-        if st.stats.recent.len() > RECENT_MAX {
+        if st.stats.recent.len() > 200 {
             st.stats.recent.remove(0);
         }
         resp
     }
 
-    async fn route(&self, ip: IpAddr, parts: &http::request::Parts, body: &[u8]) -> Response<Body> {
-        let path = parts.uri.path();
-        let known = [
-            "/v1/auth/login",
-            "/v1/auth/registrationstart",
-            "/v1/auth/registrationcode",
-            "/v1/item/set",
-            "/v1/item/get",
-        ];
-        if !known.contains(&path) {
-            return xerr(
-                StatusCode::NOT_FOUND,
-                2,
-                30,
-                "INVALID_ARGUMENTS: no such endpoint",
-            );
-        }
+    async fn route(
+        &self,
+        ip: IpAddr,
+        parts: &http::request::Parts,
+        path: &str,
+        body: &Bytes,
+    ) -> Response<Body> {
         if parts.method != Method::POST {
+            return bad_args("INVALID_ARGUMENTS: all XRTC requests are POST");
+        }
+        let Ok(text) = std::str::from_utf8(body) else {
             return xerr(
                 StatusCode::BAD_REQUEST,
                 2,
-                30,
-                "INVALID_ARGUMENTS: all XRTC requests are POST",
+                20,
+                "INPUT_BINARYJSON_PARSE_FAIL: not UTF-8",
             );
-        }
-        let Ok(text) = std::str::from_utf8(body) else {
-            return parse_fail(2, "body is not UTF-8");
         };
         match path {
             "/v1/auth/login" => self.login(ip, text),
             "/v1/auth/registrationstart" => self.registration_start(text),
             "/v1/auth/registrationcode" => self.registration_code(text),
-            _ => self.item(ip, parts, path, text).await,
+            "/v1/item/set" | "/v1/item/get" => {
+                let cookies = parts
+                    .headers
+                    .get_all(header::COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let (account, session_id) = match self.admit(ip, &cookies) {
+                    Ok(a) => a,
+                    Err(r) => return *r,
+                };
+                let Some(value) = lenient::parse(text) else {
+                    return xerr(
+                        StatusCode::BAD_REQUEST,
+                        6,
+                        20,
+                        "INPUT_BINARYJSON_PARSE_FAIL: cannot parse the request",
+                    );
+                };
+                if path == "/v1/item/set" {
+                    self.inner.portals.set(&account, &value)
+                } else {
+                    self.inner.portals.get(&account, &session_id, &value).await
+                }
+            }
+            _ => xerr(
+                StatusCode::NOT_FOUND,
+                2,
+                30,
+                "INVALID_ARGUMENTS: no such endpoint",
+            ),
         }
     }
 
-    async fn item(
-        &self,
-        ip: IpAddr,
-        parts: &http::request::Parts,
-        path: &str,
-        text: &str,
-    ) -> Response<Body> {
-        // HTTP/2 may split cookies over several `cookie` fields.
-        let cookies = parts
-            .headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect::<Vec<_>>()
-            .join("; ");
-        let (account, session_id) = match self.admit(ip, &cookies) {
-            Ok(a) => a,
-            Err(r) => return *r,
-        };
-        let Some(value) = lenient::parse(text) else {
-            return parse_fail(6, "cannot parse the request");
-        };
-        if path == "/v1/item/set" {
-            self.inner.portals.set(&account, &value)
+    /// Takes a token from the key's bucket, or records a violation.
+    fn take_rate(&self, st: &mut State, key: &str) -> bool {
+        let rate = f64::from(self.inner.cfg.rate_per_second);
+        let now = Instant::now();
+        let (tokens, at) = st.buckets.get(key).copied().unwrap_or((rate, now));
+        let tokens = (tokens + (now - at).as_secs_f64() * rate).min(rate);
+        let threshold = 1.0 - rate * self.inner.cfg.rate_tolerance.as_secs_f64();
+        if tokens >= threshold {
+            st.buckets.insert(key.to_string(), (tokens - 1.0, now));
+            true
         } else {
-            self.inner.portals.get(&account, &session_id, &value).await
+            st.buckets.insert(key.to_string(), (tokens, now));
+            st.stats.rate_violations += 1;
+            false
         }
+    }
+
+    fn take_quota(&self, st: &mut State, account: &str) -> bool {
+        let used = st.used.entry(account.to_string()).or_insert(0);
+        *used += 1;
+        *used <= self.inner.cfg.monthly_quota
+    }
+
+    fn limits(&self, st: &mut State, account: &str, key: &str) -> Result<(), Box<Response<Body>>> {
+        if !self.take_rate(st, key) {
+            return Err(boxed_xerr(
+                StatusCode::BAD_REQUEST,
+                2,
+                50,
+                "Too many requests per second for this API key",
+            ));
+        }
+        if !self.take_quota(st, account) {
+            return Err(boxed_xerr(
+                StatusCode::BAD_REQUEST,
+                2,
+                51,
+                "Monthly request limit of this account reached",
+            ));
+        }
+        Ok(())
+    }
+
+    fn login(&self, ip: IpAddr, text: &str) -> Response<Body> {
+        let v: serde_json::Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(_) => {
+                return xerr(
+                    StatusCode::BAD_REQUEST,
+                    4,
+                    20,
+                    "INPUT_BINARYJSON_PARSE_FAIL: login body is not JSON",
+                )
+            }
+        };
+        let (Some(account), Some(key)) = (v["accountid"].as_str(), v["apikey"].as_str()) else {
+            return xerr(
+                StatusCode::BAD_REQUEST,
+                4,
+                30,
+                "INVALID_ARGUMENTS: accountid and apikey strings are required",
+            );
+        };
+        let mut st = self.state();
+        if !st.accounts.iter().any(|(a, k)| a == account && k == key) {
+            return xerr(
+                StatusCode::BAD_REQUEST,
+                4,
+                35,
+                "INVALID_CREDENTIALS: wrong account id and/or API key",
+            );
+        }
+        if let Err(r) = self.limits(&mut st, account, key) {
+            return *r;
+        }
+        let now = Instant::now();
+        if st
+            .last_login
+            .get(key)
+            .is_some_and(|t| now - *t < self.inner.cfg.login_timeout)
+        {
+            st.stats.login_rejections += 1;
+            return xerr(
+                StatusCode::BAD_REQUEST,
+                4,
+                45,
+                "TOO_FREQUENT_LOGIN: login called too often for this API key",
+            );
+        }
+        st.last_login.insert(key.to_string(), now);
+        let mut rng = rand::rng();
+        let id: String = (0..16)
+            .map(|_| format!("{:02X}", rng.random::<u8>()))
+            .collect();
+        let alb = Alphanumeric.sample_string(&mut rng, 40);
+        st.sessions.insert(
+            id.clone(),
+            Session {
+                alb: alb.clone(),
+                ip,
+                account: account.to_string(),
+                key: key.to_string(),
+                last_used: now,
+            },
+        );
+        let ms = now_ms();
+        st.stats.logins.push(ms);
+        let mut r = json(StatusCode::OK, format!("{{\"servertimestamp\":{ms}}}"));
+        for c in [
+            format!("JSESSIONID={id}; Path=/; HttpOnly"),
+            format!("AWSALBAPP-0={alb}; Path=/"),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&c) {
+                r.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+        r
+    }
+
+    /// Checks the session cookies and the limits; returns (account, session id).
+    fn admit(&self, ip: IpAddr, cookies: &str) -> Result<(String, String), Box<Response<Body>>> {
+        let mut st = self.state();
+        let denied = |st: &mut State| {
+            st.stats.session_denials += 1;
+            Box::new(xerr(
+                StatusCode::UNAUTHORIZED,
+                4,
+                10011,
+                "Server session denied",
+            ))
+        };
+        let (Some(id), Some(alb)) = (
+            cookie(cookies, "JSESSIONID"),
+            cookie(cookies, "AWSALBAPP-0"),
+        ) else {
+            return Err(denied(&mut st));
+        };
+        let now = Instant::now();
+        let idle = self.inner.cfg.session_idle;
+        // An idle session is gone for good; a wrong AWSALBAPP-0 or another
+        // client IP is denied without harming the real holder's session.
+        let idle_dead = st
+            .sessions
+            .get(id)
+            .is_some_and(|s| now - s.last_used >= idle);
+        if idle_dead {
+            st.sessions.remove(id);
+        }
+        let ok = st
+            .sessions
+            .get(id)
+            .is_some_and(|s| s.alb == alb && s.ip == ip);
+        if !ok {
+            return Err(denied(&mut st));
+        }
+        let (account, key) = match st.sessions.get_mut(id) {
+            Some(s) => {
+                s.last_used = now;
+                (s.account.clone(), s.key.clone())
+            }
+            None => return Err(denied(&mut st)),
+        };
+        self.limits(&mut st, &account, &key)?;
+        Ok((account, id.to_string()))
+    }
+
+    fn registration_start(&self, text: &str) -> Response<Body> {
+        let Some(v) = lenient::parse(text) else {
+            return xerr(
+                StatusCode::BAD_REQUEST,
+                3,
+                20,
+                "INPUT_BINARYJSON_PARSE_FAIL",
+            );
+        };
+        let Some(email) = v["email"].as_str() else {
+            return xerr(
+                StatusCode::BAD_REQUEST,
+                3,
+                30,
+                "INVALID_ARGUMENTS: email is required",
+            );
+        };
+        let valid = email
+            .split_once('@')
+            .is_some_and(|(user, domain)| !user.is_empty() && domain.contains('.'));
+        if !valid {
+            return xerr(
+                StatusCode::BAD_REQUEST,
+                3,
+                32,
+                &format!("Invalid email address {email}"),
+            );
+        }
+        let mut st = self.state();
+        let token = match v["registrationtoken"].as_str() {
+            Some(t) if st.registrations.contains_key(t) => t.to_string(),
+            Some(_) => return xerr(StatusCode::BAD_REQUEST, 3, 33, "INVALID_TOKEN"),
+            None => {
+                let mut rng = rand::rng();
+                let t = format!(
+                    "{}-{}",
+                    Alphanumeric.sample_string(&mut rng, 20).to_lowercase(),
+                    rng.random_range(1_000_000_000u64..10_000_000_000)
+                );
+                st.registrations.insert(t.clone(), 0);
+                t
+            }
+        };
+        json(
+            StatusCode::OK,
+            serde_json::json!({ "registrationtoken": token }).to_string(),
+        )
+    }
+
+    fn registration_code(&self, text: &str) -> Response<Body> {
+        let Some(v) = lenient::parse(text) else {
+            return xerr(
+                StatusCode::BAD_REQUEST,
+                3,
+                20,
+                "INPUT_BINARYJSON_PARSE_FAIL",
+            );
+        };
+        let (Some(token), Some(code)) = (v["registrationtoken"].as_str(), v["emailcode"].as_str())
+        else {
+            return xerr(StatusCode::BAD_REQUEST, 3, 30, "INVALID_ARGUMENTS");
+        };
+        let mut st = self.state();
+        let Some(tries) = st.registrations.get_mut(token) else {
+            return xerr(StatusCode::BAD_REQUEST, 3, 33, "INVALID_TOKEN");
+        };
+        if code != "123456" {
+            *tries += 1;
+            if *tries >= 3 {
+                st.registrations.remove(token);
+                return xerr(StatusCode::BAD_REQUEST, 3, 42, "MAX_CODE_RETRY");
+            }
+            return xerr(StatusCode::BAD_REQUEST, 3, 34, "INVALID_CODE");
+        }
+        st.registrations.remove(token);
+        let mut rng = rand::rng();
+        let account = format!(
+            "AC{}",
+            rng.random_range(1_000_000_000_000_000u64..10_000_000_000_000_000)
+        );
+        let key = Alphanumeric.sample_string(&mut rng, 32);
+        st.accounts.push((account.clone(), key.clone()));
+        json(
+            StatusCode::OK,
+            serde_json::json!({ "accountid": account, "apikey": key, "apikeyname": "fake" })
+                .to_string(),
+        )
     }
 }
 
 #[cfg(test)]
+#[path = "xrtc_tests.rs"]
 mod tests;
-#[cfg(test)]
-mod tests_http;
