@@ -76,13 +76,19 @@ pub struct Quota {
     limit: u64,
     key_prefix: String,
     store: Arc<dyn StateStore>,
-    state: tokio::sync::Mutex<QuotaState>,
+    /// The counters. A plain mutex, never held across an await: most
+    /// requests only count within the reservation and never wait on I/O.
+    state: std::sync::Mutex<QuotaState>,
+    /// Serialises the slow path (loading a month, writing a reservation).
+    persist: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
 struct QuotaState {
     /// `YYYY-MM` of the counters below; empty before the first load.
     month: String,
+    /// Unix seconds when that month ends: the fast path's only clock check.
+    month_end: i64,
     used: u64,
     /// The value in the store: `used` rounded up to the next reserved block.
     reserved: u64,
@@ -94,7 +100,8 @@ impl Quota {
             limit,
             key_prefix: format!("quota.{id}."),
             store,
-            state: tokio::sync::Mutex::new(QuotaState::default()),
+            state: std::sync::Mutex::new(QuotaState::default()),
+            persist: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -102,12 +109,29 @@ impl Quota {
         (self.limit / 10_000).clamp(1, 100)
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, QuotaState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Takes one unit, or says when the quota renews.
     pub async fn take(&self) -> Result<(), ProxyError> {
+        {
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            let mut st = self.lock();
+            if now < st.month_end && st.used < st.reserved {
+                st.used += 1;
+                return Ok(());
+            }
+        }
+        self.take_slow().await
+    }
+
+    /// A new month to load, the quota used up, or a new block to reserve durably.
+    async fn take_slow(&self) -> Result<(), ProxyError> {
+        let _one_at_a_time = self.persist.lock().await;
         let now = OffsetDateTime::now_utc();
         let month = month_key(now);
-        let mut st = self.state.lock().await;
-        if st.month != month {
+        if self.lock().month != month {
             let key = format!("{}{month}", self.key_prefix);
             let stored = self
                 .store
@@ -115,35 +139,47 @@ impl Quota {
                 .await
                 .map_err(|e| ProxyError::State(e.to_string()))?;
             let used = stored.and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-            *st = QuotaState {
+            let month_end = now.unix_timestamp() + until_next_month(now).as_secs() as i64;
+            *self.lock() = QuotaState {
                 month,
+                month_end,
                 used,
                 reserved: used,
             };
         }
-        if st.used >= self.limit {
-            return Err(ProxyError::QuotaExhausted {
-                limit: self.limit,
-                retry_after: until_next_month(now),
-            });
-        }
-        if st.used + 1 > st.reserved {
-            let reserved = (st.used + self.block()).min(self.limit);
-            let key = format!("{}{}", self.key_prefix, st.month);
-            self.store
-                .put(&key, reserved.to_string())
-                .await
-                .map_err(|e| ProxyError::State(e.to_string()))?;
-            st.reserved = reserved;
-        }
+        // Decide under the lock: fast-path takers may have moved `used`.
+        let (used, month) = {
+            let mut st = self.lock();
+            if st.used >= self.limit {
+                return Err(ProxyError::QuotaExhausted {
+                    limit: self.limit,
+                    retry_after: until_next_month(now),
+                });
+            }
+            if st.used < st.reserved {
+                st.used += 1;
+                return Ok(());
+            }
+            (st.used, st.month.clone())
+        };
+        // used == reserved: the fast path is closed until the new block is
+        // stored, and only this (serialised) path raises `reserved`.
+        let reserved = (used + self.block()).min(self.limit);
+        self.store
+            .put(&format!("{}{month}", self.key_prefix), reserved.to_string())
+            .await
+            .map_err(|e| ProxyError::State(e.to_string()))?;
+        let mut st = self.lock();
+        st.reserved = reserved;
         st.used += 1;
         Ok(())
     }
 
     /// Units used this month (for /readyz and metrics).
     pub async fn used(&self) -> u64 {
-        let st = self.state.lock().await;
-        if st.month == month_key(OffsetDateTime::now_utc()) {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let st = self.lock();
+        if now < st.month_end {
             st.used
         } else {
             0
@@ -152,16 +188,19 @@ impl Quota {
 
     /// Writes the exact count (clean shutdown), releasing the unused reservation.
     pub async fn flush(&self) -> Result<(), ProxyError> {
-        let mut st = self.state.lock().await;
-        if st.month.is_empty() || st.reserved == st.used {
+        let _one_at_a_time = self.persist.lock().await;
+        let (used, reserved, month) = {
+            let st = self.lock();
+            (st.used, st.reserved, st.month.clone())
+        };
+        if month.is_empty() || reserved == used {
             return Ok(());
         }
-        let key = format!("{}{}", self.key_prefix, st.month);
         self.store
-            .put(&key, st.used.to_string())
+            .put(&format!("{}{month}", self.key_prefix), used.to_string())
             .await
             .map_err(|e| ProxyError::State(e.to_string()))?;
-        st.reserved = st.used;
+        self.lock().reserved = used;
         Ok(())
     }
 }
@@ -306,6 +345,57 @@ mod tests {
         let clean = Quota::new(1_000_000, "acct", store.clone());
         clean.take().await.unwrap();
         assert_eq!(clean.used().await, 151);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_takers_never_pass_the_stored_reservation_or_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn StateStore> = Arc::new(FileStore::open(dir.path()).unwrap());
+        // 20,000 a month: blocks of 2; 4 tasks race for 1,000 units.
+        let q = Arc::new(Quota::new(20_000, "race", store.clone()));
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let q = q.clone();
+                tokio::spawn(async move {
+                    for _ in 0..250 {
+                        q.take().await.unwrap();
+                        let st = q.lock();
+                        assert!(
+                            st.used <= st.reserved,
+                            "used {} past reserved {}",
+                            st.used,
+                            st.reserved
+                        );
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(q.used().await, 1000);
+        let month = month_key(OffsetDateTime::now_utc());
+        let stored: u64 = store
+            .get(&format!("quota.race.{month}"))
+            .await
+            .unwrap()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            stored >= 1000,
+            "the store never holds less than was used: {stored}"
+        );
+        // A tight limit under contention: exactly the limit is granted.
+        let tight = Arc::new(Quota::new(50, "tight", store));
+        let granted: usize = futures_util::future::join_all((0..80).map(|_| {
+            let q = tight.clone();
+            async move { q.take().await.is_ok() as usize }
+        }))
+        .await
+        .into_iter()
+        .sum();
+        assert_eq!(granted, 50);
     }
 
     #[test]

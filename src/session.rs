@@ -4,9 +4,12 @@
 //! - single flight: one login at a time per credential; requests that need a
 //!   session while a login is pending wait for it, and one failed login fails
 //!   its waiters too instead of each of them trying again;
-//! - spacing: two logins are never closer than `login_interval`. The time of
-//!   the last login is recorded (durably, in the state store) *before* the
-//!   login is sent, so a restart or a crash mid-login still spaces the next one;
+//! - spacing: two logins are never closer than `login_interval` *as the
+//!   upstream sees them*. The upstream measures from when a login arrives,
+//!   which we only know to be before its answer came back, so the interval
+//!   runs from the previous login's completion. The time is also recorded
+//!   (durably, in the state store) *before* a login is sent, so a restart or a
+//!   crash mid-login still spaces the next one;
 //! - no request is sent with an empty or known-dead session: a session unused
 //!   for most of `session_idle` is treated as dead, and one the upstream
 //!   rejected is dropped by generation, so the many requests that saw the same
@@ -199,6 +202,8 @@ impl SessionSlot {
             deadline,
         };
         let result = kind.login(&ctx).await;
+        // Whatever the outcome, the next login is spaced from now.
+        self.login_finished().await;
         *attempt = if result.is_ok() {
             LoginAttempt::Ok
         } else {
@@ -251,6 +256,18 @@ impl SessionSlot {
             .map_err(|e| ProxyError::State(e.to_string()))
     }
 
+    /// A login just completed (its answer, or its failure, is in): the next
+    /// one is spaced from now. A failed write is logged, not fatal: the
+    /// in-memory time still spaces logins in this process.
+    async fn login_finished(&self) {
+        *self.last_login.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        let ms = now_ms();
+        self.last_login_ms.store(ms, Ordering::Relaxed);
+        if let Err(e) = self.store.put(&self.store_key(), ms.to_string()).await {
+            tracing::error!(credential = %self.id, error = %e, "cannot record the login time");
+        }
+    }
+
     async fn load_last_login(&self) -> Result<(), ProxyError> {
         let stored = self
             .store
@@ -293,8 +310,10 @@ impl LoginCtx<'_> {
             .await
     }
 
-    /// Waits for `login_interval` since the last login and records a new one.
+    /// For a second login in one attempt: spaces it `login_interval` after
+    /// the previous one's completion (now) and records it.
     pub async fn space_next_login(&self) -> Result<(), ProxyError> {
+        self.slot.login_finished().await;
         self.slot.space(self.deadline).await
     }
 
