@@ -57,6 +57,25 @@ pub async fn run(path: &Path) -> Result<(), DemoError> {
                 let fake = fake::teamdrive::Fake::new(fake::teamdrive::Config::default());
                 tokio::spawn(fake.serve(listener, None, stop));
             }
+            KindConfig::Tts(t) => {
+                let fake = fake::tts::Fake::new(fake::tts::Config::default());
+                if let Some((spider, _)) = &t.spider_upstream {
+                    let at = spider
+                        .authority()
+                        .map(|a| a.to_string())
+                        .unwrap_or_default();
+                    let spider_listener =
+                        tokio::net::TcpListener::bind(&at).await.map_err(|e| {
+                            DemoError::Run(format!("fake spider cannot listen on {at}: {e}"))
+                        })?;
+                    let mut rx = shutdown_rx.clone();
+                    let stop = async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    };
+                    tokio::spawn(fake.clone().serve_spider(spider_listener, None, stop));
+                }
+                tokio::spawn(fake.serve(listener, None, stop));
+            }
         }
         tracing::info!(route = %route.name, %authority, "fake upstream started");
     }
@@ -103,6 +122,22 @@ fn curl_lines(cfg: &Config, addr: &str) -> String {
                     "curl -s http://{addr}/{r}/subscription -H 'x-utilsio-device-id: phone-1'"
                 );
                 let _ = writeln!(out, "curl -s -X DELETE http://{addr}/{r}/subscription -d '{{\"deviceId\":\"phone-1\",\"subscriptionIds\":[\"s2\",\"s1\"]}}'\n");
+            }
+            KindConfig::Tts(_) => {
+                let r = &route.name;
+                let id = fake::tts::DEMO_IDENTIFIER;
+                let _ = writeln!(out, "# TTS: countersign logs in, holds the session, fills the body and adds the checksum");
+                let _ = writeln!(out, "curl -s http://{addr}/{r}/{id} -H 'content-type: application/json' -d '{{\"action\":\"fetchStats\",\"month\":\"2025-01\",\"output\":\"json\"}}'");
+                let _ = writeln!(
+                    out,
+                    "curl -s http://{addr}/{r}/{id}/customers/get_users -d ''"
+                );
+                let _ = writeln!(out, "# TTS spider: a cache purge (POST) and a health check (HEAD, to the spider host)");
+                let _ = writeln!(
+                    out,
+                    "curl -s http://{addr}/{r}/https://{id} --data-urlencode action=purge"
+                );
+                let _ = writeln!(out, "curl -sI http://{addr}/{r}/https://{id}/products\n");
             }
             KindConfig::Teamdrive(_) => {
                 let r = &route.name;

@@ -39,6 +39,8 @@ pub enum ProxyError {
     UpstreamUnreachable(String),
     #[error("upstream did not answer within {}s (request_timeout)", .0.as_secs_f64())]
     UpstreamTimeout(Duration),
+    #[error("key rotation: {0}")]
+    KeyRotation(String),
     #[error("state store failed: {0}")]
     State(String),
     #[error("internal error: {0}")]
@@ -61,6 +63,7 @@ impl ProxyError {
             ProxyError::LoginThrottled(_) => "login_throttled",
             ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
+            ProxyError::KeyRotation(_) => "key_rotation_failed",
             ProxyError::State(_) => "state_unavailable",
             ProxyError::Internal(_) => "internal",
         }
@@ -77,9 +80,9 @@ impl ProxyError {
             ProxyError::RateLimited(_) | ProxyError::QuotaExhausted { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            ProxyError::LoginFailed(_) | ProxyError::UpstreamUnreachable(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::LoginFailed(_)
+            | ProxyError::UpstreamUnreachable(_)
+            | ProxyError::KeyRotation(_) => StatusCode::BAD_GATEWAY,
             ProxyError::LoginThrottled(_) | ProxyError::State(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

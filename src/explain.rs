@@ -39,7 +39,8 @@ pub fn explain(
         .routes
         .get(route)
         .ok_or_else(|| ExplainError::UnknownRoute(route.to_string()))?;
-    let kind = kinds::build(&rc.kind).map_err(ExplainError::Refused)?;
+    let kind =
+        kinds::build(&rc.kind, &crate::keys::Keyring::detached()).map_err(ExplainError::Refused)?;
     let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
         .map_err(|_| ExplainError::Method(method.to_string()))?;
     let mut caller = HeaderMap::new();
@@ -60,7 +61,7 @@ pub fn explain(
     };
     let (rest, _) = path.split_once('?').unwrap_or((&path, ""));
     crate::headers::check_path(rest).map_err(|e| ExplainError::Refused(e.to_string()))?;
-    let base = format!(
+    let mut base = format!(
         "{}{}",
         rc.upstream.to_string().trim_end_matches('/'),
         rc.base_path
@@ -80,7 +81,23 @@ pub fn explain(
             );
             return Ok(out);
         }
-        Plan::Forward { session, .. } => session,
+        Plan::LocalWithSession => {
+            let _ = writeln!(
+                out,
+                "\ncountersign answers this call itself from the session it holds (logging in first if needed); the session is never revealed."
+            );
+            return Ok(out);
+        }
+        Plan::Forward(f) => {
+            if f.alt_upstream {
+                if let Some((origin, base_path)) = rc.kind.alt_upstream() {
+                    let alt = format!("{}{base_path}", origin.to_string().trim_end_matches('/'));
+                    let _ = writeln!(out, "this call goes to the second upstream: {alt}");
+                    base = alt;
+                }
+            }
+            !matches!(f.session, kinds::Need::Nothing)
+        }
     };
     if needs_session {
         if let Some(login) = kind.login_request() {

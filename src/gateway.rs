@@ -11,8 +11,9 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, RouteConfig};
+use crate::keys::Keyring;
 use crate::kinds::{self, Kind};
-use crate::limits::{Gcra, Limits, Quota};
+use crate::limits::{Gcra, Limits, Quota, UpstreamHold};
 use crate::session::SessionSlot;
 use crate::state::StateStore;
 use crate::upstream::{Upstream, UpstreamError};
@@ -21,6 +22,8 @@ pub struct Route {
     pub name: String,
     pub kind: Arc<dyn Kind>,
     pub upstream: Upstream,
+    /// The kind's second upstream (TTS's `spider_upstream`), same settings.
+    pub alt_upstream: Option<Upstream>,
     /// The held session, for kinds that log in.
     pub session: Option<Arc<SessionSlot>>,
     pub limits: Limits,
@@ -43,14 +46,25 @@ pub struct Snapshot {
 }
 
 /// Long-lived per-credential state, reused across snapshots.
-#[derive(Default)]
 pub struct Registry {
     sessions: Mutex<HashMap<String, Arc<SessionSlot>>>,
     rates: Mutex<HashMap<String, Arc<Gcra>>>,
     quotas: Mutex<HashMap<String, Arc<Quota>>>,
+    holds: Mutex<HashMap<String, Arc<UpstreamHold>>>,
+    keyring: Keyring,
 }
 
 impl Registry {
+    pub fn new(store: Arc<dyn StateStore>) -> Self {
+        Registry {
+            sessions: Mutex::default(),
+            rates: Mutex::default(),
+            quotas: Mutex::default(),
+            holds: Mutex::default(),
+            keyring: Keyring::new(store),
+        }
+    }
+
     fn get_or<T>(
         map: &Mutex<HashMap<String, Arc<T>>>,
         key: &str,
@@ -81,9 +95,11 @@ impl Snapshot {
     ) -> Result<Snapshot, UpstreamError> {
         let mut routes = HashMap::new();
         for (name, rc) in &config.routes {
-            let kind = kinds::build(&rc.kind).map_err(|reason| UpstreamError::Kind {
-                route: name.clone(),
-                reason,
+            let kind = kinds::build(&rc.kind, &registry.keyring).map_err(|reason| {
+                UpstreamError::Kind {
+                    route: name.clone(),
+                    reason,
+                }
             })?;
             let cred = kind.credential_id();
             let has_session = kinds::defaults_for(rc.kind.name()).is_some_and(|d| d.has_session);
@@ -110,12 +126,23 @@ impl Snapshot {
                     Quota::new(limit, &id, store.clone())
                 })
             });
+            let hold = Registry::get_or(&registry.holds, &cred, UpstreamHold::default);
+            let alt_upstream = match rc.kind.alt_upstream() {
+                Some((origin, base_path)) => {
+                    let mut alt = rc.clone();
+                    alt.upstream = origin.clone();
+                    alt.base_path = base_path.clone();
+                    Some(Upstream::new(&alt)?)
+                }
+                None => None,
+            };
             let route = Route {
                 name: name.clone(),
                 upstream: Upstream::new(rc)?,
+                alt_upstream,
                 kind,
                 session,
-                limits: Limits { rate, quota },
+                limits: Limits { rate, quota, hold },
                 config: rc.clone(),
             };
             routes.insert(name.clone(), Arc::new(route));
@@ -148,7 +175,7 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(config: Config, store: Arc<dyn StateStore>) -> Result<Self, UpstreamError> {
-        let registry = Registry::default();
+        let registry = Registry::new(store.clone());
         let snapshot = Snapshot::build(config, &store, &registry)?;
         Ok(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),

@@ -14,6 +14,7 @@
 //! - `upstream`: pooled hyper-util client, rustls, timeouts, error classes.
 //! - `session`: single-flight, spaced logins; the held session per credential.
 //! - `limits`: rate limits (GCRA with reservations) and durable monthly quotas.
+//! - `keys`: keys an upstream rotates at runtime, stored durably before use.
 //! - `state`: the [`state::StateStore`] trait and the embedded file store.
 //! - `kinds`: one file per upstream API (`xrtc`, …): the hooks of [`kinds::Kind`].
 //! - `admin`: `/healthz`, `/readyz`, `/metrics` on the admin listener.
@@ -33,6 +34,7 @@ pub mod explain;
 pub mod fake;
 pub mod gateway;
 pub mod headers;
+pub mod keys;
 pub mod kinds;
 pub mod limits;
 pub mod metrics;

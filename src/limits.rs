@@ -205,16 +205,100 @@ impl Quota {
     }
 }
 
+/// "Not before this instant", set by the upstream itself: a 429's
+/// `Retry-After`, or `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset`.
+/// Until then no request of the credential is sent; callers get 429
+/// `rate_limited` at once (or wait, within the route's `wait`).
+#[derive(Default)]
+pub struct UpstreamHold {
+    until: Mutex<Option<Instant>>,
+}
+
+/// The longest hold an upstream header can impose: a broken or hostile
+/// header must not take a route down for days.
+const MAX_HOLD: Duration = Duration::from_secs(3600);
+
+impl UpstreamHold {
+    /// The remaining hold, if any.
+    pub fn remaining(&self, now: Instant) -> Option<Duration> {
+        let until = *self.until.lock().unwrap_or_else(|p| p.into_inner());
+        until.filter(|u| *u > now).map(|u| u - now)
+    }
+
+    pub fn hold_for(&self, d: Duration) {
+        let until = Instant::now() + d.min(MAX_HOLD);
+        let mut cur = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        if cur.is_none_or(|c| c < until) {
+            *cur = Some(until);
+        }
+    }
+
+    /// Reads the upstream's rate-limit headers. Returns the hold it imposed.
+    pub fn observe(&self, status: http::StatusCode, headers: &http::HeaderMap) -> Option<Duration> {
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        };
+        let now_unix = OffsetDateTime::now_utc().unix_timestamp();
+        // X-RateLimit-Reset: Unix seconds (as the TTS document shows), or
+        // seconds from now when the number is too small to be a date.
+        let reset = text("x-ratelimit-reset")
+            .and_then(|t| t.parse::<i64>().ok())
+            .map(|n| {
+                let secs = if n > 1_000_000_000 { n - now_unix } else { n };
+                Duration::from_secs(secs.max(0) as u64)
+            });
+        let hold = if status == http::StatusCode::TOO_MANY_REQUESTS {
+            let retry_after = text("retry-after").and_then(|t| {
+                t.parse::<u64>().map(Duration::from_secs).ok().or_else(|| {
+                    let at = httpdate::parse_http_date(t).ok()?;
+                    Some(
+                        at.duration_since(std::time::SystemTime::now())
+                            .unwrap_or_default(),
+                    )
+                })
+            });
+            // A 429 without either header still means "not now": one second.
+            Some(retry_after.or(reset).unwrap_or(Duration::from_secs(1)))
+        } else if text("x-ratelimit-remaining") == Some("0") {
+            reset
+        } else {
+            None
+        };
+        let hold = hold.filter(|d| !d.is_zero())?;
+        self.hold_for(hold);
+        Some(hold.min(MAX_HOLD))
+    }
+}
+
 /// The rate limit and quota of one route's credential.
 pub struct Limits {
     pub rate: Option<(Arc<Gcra>, Duration)>,
     pub quota: Option<Arc<Quota>>,
+    pub hold: Arc<UpstreamHold>,
 }
 
 impl Limits {
     /// Takes a rate permit and a quota unit, waiting for the permit up to the
     /// route's `wait` and the request's deadline.
     pub async fn acquire(&self, deadline: Instant) -> Result<(), ProxyError> {
+        let now = Instant::now();
+        if let Some(held) = self.hold.remaining(now) {
+            let budget = self
+                .rate
+                .as_ref()
+                .map_or(Duration::ZERO, |(_, wait)| *wait)
+                .min(deadline.saturating_duration_since(now));
+            if held > budget {
+                return Err(ProxyError::RateLimited(held));
+            }
+            if let Some((gcra, _)) = &self.rate {
+                gcra.block_until(now + held);
+            }
+            tokio::time::sleep(held).await;
+        }
         let now = Instant::now();
         let send_at = match &self.rate {
             Some((gcra, wait)) => {
@@ -256,6 +340,65 @@ fn until_next_month(now: OffsetDateTime) -> Duration {
 mod tests {
     use super::*;
     use crate::state::FileStore;
+
+    #[tokio::test]
+    async fn upstream_429_and_exhausted_windows_hold_the_route() {
+        let headers = |pairs: &[(&'static str, String)]| {
+            let mut h = http::HeaderMap::new();
+            for (n, v) in pairs {
+                h.insert(*n, v.parse().unwrap());
+            }
+            h
+        };
+        let hold = UpstreamHold::default();
+        let ok = http::StatusCode::OK;
+        let many = http::StatusCode::TOO_MANY_REQUESTS;
+        assert_eq!(
+            hold.observe(ok, &headers(&[("x-ratelimit-remaining", "5".into())])),
+            None
+        );
+        assert_eq!(hold.remaining(Instant::now()), None);
+        // 429 with Retry-After in seconds.
+        assert_eq!(
+            hold.observe(many, &headers(&[("retry-after", "7".into())])),
+            Some(Duration::from_secs(7))
+        );
+        let left = hold.remaining(Instant::now()).unwrap();
+        assert!(left > Duration::from_secs(6) && left <= Duration::from_secs(7));
+        // Remaining 0 with a reset as Unix seconds (the TTS document's form).
+        let hold = UpstreamHold::default();
+        let reset = OffsetDateTime::now_utc().unix_timestamp() + 30;
+        let got = hold.observe(
+            ok,
+            &headers(&[
+                ("x-ratelimit-remaining", "0".into()),
+                ("x-ratelimit-reset", reset.to_string()),
+            ]),
+        );
+        assert!(got.is_some_and(|d| d > Duration::from_secs(28)), "{got:?}");
+        // A 429 with nothing to go by still waits a second; absurd values are capped.
+        let hold = UpstreamHold::default();
+        assert_eq!(
+            hold.observe(many, &headers(&[])),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            hold.observe(many, &headers(&[("retry-after", "999999999".into())])),
+            Some(MAX_HOLD)
+        );
+        // Requests are refused with the hold as Retry-After when they cannot wait.
+        let limits = Limits {
+            rate: None,
+            quota: None,
+            hold: Arc::new(hold),
+        };
+        let err = limits
+            .acquire(Instant::now() + Duration::from_secs(30))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "rate_limited");
+        assert!(err.retry_after().unwrap() > Duration::from_secs(3000));
+    }
 
     fn limit(per_second: f64, burst: u32) -> RateLimit {
         RateLimit {

@@ -112,6 +112,32 @@ enum FakeKind {
         #[arg(long)]
         timestamp_ms: bool,
     },
+    /// The TTS Utility Server API, and its spider host with --spider-listen.
+    Tts {
+        #[arg(long, default_value = "127.0.0.1:18104")]
+        listen: SocketAddr,
+        /// Also serve the spider host (HEAD /https://…) here.
+        #[arg(long)]
+        spider_listen: Option<SocketAddr>,
+        #[arg(long, default_value = countersign::fake::tts::DEMO_IDENTIFIER)]
+        identifier: String,
+        #[arg(long, default_value = countersign::fake::tts::DEMO_EMAIL)]
+        email: String,
+        #[arg(long, default_value = countersign::fake::tts::DEMO_PASSWORD)]
+        password: String,
+        /// The access key it accepts first (rotations change it).
+        #[arg(long, default_value = countersign::fake::tts::DEMO_ACCESS_KEY)]
+        access_key: String,
+        /// The secret it expects in bodies; empty: none.
+        #[arg(long, default_value = countersign::fake::tts::DEMO_SECRET)]
+        secret: String,
+        /// A session unused this long expires.
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        session_idle: Duration,
+        /// At most this many requests per second, then 429 with Retry-After (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+    },
     /// The TeamDrive Registration Server API (POST /yvva/api/api.xml).
     Teamdrive {
         #[arg(long, default_value = "127.0.0.1:18103")]
@@ -318,6 +344,44 @@ fn fake_result(r: std::io::Result<()>) -> ExitCode {
 
 async fn run_fake(kind: FakeKind) -> ExitCode {
     match kind {
+        FakeKind::Tts {
+            listen,
+            spider_listen,
+            identifier,
+            email,
+            password,
+            access_key,
+            secret,
+            session_idle,
+            rate,
+        } => {
+            let cfg = fake::tts::Config {
+                identifier,
+                email,
+                password,
+                access_key,
+                secret: (!secret.is_empty()).then_some(secret),
+                session_idle,
+                rate: (rate > 0).then_some((rate, Duration::from_secs(1))),
+                ..Default::default()
+            };
+            let fake = fake::tts::Fake::new(cfg);
+            if let Some(at) = spider_listen {
+                let Some(l) = bind(at).await else {
+                    return ExitCode::from(2);
+                };
+                tracing::info!(listen = %at, "fake TTS spider listening");
+                tokio::spawn(
+                    fake.clone()
+                        .serve_spider(l, None, server::shutdown_signal()),
+                );
+            }
+            let Some(l) = bind(listen).await else {
+                return ExitCode::from(2);
+            };
+            tracing::info!(%listen, "fake TTS listening; GET /_fake/stats for its counters");
+            fake_result(fake.serve(l, None, server::shutdown_signal()).await)
+        }
         FakeKind::Utilsio {
             listen,
             apps,

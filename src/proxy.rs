@@ -19,9 +19,9 @@ use tokio::time::Instant;
 use crate::error::ProxyError;
 use crate::gateway::{token_digest, Gateway, Route, Snapshot};
 use crate::headers;
-use crate::kinds::{Outgoing, Plan};
+use crate::kinds::{Buffered, Forward, Need, Outgoing, Plan, Then};
 use crate::metrics;
-use crate::session::LoginAttempt;
+use crate::session::{LoginAttempt, SessionSlot};
 
 /// What the caller gets back: our own small bodies, or the upstream's stream.
 pub type RespBody = Either<Full<Bytes>, Incoming>;
@@ -229,12 +229,36 @@ async fn forward(
         None => rest.to_string(),
     };
     let kind = route.kind.as_ref();
-    let (needs_session, buffer_body) = match kind.plan(&parts.method, rest, &parts.headers)? {
+    if let Some(prepare) = kind.prepare() {
+        prepare.await?;
+    }
+    let Forward {
+        session: need,
+        buffer_body,
+        alt_upstream,
+        then,
+    } = match kind.plan(&parts.method, rest, &parts.headers)? {
         Plan::Local(resp) => return Ok(resp.map(Either::Left)),
-        Plan::Forward {
-            session,
-            buffer_body,
-        } => (session, buffer_body),
+        Plan::LocalWithSession => {
+            let slot = route.session.as_ref().ok_or_else(|| {
+                ProxyError::Internal("a local answer needs a session slot".into())
+            })?;
+            ensure(slot, route, deadline, trace).await?;
+            return Ok(kind.answer_with_session().map(Either::Left));
+        }
+        Plan::Forward(f) => f,
+    };
+    let session_slot = match need {
+        Need::Nothing => None,
+        Need::Session => route.session.as_ref(),
+        Need::SessionIfHeld(answer) => match &route.session {
+            Some(slot) if slot.is_held() => Some(slot),
+            _ => return Ok(answer.map(Either::Left)),
+        },
+    };
+    let upstream = match (&route.alt_upstream, alt_upstream) {
+        (Some(alt), true) => alt,
+        _ => &route.upstream,
     };
     let strip_auth = !snap.clients.is_empty();
     let base_headers = headers::outgoing(&parts.headers, kind.owned_headers(), strip_auth);
@@ -256,19 +280,20 @@ async fn forward(
         )
     };
 
-    let session_slot = route.session.as_ref().filter(|_| needs_session);
+    // A request its kind cannot sign (a body that does not parse) must not
+    // cost a login first: on a cold session, sign a throwaway copy.
+    if session_slot.is_some_and(|slot| !slot.is_held()) {
+        let mut trial = Outgoing {
+            method: parts.method.clone(),
+            path_and_query: path_and_query.clone(),
+            headers: base_headers.clone(),
+            body: body.clone(),
+        };
+        kind.sign(&mut trial, Some(&crate::secret::Secret::new("-")))?;
+    }
     loop {
         let session = match session_slot {
-            Some(slot) => {
-                let mut attempt = LoginAttempt::None;
-                let s = slot
-                    .ensure(deadline, kind, &route.upstream, &route.limits, &mut attempt)
-                    .await;
-                if attempt != LoginAttempt::None {
-                    trace.login = attempt;
-                }
-                Some(s?)
-            }
+            Some(slot) => Some(ensure(slot, route, deadline, trace).await?),
             None => None,
         };
         route.limits.acquire(deadline).await?;
@@ -282,8 +307,8 @@ async fn forward(
         if let (Some(slot), Some(s)) = (session_slot, &session) {
             slot.touch(s.generation);
         }
-        let resp = route
-            .upstream
+        let sent = matches!(then, Then::Inspect).then(|| out.clone());
+        let resp = upstream
             .send(out, stream.take(), deadline)
             .await
             .map_err(|e| match e {
@@ -291,35 +316,61 @@ async fn forward(
                 e => e,
             })?;
         trace.upstream_status = Some(resp.status().as_u16());
+        if let Some(hold) = route.limits.hold.observe(resp.status(), resp.headers()) {
+            tracing::warn!(route = %route.name, hold_s = hold.as_secs_f64(), "upstream asked to slow down; holding the route's requests");
+        }
         let (mut head, body_in) = resp.into_parts();
         headers::strip_response(&mut head.headers);
-        let (Some(slot), Some(s)) = (session_slot, &session) else {
-            return Ok(Response::from_parts(head, Either::Right(body_in)));
-        };
-        // Read a small error body when the kind needs it to recognise an expiry.
-        let small = body_in.size_hint().upper().is_some_and(|n| n <= PEEK_MAX);
-        let (peeked, unread) = if small && kind.peek_body(head.status) {
-            let bytes = tokio::time::timeout_at(deadline, body_in.collect())
-                .await
-                .map_err(|_| ProxyError::UpstreamTimeout(route.upstream.request_timeout))?
-                .map_err(|e| ProxyError::UpstreamUnreachable(format!("reading the answer: {e}")))?
-                .to_bytes();
-            (Some(bytes), None)
-        } else {
-            (None, Some(body_in))
-        };
-        let expired = kind.session_expired(head.status, &head.headers, peeked.as_deref());
-        // Replay only when the body is still in hand (buffered) and only once.
-        if expired && !trace.replayed && body.is_some() {
-            slot.invalidate(s.generation);
-            trace.replayed = true;
-            tracing::debug!(route = %route.name, "session rejected upstream; logging in again to replay once");
-            continue;
+        let mut peeked = None;
+        let mut unread = Some(body_in);
+        if let (Some(slot), Some(s)) = (session_slot, &session) {
+            // Read a small error body when the kind needs it to recognise an expiry.
+            let small = unread
+                .as_ref()
+                .and_then(|b| b.size_hint().upper())
+                .is_some_and(|n| n <= PEEK_MAX);
+            if small && kind.peek_body(head.status) {
+                peeked = Some(read_all(unread.take(), route, deadline, PEEK_MAX as usize).await?);
+            }
+            let expired = kind.session_expired(head.status, &head.headers, peeked.as_deref());
+            // Replay only when the body is still in hand (buffered) and only once.
+            if expired && !trace.replayed && body.is_some() {
+                slot.invalidate(s.generation);
+                trace.replayed = true;
+                tracing::debug!(route = %route.name, "session rejected upstream; logging in again to replay once");
+                continue;
+            }
+            if expired {
+                slot.invalidate(s.generation);
+            } else if let Some(v) = kind.observe(&mut head.headers, Some(&s.value)) {
+                slot.update(s.generation, v);
+            }
         }
-        if expired {
-            slot.invalidate(s.generation);
-        } else if let Some(v) = kind.observe(&mut head.headers, Some(&s.value)) {
-            slot.update(s.generation, v);
+        if head.status.is_success() {
+            match (&then, sent) {
+                (Then::ClearSession, _) => {
+                    if let Some(slot) = &route.session {
+                        slot.clear();
+                    }
+                }
+                (Then::Inspect, Some(sent)) => {
+                    let bytes = match peeked.take() {
+                        Some(b) => b,
+                        None => read_all(unread.take(), route, deadline, INSPECT_MAX).await?,
+                    };
+                    let mut answer = Buffered {
+                        status: head.status,
+                        headers: std::mem::take(&mut head.headers),
+                        body: bytes,
+                    };
+                    kind.inspect(&sent, &mut answer).await?;
+                    head.headers = answer.headers;
+                    // The kind may have rewritten the body: hyper sets the new length.
+                    head.headers.remove(http::header::CONTENT_LENGTH);
+                    peeked = Some(answer.body);
+                }
+                _ => {}
+            }
         }
         let body_out = match (peeked, unread) {
             (_, Some(stream)) => Either::Right(stream),
@@ -327,6 +378,50 @@ async fn forward(
         };
         return Ok(Response::from_parts(head, body_out));
     }
+}
+
+/// Answers a kind inspects whole (key rotations) are small; a bigger one is refused.
+const INSPECT_MAX: usize = 1024 * 1024;
+
+/// The held session, logging in first if needed; records the login for the log line.
+async fn ensure(
+    slot: &SessionSlot,
+    route: &Route,
+    deadline: Instant,
+    trace: &mut Trace,
+) -> Result<crate::session::Session, ProxyError> {
+    let mut attempt = LoginAttempt::None;
+    let s = slot
+        .ensure(
+            deadline,
+            route.kind.as_ref(),
+            &route.upstream,
+            &route.limits,
+            &mut attempt,
+        )
+        .await;
+    if attempt != LoginAttempt::None {
+        trace.login = attempt;
+    }
+    s
+}
+
+async fn read_all(
+    body: Option<Incoming>,
+    route: &Route,
+    deadline: Instant,
+    max: usize,
+) -> Result<Bytes, ProxyError> {
+    let Some(body) = body else {
+        return Ok(Bytes::new());
+    };
+    Ok(
+        tokio::time::timeout_at(deadline, Limited::new(body, max).collect())
+            .await
+            .map_err(|_| ProxyError::UpstreamTimeout(route.upstream.request_timeout))?
+            .map_err(|e| ProxyError::UpstreamUnreachable(format!("reading the answer: {e}")))?
+            .to_bytes(),
+    )
 }
 
 fn body_error(e: Box<dyn std::error::Error + Send + Sync>, max: u64) -> ProxyError {

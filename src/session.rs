@@ -305,9 +305,12 @@ impl LoginCtx<'_> {
     /// Sends one request (taking a rate permit and a quota unit) and reads its answer.
     pub async fn send(&self, out: Outgoing) -> Result<Buffered, ProxyError> {
         self.limits.acquire(self.deadline).await?;
-        self.upstream
+        let answer = self
+            .upstream
             .send_buffered(out, self.deadline, LOGIN_BODY_MAX)
-            .await
+            .await?;
+        self.limits.hold.observe(answer.status, &answer.headers);
+        Ok(answer)
     }
 
     /// For a second login in one attempt: spaces it `login_interval` after

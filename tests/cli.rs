@@ -93,6 +93,9 @@ fn shipped_configs_are_valid() {
         .env("UTILSIO_APP_SECRET", "s")
         .env("UTILSIO_APP_SALT", "00ff")
         .env("TEAMDRIVE_API_KEY", "k")
+        .env("TTS_PASSWORD", "p")
+        .env("TTS_ACCESS_KEY", "a")
+        .env("TTS_SECRET", "s")
         .output()
         .unwrap();
     assert_eq!(
@@ -233,6 +236,9 @@ fn explain_shows_login_and_call_with_secrets_redacted() {
         .env("UTILSIO_APP_SECRET", "s")
         .env("UTILSIO_APP_SALT", "00ff")
         .env("TEAMDRIVE_API_KEY", "k")
+        .env("TTS_PASSWORD", "p")
+        .env("TTS_ACCESS_KEY", "a")
+        .env("TTS_SECRET", "s")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -356,7 +356,12 @@ pub fn dumps_sorted(value: &Value) -> String {
 
 /// Lowercase hex SHA-256 of [`dumps_sorted`].
 pub fn checksum(value: &Value) -> String {
-    hex::encode(Sha256::digest(dumps_sorted(value).as_bytes()))
+    checksum_of(&dumps_sorted(value))
+}
+
+/// Lowercase hex SHA-256 of an already canonical text.
+pub fn checksum_of(canonical: &str) -> String {
+    hex::encode(Sha256::digest(canonical.as_bytes()))
 }
 
 fn write_value(out: &mut String, v: &Value) {

@@ -298,7 +298,7 @@ fn parse_route(name: &str, s: &mut Section<'_>) -> Option<RouteConfig> {
         .unwrap_or(Duration::from_secs(5));
     let session_idle = s
         .duration("session_idle")
-        .unwrap_or(Duration::from_secs(60));
+        .unwrap_or_else(|| defaults.map_or(Duration::from_secs(60), |d| d.session_idle));
     let ca_file = s.get::<PathBuf>("ca_file");
     if let Some(p) = &ca_file {
         if !p.is_file() {
@@ -344,7 +344,7 @@ fn parse_rate_limit(s: &mut Section<'_>) -> Option<RateLimit> {
 }
 
 /// Splits `https://host:port/base` into the origin and the base path (no trailing '/').
-fn parse_upstream(text: &str) -> Result<(Uri, String), String> {
+pub fn parse_upstream(text: &str) -> Result<(Uri, String), String> {
     let uri: Uri = text
         .parse()
         .map_err(|_| format!("\"{text}\" is not a URL"))?;

@@ -9,6 +9,7 @@
 
 mod lenient;
 pub mod teamdrive;
+pub mod tts;
 pub mod utilsio;
 pub mod xrtc;
 

@@ -4,6 +4,8 @@
 //! an API means one new file here and its fake in `src/fake/`.
 
 pub mod teamdrive;
+pub mod tts;
+pub mod tts_body;
 pub mod utilsio;
 pub mod xrtc;
 
@@ -16,16 +18,18 @@ use http_body_util::Full;
 
 use crate::config::{RateLimit, Section};
 use crate::error::ProxyError;
+use crate::keys::Keyring;
 use crate::secret::Secret;
 use crate::session::LoginCtx;
 
 /// Every kind's name, as written in `kind = "..."`.
-pub const NAMES: &[&str] = &["xrtc", "utilsio", "teamdrive"];
+pub const NAMES: &[&str] = &["xrtc", "tts", "utilsio", "teamdrive"];
 
 /// Parsed per-kind settings of a route.
 #[derive(Debug, Clone)]
 pub enum KindConfig {
     Xrtc(xrtc::Settings),
+    Tts(Box<tts::Settings>),
     Utilsio(utilsio::Settings),
     Teamdrive(teamdrive::Settings),
 }
@@ -34,8 +38,18 @@ impl KindConfig {
     pub fn name(&self) -> &'static str {
         match self {
             KindConfig::Xrtc(_) => "xrtc",
+            KindConfig::Tts(_) => "tts",
             KindConfig::Utilsio(_) => "utilsio",
             KindConfig::Teamdrive(_) => "teamdrive",
+        }
+    }
+
+    /// A second upstream some requests go to (TTS's `spider_upstream`).
+    /// As (origin, base path), like the route's own `upstream`.
+    pub fn alt_upstream(&self) -> Option<&(http::Uri, String)> {
+        match self {
+            KindConfig::Tts(s) => s.spider_upstream.as_ref(),
+            _ => None,
         }
     }
 }
@@ -46,11 +60,14 @@ pub struct KindDefaults {
     pub rate_limit: Option<RateLimit>,
     pub quota_per_month: Option<u64>,
     pub has_session: bool,
+    /// `session_idle` when the route does not set it.
+    pub session_idle: Duration,
 }
 
 pub fn defaults_for(kind: &str) -> Option<KindDefaults> {
     match kind {
         "xrtc" => Some(xrtc::DEFAULTS),
+        "tts" => Some(tts::DEFAULTS),
         "utilsio" => Some(utilsio::DEFAULTS),
         "teamdrive" => Some(teamdrive::DEFAULTS),
         _ => None,
@@ -61,16 +78,19 @@ pub fn defaults_for(kind: &str) -> Option<KindDefaults> {
 pub fn parse(kind: &str, s: &mut Section<'_>) -> Option<KindConfig> {
     match kind {
         "xrtc" => xrtc::Settings::parse(s).map(KindConfig::Xrtc),
+        "tts" => tts::Settings::parse(s).map(|t| KindConfig::Tts(Box::new(t))),
         "utilsio" => utilsio::Settings::parse(s).map(KindConfig::Utilsio),
         "teamdrive" => teamdrive::Settings::parse(s).map(KindConfig::Teamdrive),
         _ => None,
     }
 }
 
-/// The kind's hooks for a route. Fails only where startup work can (a key derivation).
-pub fn build(config: &KindConfig) -> Result<std::sync::Arc<dyn Kind>, String> {
+/// The kind's hooks for a route. Fails only where startup work can (a key
+/// derivation). Rotatable keys come from `keyring`, so they outlive reloads.
+pub fn build(config: &KindConfig, keyring: &Keyring) -> Result<std::sync::Arc<dyn Kind>, String> {
     Ok(match config {
         KindConfig::Xrtc(s) => std::sync::Arc::new(xrtc::Xrtc::new(s.clone())),
+        KindConfig::Tts(s) => std::sync::Arc::new(tts::Tts::new((**s).clone(), keyring)),
         KindConfig::Utilsio(s) => std::sync::Arc::new(utilsio::Utilsio::new(s.clone())?),
         KindConfig::Teamdrive(s) => std::sync::Arc::new(teamdrive::Teamdrive::new(s.clone())),
     })
@@ -80,16 +100,59 @@ pub fn build(config: &KindConfig) -> Result<std::sync::Arc<dyn Kind>, String> {
 pub enum Plan {
     /// countersign answers the caller itself (e.g. XRTC's own login call).
     Local(Response<Full<Bytes>>),
-    Forward {
-        /// The request carries the held session (log in first if needed).
-        session: bool,
-        /// Buffer the body (up to `max_body`): a signature covers it, or it may be replayed.
-        buffer_body: bool,
-    },
+    /// countersign answers once a session is held ([`Kind::answer_with_session`]),
+    /// e.g. a caller's own TTS login, which must never see the real session.
+    LocalWithSession,
+    Forward(Forward),
+}
+
+impl Plan {
+    /// The common case: to the main upstream, nothing done with the answer.
+    pub fn forward(session: bool, buffer_body: bool) -> Plan {
+        Plan::Forward(Forward {
+            session: if session {
+                Need::Session
+            } else {
+                Need::Nothing
+            },
+            buffer_body,
+            alt_upstream: false,
+            then: Then::Pass,
+        })
+    }
+}
+
+pub struct Forward {
+    pub session: Need,
+    /// Buffer the body (up to `max_body`): a signature covers it, or it may be replayed.
+    pub buffer_body: bool,
+    /// Send to the kind's second upstream ([`KindConfig::alt_upstream`]).
+    pub alt_upstream: bool,
+    pub then: Then,
+}
+
+/// What a request needs of the held session.
+pub enum Need {
+    Nothing,
+    /// Carries the held session; log in first if there is none.
+    Session,
+    /// Carries the held session if there is one; otherwise this answer is
+    /// given without sending anything (a logout with nothing to log out).
+    SessionIfHeld(Response<Full<Bytes>>),
+}
+
+/// What happens after a successful (2xx) answer.
+pub enum Then {
+    Pass,
+    /// The call ended the upstream session: drop the held one.
+    ClearSession,
+    /// The kind reads the whole answer and may act on it and rewrite it
+    /// ([`Kind::inspect`]) before the caller sees it.
+    Inspect,
 }
 
 /// The request as it will be sent, before the kind signs it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Outgoing {
     pub method: Method,
     /// Path relative to the upstream's base path, starting with '/', plus `?query`.
@@ -159,6 +222,28 @@ pub trait Kind: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Work to finish before the first request is signed (loading rotated
+    /// keys from the state store). `None` when there is nothing (left) to do.
+    fn prepare(&self) -> Option<BoxFuture<'_, Result<(), ProxyError>>> {
+        None
+    }
+
+    /// The answer for [`Plan::LocalWithSession`], once a session is held.
+    fn answer_with_session(&self) -> Response<Full<Bytes>> {
+        crate::proxy::local_json(StatusCode::NOT_FOUND, Vec::new(), "{}".into())
+    }
+
+    /// For [`Then::Inspect`]: sees the request as sent and the whole
+    /// successful answer; may act on it (store a rotated key) and rewrite it.
+    /// An error goes to the caller instead of the answer.
+    fn inspect<'a>(
+        &'a self,
+        _sent: &'a Outgoing,
+        _answer: &'a mut Buffered,
+    ) -> BoxFuture<'a, Result<(), ProxyError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Sees the response head before the caller does. Returns a new session value
     /// when the upstream refreshed it (e.g. a re-issued cookie), and may remove
     /// headers that must not reach the caller.
@@ -173,6 +258,13 @@ pub fn fingerprint(secret: &Secret) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(secret.expose().as_bytes());
     hex::encode(&digest[..6])
+}
+
+/// Ids from the config are user text; keep state keys and logs to a safe alphabet.
+pub fn safe_id(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }
 
 /// Milliseconds since the Unix epoch, for timestamps put on the wire.

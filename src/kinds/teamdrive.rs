@@ -21,6 +21,7 @@ pub const DEFAULTS: KindDefaults = KindDefaults {
     rate_limit: None,
     quota_per_month: None,
     has_session: false,
+    session_idle: std::time::Duration::from_secs(60),
 };
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -134,10 +135,7 @@ impl Kind for Teamdrive {
                 "the TeamDrive API accepts POST only".into(),
             ));
         }
-        Ok(Plan::Forward {
-            session: false,
-            buffer_body: true,
-        })
+        Ok(Plan::forward(false, true))
     }
 
     fn login<'a>(&'a self, _: &'a LoginCtx<'a>) -> BoxFuture<'a, Result<Secret, ProxyError>> {

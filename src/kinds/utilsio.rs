@@ -21,6 +21,7 @@ pub const DEFAULTS: KindDefaults = KindDefaults {
     rate_limit: None,
     quota_per_month: None,
     has_session: false,
+    session_idle: std::time::Duration::from_secs(60),
 };
 
 static TIMESTAMP: HeaderName = HeaderName::from_static("x-utilsio-timestamp");
@@ -216,10 +217,7 @@ impl Kind for Utilsio {
 
     fn plan(&self, _: &Method, _: &str, _: &HeaderMap) -> Result<Plan, ProxyError> {
         // The deviceId and subscriptionIds may be in the body: keep it (small JSON).
-        Ok(Plan::Forward {
-            session: false,
-            buffer_body: true,
-        })
+        Ok(Plan::forward(false, true))
     }
 
     fn login<'a>(

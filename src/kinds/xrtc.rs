@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 use http::header::{CONTENT_TYPE, COOKIE, SET_COOKIE, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
-use super::{fingerprint, now_ms, Kind, KindDefaults, Plan};
+use super::{fingerprint, now_ms, safe_id, Kind, KindDefaults, Plan};
 use crate::config::{RateLimit, Section};
 use crate::error::ProxyError;
 use crate::proxy::local_json;
@@ -26,6 +26,7 @@ pub const DEFAULTS: KindDefaults = KindDefaults {
     }),
     quota_per_month: Some(1_000_000),
     has_session: true,
+    session_idle: Duration::from_secs(60),
 };
 
 const LOGIN_PATH: &str = "/v1/auth/login";
@@ -95,16 +96,10 @@ impl Kind for Xrtc {
             )));
         }
         if path.starts_with("/v1/auth/registration") {
-            return Ok(Plan::Forward {
-                session: false,
-                buffer_body: false,
-            });
+            return Ok(Plan::forward(false, false));
         }
         // Bodies are at most 1 kB upstream: keep them for a replay.
-        Ok(Plan::Forward {
-            session: true,
-            buffer_body: true,
-        })
+        Ok(Plan::forward(true, true))
     }
 
     fn login<'a>(&'a self, ctx: &'a LoginCtx<'a>) -> BoxFuture<'a, Result<Secret, ProxyError>> {
@@ -172,13 +167,6 @@ impl Kind for Xrtc {
         headers.remove(SET_COOKIE);
         updated.filter(|new| Some(new) != session)
     }
-}
-
-/// Account ids are user text; keep state keys and logs to a safe alphabet.
-fn safe_id(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
 }
 
 /// `errorcode` of an XRTC error body, if it is one.

@@ -1,0 +1,250 @@
+//! Keys an upstream can rotate while countersign holds them (TTS's access key
+//! and secret). The configured value is the starting point; a rotated value
+//! is written durably to the state store *before* anyone is told about it, and
+//! wins over the configured one from the next request on, across restarts.
+//!
+//! A stored value records which configured value it replaced (by
+//! fingerprint). When an operator puts a different key in the config, that
+//! deliberate change wins and the stored rotation is ignored: the config is
+//! never silently overridden by a rotation of some older key.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use crate::error::ProxyError;
+use crate::kinds::fingerprint;
+use crate::secret::Secret;
+use crate::state::StateStore;
+
+/// The rotatable keys of one credential.
+pub struct HeldKeys {
+    /// Credential identity, for state keys and logs (never a secret).
+    id: String,
+    /// `None` only for `explain`, which never rotates anything.
+    store: Option<Arc<dyn StateStore>>,
+    /// Name -> configured value: what a stored rotation must have replaced.
+    configured: Vec<(&'static str, Secret)>,
+    /// Name -> value in use now; swapped whole, read without a lock.
+    current: ArcSwap<HashMap<&'static str, Secret>>,
+    /// Loaded from the store once, before the first request uses a key.
+    loaded: tokio::sync::OnceCell<()>,
+    /// One rotation at a time, so two cannot interleave their writes.
+    writing: tokio::sync::Mutex<()>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    /// Fingerprint of the configured value this rotation replaced.
+    replaces: String,
+    value: String,
+}
+
+impl HeldKeys {
+    pub fn new(
+        id: String,
+        store: Option<Arc<dyn StateStore>>,
+        configured: Vec<(&'static str, Secret)>,
+    ) -> Self {
+        let current = configured.iter().cloned().collect();
+        HeldKeys {
+            id,
+            store,
+            configured,
+            current: ArcSwap::from_pointee(current),
+            loaded: tokio::sync::OnceCell::new(),
+            writing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The value in use now.
+    pub fn get(&self, name: &str) -> Option<Secret> {
+        self.current.load().get(name).cloned()
+    }
+
+    /// Every value in use now (for redaction).
+    pub fn all(&self) -> Vec<(&'static str, Secret)> {
+        self.current
+            .load()
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect()
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.store.is_none() || self.loaded.initialized()
+    }
+
+    fn state_key(&self, name: &str) -> String {
+        format!("keys.{}.{name}", self.id)
+    }
+
+    /// Reads stored rotations (once per process).
+    pub async fn load(&self) -> Result<(), ProxyError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        self.loaded
+            .get_or_try_init(|| async {
+                let mut next = (**self.current.load()).clone();
+                for (name, configured) in &self.configured {
+                    let raw = store
+                        .get(&self.state_key(name))
+                        .await
+                        .map_err(|e| ProxyError::State(e.to_string()))?;
+                    let Some(raw) = raw else { continue };
+                    let Ok(stored) = serde_json::from_str::<Stored>(&raw) else {
+                        tracing::error!(credential = %self.id, key = name, "stored rotated key is unreadable; using the configured one");
+                        continue;
+                    };
+                    if stored.replaces == fingerprint(configured) {
+                        next.insert(name, Secret::new(stored.value));
+                        tracing::info!(credential = %self.id, key = name, "using the rotated key from the state store");
+                    } else {
+                        tracing::warn!(credential = %self.id, key = name, "the configured key changed since the last rotation; the configured one wins");
+                    }
+                }
+                self.current.store(Arc::new(next));
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Makes `value` the key in use, durably: it is in the store before this returns.
+    pub async fn replace(&self, name: &'static str, value: Secret) -> Result<(), ProxyError> {
+        let Some((_, configured)) = self.configured.iter().find(|(n, _)| *n == name) else {
+            return Err(ProxyError::Internal(format!("no rotatable key {name}")));
+        };
+        let _one = self.writing.lock().await;
+        let written = match &self.store {
+            Some(store) => {
+                let stored = Stored {
+                    replaces: fingerprint(configured),
+                    value: value.expose().to_string(),
+                };
+                let text = serde_json::to_string(&stored)
+                    .map_err(|e| ProxyError::Internal(e.to_string()))?;
+                store
+                    .put(&self.state_key(name), text)
+                    .await
+                    .map_err(|e| ProxyError::State(e.to_string()))
+            }
+            None => Ok(()),
+        };
+        // The upstream has already switched: the new key is the only one that
+        // works, so it is used even when it could not be stored (and the
+        // caller hears about that).
+        let mut next = (**self.current.load()).clone();
+        next.insert(name, value);
+        self.current.store(Arc::new(next));
+        match &written {
+            Ok(()) => {
+                tracing::info!(credential = %self.id, key = name, "rotated key stored and in use")
+            }
+            Err(e) => {
+                tracing::error!(credential = %self.id, key = name, error = %e, "rotated key in use but NOT stored: a restart would use the old key; put the new key in the config")
+            }
+        }
+        written
+    }
+}
+
+/// Held keys by credential and configured values, kept across reloads so a
+/// rotation made on an old snapshot is seen by the new one.
+#[derive(Default)]
+pub struct Keyring {
+    store: Option<Arc<dyn StateStore>>,
+    held: Mutex<HashMap<String, Arc<HeldKeys>>>,
+}
+
+impl Keyring {
+    pub fn new(store: Arc<dyn StateStore>) -> Self {
+        Keyring {
+            store: Some(store),
+            held: Mutex::default(),
+        }
+    }
+
+    /// A keyring that reads and writes nothing (for `explain`).
+    pub fn detached() -> Self {
+        Keyring::default()
+    }
+
+    pub fn get(&self, id: &str, configured: Vec<(&'static str, Secret)>) -> Arc<HeldKeys> {
+        let mut key = id.to_string();
+        for (name, v) in &configured {
+            key.push_str(&format!("/{name}={}", fingerprint(v)));
+        }
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.entry(key)
+            .or_insert_with(|| {
+                Arc::new(HeldKeys::new(
+                    id.to_string(),
+                    self.store.clone(),
+                    configured,
+                ))
+            })
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::FileStore;
+
+    fn configured() -> Vec<(&'static str, Secret)> {
+        vec![
+            ("access_key", Secret::new("AK-config")),
+            ("secret", Secret::new("SK-config")),
+        ]
+    }
+
+    #[tokio::test]
+    async fn rotation_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn StateStore> = Arc::new(FileStore::open(dir.path()).unwrap());
+        let keys = HeldKeys::new("tts-x".into(), Some(store.clone()), configured());
+        keys.load().await.unwrap();
+        keys.replace("access_key", Secret::new("AK-new"))
+            .await
+            .unwrap();
+        assert_eq!(keys.get("access_key").unwrap().expose(), "AK-new");
+        // A new process on the same store.
+        let store: Arc<dyn StateStore> = Arc::new(FileStore::open(dir.path()).unwrap());
+        let again = HeldKeys::new("tts-x".into(), Some(store), configured());
+        assert_eq!(again.get("access_key").unwrap().expose(), "AK-config");
+        again.load().await.unwrap();
+        assert_eq!(again.get("access_key").unwrap().expose(), "AK-new");
+        assert_eq!(again.get("secret").unwrap().expose(), "SK-config");
+    }
+
+    #[tokio::test]
+    async fn a_new_configured_key_wins_over_an_old_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn StateStore> = Arc::new(FileStore::open(dir.path()).unwrap());
+        let keys = HeldKeys::new("tts-x".into(), Some(store.clone()), configured());
+        keys.replace("secret", Secret::new("SK-rotated"))
+            .await
+            .unwrap();
+        let operator = vec![
+            ("access_key", Secret::new("AK-config")),
+            ("secret", Secret::new("SK-operator")),
+        ];
+        let again = HeldKeys::new("tts-x".into(), Some(store), operator);
+        again.load().await.unwrap();
+        assert_eq!(again.get("secret").unwrap().expose(), "SK-operator");
+    }
+
+    #[test]
+    fn keyring_shares_by_credential_and_configured_values() {
+        let ring = Keyring::detached();
+        let a = ring.get("tts-x", configured());
+        let b = ring.get("tts-x", configured());
+        assert!(Arc::ptr_eq(&a, &b));
+        let other = vec![("access_key", Secret::new("AK-2"))];
+        assert!(!Arc::ptr_eq(&a, &ring.get("tts-x", other)));
+    }
+}

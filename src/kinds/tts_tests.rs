@@ -1,0 +1,136 @@
+use super::*;
+
+fn settings() -> Settings {
+    Settings {
+        identifier: "www.example.com".into(),
+        client_ver: "V4.21.04".into(),
+        user_agent: "TTS-Utility-Client/505.EXAMPLE.PROD/V4.21.04".into(),
+        access_key: Secret::new("AK-config-0001"),
+        secret: Some(Secret::new("SK-config-0001")),
+        email: "member@example.com".into(),
+        password: Secret::new("pw-0001"),
+        module: Some("SPIDER".into()),
+        ip_address: "192.168.1.100".into(),
+        mac_address: "-".into(),
+        spider_upstream: None,
+        force_login: true,
+        access_key_fields: vec!["access_key".into()],
+        secret_key_fields: vec!["secret_key".into()],
+    }
+}
+
+#[test]
+fn calls_by_path() {
+    assert_eq!(
+        call_of("/www.example.com/customers/member_login"),
+        Call::Login
+    );
+    assert_eq!(call_of("/www.example.com/customers/get_users"), Call::Other);
+    assert_eq!(call_of("/www.example.com"), Call::Other);
+    assert_eq!(call_of("/https://www.example.com/products/1"), Call::Spider);
+    assert_eq!(
+        call_of("/www.example.com/customers/push_secret_key?x=1"),
+        Call::PushSecretKey
+    );
+}
+
+#[test]
+fn session_headers_only_with_a_session() {
+    let tts = Tts::new(settings(), &Keyring::detached());
+    let mut out = LoginCtx::post("/www.example.com/customers/get_users", HeaderMap::new(), "");
+    tts.sign(&mut out, Some(&Secret::new("sess-1"))).unwrap();
+    assert_eq!(out.headers["session-id"], "sess-1");
+    assert_eq!(out.headers["member-email"], "member@example.com");
+    assert_eq!(out.headers["x-tts-cc-access-key"], "AK-config-0001");
+    assert_eq!(out.headers["client_ver"], "V4.21.04");
+    assert_eq!(out.headers["x-tts-module"], "SPIDER");
+    let mut out = LoginCtx::post(
+        "/www.example.com/customers/reset_password",
+        HeaderMap::new(),
+        "",
+    );
+    tts.sign(&mut out, None).unwrap();
+    assert!(out.headers.get("session-id").is_none());
+    let body: serde_json::Value = serde_json::from_slice(out.body.as_ref().unwrap()).unwrap();
+    assert_eq!(body["email_id"], "member@example.com");
+    assert!(
+        body.get("password").is_none(),
+        "reset_password needs no password"
+    );
+}
+
+#[test]
+fn login_body_carries_the_member_and_a_checksum() {
+    let tts = Tts::new(settings(), &Keyring::detached());
+    let login = tts.login_request().unwrap();
+    assert_eq!(
+        login.path_and_query,
+        "/www.example.com/customers/member_login"
+    );
+    let body: serde_json::Value = serde_json::from_slice(login.body.as_ref().unwrap()).unwrap();
+    assert_eq!(body["email_id"], "member@example.com");
+    assert_eq!(body["password"], "pw-0001");
+    assert_eq!(body["secret"], "SK-config-0001");
+    assert_eq!(body["identifire"], "www.example.com");
+    assert_eq!(body["checksum"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+fn plans() {
+    let tts = Tts::new(settings(), &Keyring::detached());
+    let h = HeaderMap::new();
+    let plan = |m: Method, p: &str| tts.plan(&m, p, &h).unwrap();
+    assert!(matches!(
+        plan(Method::POST, "/www.example.com/customers/member_login"),
+        Plan::LocalWithSession
+    ));
+    assert!(matches!(
+        plan(Method::HEAD, "/https://www.example.com/x"),
+        Plan::Forward(Forward {
+            alt_upstream: true,
+            session: Need::Nothing,
+            ..
+        })
+    ));
+    assert!(matches!(
+        plan(Method::POST, "/https://www.example.com"),
+        Plan::Forward(Forward {
+            alt_upstream: false,
+            session: Need::Session,
+            ..
+        })
+    ));
+    assert!(matches!(
+        plan(Method::POST, "/www.example.com/customers/member_logout"),
+        Plan::Forward(Forward {
+            session: Need::SessionIfHeld(_),
+            then: Then::ClearSession,
+            ..
+        })
+    ));
+    assert!(matches!(
+        plan(Method::POST, "/www.example.com/customers/rotate_access_key"),
+        Plan::Forward(Forward {
+            then: Then::Inspect,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn expiry_is_401_or_the_message() {
+    let tts = Tts::new(settings(), &Keyring::detached());
+    let h = HeaderMap::new();
+    assert!(tts.session_expired(StatusCode::UNAUTHORIZED, &h, None));
+    assert!(tts.session_expired(StatusCode::FORBIDDEN, &h, Some(b"Session expired")));
+    assert!(!tts.session_expired(StatusCode::BAD_REQUEST, &h, Some(b"Invalid checksum")));
+}
+
+#[test]
+fn identity_holds_no_secret_and_no_email() {
+    let tts = Tts::new(settings(), &Keyring::detached());
+    let id = tts.credential_id();
+    assert!(id.starts_with("tts-www_example_com-"), "{id}");
+    assert!(!id.contains("member"));
+    assert!(!id.contains("AK-config"));
+}
