@@ -87,10 +87,25 @@ pub async fn run(path: &Path) -> Result<(), DemoError> {
         .await
         .map_err(|e| DemoError::Run(format!("gateway cannot listen on {addr}: {e}")))?;
     println!("{}", curl_lines(&cfg, &addr.to_string()));
+    forget_rotations(&cfg.server.state_dir);
     let gateway = server::gateway(cfg).map_err(|e| DemoError::Run(e.to_string()))?;
     server::serve(gateway, listener, server::shutdown_signal()).await;
     let _ = shutdown_tx.send(true);
     Ok(())
+}
+
+/// The demo's fakes start with their built-in keys every time, so keys
+/// rotated in an earlier demo run would no longer work: forget them.
+fn forget_rotations(state_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(state_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with("keys.") {
+            let _ = std::fs::remove_file(e.path());
+            tracing::info!(file = %e.path().display(), "demo: forgot a key rotated in an earlier demo run");
+        }
+    }
 }
 
 fn curl_lines(cfg: &Config, addr: &str) -> String {

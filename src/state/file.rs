@@ -55,11 +55,11 @@ impl FileStore {
 }
 
 fn write_atomically(dir: &Path, path: &Path, tmp: &Path, value: &[u8]) -> std::io::Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(tmp)?;
+    let mut options = OpenOptions::new();
+    // Values include rotated upstream keys: readable by this user only.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.write(true).create(true).truncate(true).open(tmp)?;
     f.write_all(value)?;
     f.sync_all()?;
     drop(f);
@@ -122,6 +122,15 @@ mod tests {
             again.get("quota.a-2026-11").await.unwrap().as_deref(),
             Some("6")
         );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.path().join("quota.a-2026-11"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "state may hold keys: owner only");
+        }
         // No temporary files are left behind.
         let names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
