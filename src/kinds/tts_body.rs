@@ -99,9 +99,17 @@ pub fn fill_json(body: &[u8], f: &Fill<'_>) -> Result<(Bytes, String), ProxyErro
     obj.remove("checksum");
     let canonical = pyjson::dumps_sorted(&obj);
     let sum = pyjson::checksum_of(&canonical);
-    obj.set("checksum", Value::Str(sum));
-    // The sent body parses to exactly the object plus its checksum.
-    Ok((Bytes::from(pyjson::dumps_sorted(&obj)), canonical))
+    // The sent body parses to exactly the object plus its checksum: the
+    // canonical text with the checksum member appended (no second encoding).
+    let mut sent = String::with_capacity(canonical.len() + 80);
+    sent.push_str(&canonical[..canonical.len() - 1]);
+    if canonical.len() > 2 {
+        sent.push_str(", ");
+    }
+    sent.push_str("\"checksum\": \"");
+    sent.push_str(&sum);
+    sent.push_str("\"}");
+    Ok((Bytes::from(sent), canonical))
 }
 
 /// The form body to send: `identifire` and `client_ver` filled when missing
@@ -225,11 +233,32 @@ mod tests {
             input,
             r#"{"action": "liveLogs", "client_ver": "V4.21.04", "identifire": "www.example.com", "ip_address": "192.168.1.100", "limit": 50, "mac_address": "-", "secret": "S3CR3T"}"#
         );
+        assert!(sent.starts_with(input.trim_end_matches('}').as_bytes()));
         let v: serde_json::Value = serde_json::from_slice(&sent).unwrap();
         assert_eq!(
             v["checksum"],
             "952aa2c30549b4be3d71f84b199b6c505b7a156a016aa5bee384ac09549fb2c7"
         );
+    }
+
+    #[test]
+    fn an_empty_body_is_an_empty_object_plus_fields() {
+        let bare = Fill {
+            identifier: "i",
+            client_ver: "v",
+            ip_address: "a",
+            mac_address: "-",
+            secret: None,
+            email: None,
+            password: None,
+        };
+        let (sent, input) = fill_json(b"  ", &bare).unwrap();
+        assert_eq!(
+            input,
+            r#"{"client_ver": "v", "identifire": "i", "ip_address": "a", "mac_address": "-"}"#
+        );
+        let v: serde_json::Value = serde_json::from_slice(&sent).unwrap();
+        assert_eq!(v.as_object().unwrap().len(), 5);
     }
 
     #[test]
