@@ -3,7 +3,8 @@
 # directly, through nginx proxy_pass (upstream keepalive, no signing: the bar),
 # and through countersign on a route of each kind with signing on (xrtc:
 # session cookie held and added, rate limit and quota counted; utilsio: HMAC;
-# teamdrive: XML edit + md5), alternating runs to cancel machine drift.
+# teamdrive: XML edit + md5; tts: 1 kB JSON parsed, filled, canonical JSON +
+# SHA-256 checksum, session headers), alternating runs to cancel machine drift.
 # Prints requests/s, p50 and p99 for each, the ratios to nginx and to direct,
 # and countersign's peak RSS.
 #
@@ -58,6 +59,10 @@ http {
       default_type application/json;
       return 200 '{"servertimestamp":1}';
     }
+    location ~ /customers/member_login\$ {
+      default_type application/json;
+      return 200 '{"session_id":"bench-session","user_type":"client","message":"Logged-in successful"}';
+    }
     location / { default_type application/json; return 200 '{"servertimestamp":1}'; }
   }
   # The baseline: plain reverse proxying to the same upstream, kept alive.
@@ -96,6 +101,16 @@ upstream = "http://127.0.0.1:$UP_PORT"
 auth = "md5"
 key = "bench-service-key"
 distributor = "BENCH"
+[routes.tts]
+kind = "tts"
+upstream = "http://127.0.0.1:$UP_PORT"
+identifier = "www.example.com"
+client_ver = "V4.21.04"
+email = "bench@example.com"
+password = "bench-password"
+access_key = "bench-access-key"
+secret = "bench-secret"
+ip_address = "192.0.2.10"
 TOML
 RUST_LOG=warn target/release/countersign run -c "$work/cs.toml" 2>"$work/cs.log" &
 cs_pid=$!
@@ -110,6 +125,13 @@ payload=$(printf 'x%.0s' $(seq 240))
 cat > "$work/post.lua" <<LUA
 wrk.method = "POST"
 wrk.body = '{items:[{"portalid":"bench","payload":"$payload"}]}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+# ~1 kB TTS liveLogs body.
+filters=$(for i in $(seq 0 19); do printf '{"url":"https://www.example.com/p/%d","ratio":0.%d5},' "$i" "$i"; done)
+cat > "$work/tts.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"action":"liveLogs","output":"json","limit":50,"lastId":"","filters":[${filters%,}]}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
 cat > "$work/utilsio.lua" <<LUA
@@ -148,6 +170,7 @@ for r in $(seq "$ROUNDS"); do
   run cs-xrtc "http://127.0.0.1:$CS_PORT/xrtc/v1/item/set"
   run cs-utilsio "http://127.0.0.1:$CS_PORT/utilsio/subscription" utilsio.lua
   run cs-teamdrive "http://127.0.0.1:$CS_PORT/teamdrive/yvva/api/api.xml" xml.lua
+  run cs-tts "http://127.0.0.1:$CS_PORT/tts/www.example.com" tts.lua
 done
 
 avg() { awk -v c="$2" '{s+=$c; n++} END {printf "%.3f", s/n}' "$work/$1"; }
@@ -155,7 +178,7 @@ rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$cs_pid/status")
 echo
 printf '%-13s %10s %9s %9s %12s %12s %12s\n' "" "req/s" "p50 ms" "p99 ms" "rps/nginx" "p99/nginx" "rps/direct"
 n_rps=$(avg nginx 1); n_p99=$(avg nginx 3); d_rps=$(avg direct 1)
-for name in direct nginx cs-xrtc cs-utilsio cs-teamdrive; do
+for name in direct nginx cs-xrtc cs-utilsio cs-teamdrive cs-tts; do
   rps=$(avg "$name" 1); p50=$(avg "$name" 2); p99=$(avg "$name" 3)
   awk -v n="$name" -v r="$rps" -v a="$p50" -v b="$p99" -v nr="$n_rps" -v np="$n_p99" -v dr="$d_rps" \
     'BEGIN {printf "%-13s %10.0f %9.3f %9.3f %12.2f %12.2f %12.2f\n", n, r, a, b, r/nr, b/np, r/dr}'

@@ -151,6 +151,7 @@ fn record(
         Some("upstream_timeout") => Some("timeout"),
         Some("login_failed") => Some("login_failed"),
         Some("login_throttled") => Some("login_throttled"),
+        Some("key_rotation_failed") => Some("key_rotation"),
         _ => None,
     };
     if let Some(class) = class {
