@@ -241,6 +241,11 @@ impl UpstreamHold {
                 .and_then(|v| v.to_str().ok())
                 .map(str::trim)
         };
+        let limited = status == http::StatusCode::TOO_MANY_REQUESTS;
+        // The common answer: not a 429, no exhausted window. Nothing to read.
+        if !limited && text("x-ratelimit-remaining") != Some("0") {
+            return None;
+        }
         let now_unix = OffsetDateTime::now_utc().unix_timestamp();
         // X-RateLimit-Reset: Unix seconds (as the TTS document shows), or
         // seconds from now when the number is too small to be a date.
@@ -250,7 +255,7 @@ impl UpstreamHold {
                 let secs = if n > 1_000_000_000 { n - now_unix } else { n };
                 Duration::from_secs(secs.max(0) as u64)
             });
-        let hold = if status == http::StatusCode::TOO_MANY_REQUESTS {
+        let hold = if limited {
             let retry_after = text("retry-after").and_then(|t| {
                 t.parse::<u64>().map(Duration::from_secs).ok().or_else(|| {
                     let at = httpdate::parse_http_date(t).ok()?;
@@ -313,7 +318,8 @@ impl Limits {
         if let Some(q) = &self.quota {
             q.take().await?;
         }
-        if let Some(at) = send_at {
+        // Most permits are for now: skip the timer wheel for them.
+        if let Some(at) = send_at.filter(|at| *at > Instant::now()) {
             tokio::time::sleep_until(at).await;
         }
         Ok(())
