@@ -195,11 +195,7 @@ impl Fake {
         tls: Option<Arc<rustls::ServerConfig>>,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        serve_with(listener, tls, shutdown, move |_, req| {
-            let fake = self.clone();
-            async move { fake.handle(req, false).await }
-        })
-        .await
+        self.serve_as(false, listener, tls, shutdown).await
     }
 
     /// Serves the spider host (`HEAD /https://…` health checks).
@@ -209,9 +205,19 @@ impl Fake {
         tls: Option<Arc<rustls::ServerConfig>>,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.serve_as(true, listener, tls, shutdown).await
+    }
+
+    async fn serve_as(
+        self,
+        spider: bool,
+        listener: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         serve_with(listener, tls, shutdown, move |_, req| {
             let fake = self.clone();
-            async move { fake.handle(req, true).await }
+            async move { fake.handle(req, spider).await }
         })
         .await
     }

@@ -200,15 +200,6 @@ impl Tts {
         }
     }
 
-    fn fill(&self, call: Call, secret: Option<&Secret>) -> FillValues {
-        let member = matches!(call, Call::Login | Call::Terminate | Call::ResetPassword);
-        FillValues {
-            secret: secret.cloned(),
-            email: member,
-            password: matches!(call, Call::Login | Call::Terminate),
-        }
-    }
-
     /// The headers every call carries.
     fn base_headers(&self, h: &mut HeaderMap) -> Result<(), ProxyError> {
         let value = |v: &str| {
@@ -229,44 +220,39 @@ impl Tts {
     }
 
     /// Fills and checksums the body of `out` for `call`.
-    fn sign_body(&self, out: &mut Outgoing, call: Call) -> Result<Option<String>, ProxyError> {
-        let body = out.body.clone().unwrap_or_default();
+    fn sign_body(&self, out: &mut Outgoing, call: Call) -> Result<(), ProxyError> {
         if out.method == Method::HEAD || out.method == Method::GET {
-            return Ok(None);
+            return Ok(());
         }
+        let body = out.body.clone().unwrap_or_default();
         let secret = self.keys.get("secret");
-        let v = self.fill(call, secret.as_ref());
+        // The member's email and password go only where the member logs in or out.
+        let member = matches!(call, Call::Login | Call::Terminate);
         let fill = Fill {
             identifier: &self.settings.identifier,
             client_ver: &self.settings.client_ver,
             ip_address: &self.settings.ip_address,
             mac_address: &self.settings.mac_address,
-            secret: v.secret.as_ref().map(Secret::expose),
-            email: v.email.then_some(self.settings.email.as_str()),
-            password: v.password.then(|| self.settings.password.expose()),
+            secret: secret.as_ref().map(Secret::expose),
+            email: (member || call == Call::ResetPassword).then_some(self.settings.email.as_str()),
+            password: member.then(|| self.settings.password.expose()),
         };
-        match tts_body::format_of(&out.headers, &body) {
-            Format::Json => {
-                let (sent, canonical) = tts_body::fill_json(&body, &fill)?;
-                out.headers
-                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                out.body = Some(sent);
-                Ok(Some(canonical))
-            }
-            Format::Form => {
-                out.body = Some(tts_body::fill_form(&body, &fill));
-                out.headers.insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("application/x-www-form-urlencoded"),
-                );
-                Ok(None)
-            }
-            Format::Other => Ok(None),
-        }
+        let (sent, content_type) = match tts_body::format_of(&out.headers, &body) {
+            Format::Json => (tts_body::fill_json(&body, &fill)?.0, "application/json"),
+            Format::Form => (
+                tts_body::fill_form(&body, &fill),
+                "application/x-www-form-urlencoded",
+            ),
+            Format::Other => return Ok(()),
+        };
+        out.body = Some(sent);
+        out.headers
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        Ok(())
     }
 
     /// A JSON call countersign makes itself (login, terminate_session).
-    fn own_call(&self, call: Call, name: &str) -> Result<Outgoing, ProxyError> {
+    fn own_call(&self, name: &str) -> Result<Outgoing, ProxyError> {
         let mut out = LoginCtx::post(
             &format!("/{}/customers/{name}", self.settings.identifier),
             HeaderMap::new(),
@@ -276,14 +262,11 @@ impl Tts {
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         // `sign` picks the body's fields by path: the member's for these calls.
         self.sign(&mut out, None)?;
-        let _ = call;
         Ok(out)
     }
 
     async fn login_once(&self, ctx: &LoginCtx<'_>) -> Result<Result<Secret, Buffered>, ProxyError> {
-        let answer = ctx
-            .send(self.own_call(Call::Login, "member_login")?)
-            .await?;
+        let answer = ctx.send(self.own_call("member_login")?).await?;
         if answer.status.is_success() {
             let v: Option<serde_json::Value> = serde_json::from_slice(&answer.body).ok();
             if let Some(id) = v
@@ -312,12 +295,6 @@ impl Tts {
             _ => None,
         }
     }
-}
-
-struct FillValues {
-    secret: Option<Secret>,
-    email: bool,
-    password: bool,
 }
 
 enum Rotation<'a> {
@@ -428,9 +405,7 @@ impl Kind for Tts {
                 )));
             }
             tracing::info!(credential = %self.credential_id(), "an active session exists upstream; terminating it to log in");
-            let terminated = ctx
-                .send(self.own_call(Call::Terminate, "terminate_session")?)
-                .await?;
+            let terminated = ctx.send(self.own_call("terminate_session")?).await?;
             if !terminated.status.is_success() {
                 return Err(ProxyError::LoginFailed(format!(
                     "terminating the active session failed: {}",
@@ -446,7 +421,7 @@ impl Kind for Tts {
     }
 
     fn login_request(&self) -> Option<Outgoing> {
-        self.own_call(Call::Login, "member_login").ok()
+        self.own_call("member_login").ok()
     }
 
     fn secrets(&self) -> Vec<(&'static str, Secret)> {
