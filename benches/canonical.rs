@@ -15,7 +15,7 @@ fn body(size: usize) -> String {
             r#"{{"id":{n},"name":"caf\u00e9 client {n} 東京","score":{}.{:03},"tags":["a","b\n","c"],"active":{},"meta":{{"z":null,"a":-{n}e-3}}}}"#,
             n * 37 % 1000,
             n * 7 % 1000,
-            n % 2 == 0
+            n.is_multiple_of(2)
         ));
         n += 1;
         let text = format!(

@@ -105,9 +105,9 @@ pub async fn readiness(gw: &Gateway) -> serde_json::Value {
                 "logins_failed": s.logins_failed.load(Ordering::Relaxed),
             })
         });
-        let quota = match &r.limits.quota {
-            Some(q) => {
-                serde_json::json!({ "used": q.used().await, "per_month": r.config.quota_per_month })
+        let quota = match r.limits.quota_used().await {
+            Some(used) => {
+                serde_json::json!({ "used": used, "per_month": r.config.quota_per_month })
             }
             None => serde_json::Value::Null,
         };
@@ -124,14 +124,24 @@ pub async fn readiness(gw: &Gateway) -> serde_json::Value {
             }),
         );
     }
-    serde_json::json!({ "status": "ready", "routes": routes })
+    // Redis down is "degraded", not "not ready": for a sidecar, failing
+    // readiness would take the whole pod (the service too) out of rotation,
+    // while `on_state_failure` already decides what requests get.
+    let (state, status) = match &gw.registry.shared {
+        Some(st) => (st.describe(), if st.is_up() { "ready" } else { "degraded" }),
+        None => (
+            serde_json::json!({ "store": "file", "dir": snap.config.server.state_dir }),
+            "ready",
+        ),
+    };
+    serde_json::json!({ "status": status, "state": state, "routes": routes })
 }
 
 async fn refresh_gauges(gw: &Gateway) {
     let snap = gw.snapshot.load_full();
     for (name, r) in &snap.routes {
-        if let Some(q) = &r.limits.quota {
-            let used = i64::try_from(q.used().await).unwrap_or(i64::MAX);
+        if let Some(used) = r.limits.quota_used().await {
+            let used = i64::try_from(used).unwrap_or(i64::MAX);
             gw.metrics
                 .quota_used
                 .get_or_create(&crate::metrics::route(name))

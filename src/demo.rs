@@ -172,6 +172,17 @@ pub fn route_table(cfg: &Config) -> String {
         cfg.server.max_body,
         cfg.server.state_dir.display()
     );
+    if let Some(st) = &cfg.server.state {
+        let _ = writeln!(
+            out,
+            "state {}  prefix {}  on_state_failure {}  expected_replicas {}  password {}",
+            st.display,
+            st.prefix,
+            st.on_failure.as_str(),
+            st.expected_replicas,
+            st.password_source.as_deref().unwrap_or("none")
+        );
+    }
     let _ = writeln!(
         out,
         "{:<12} {:<9} {:<32} {:<18} {:<12} {:<8} secrets",

@@ -13,9 +13,9 @@ use sha2::{Digest, Sha256};
 use crate::config::{Config, RouteConfig};
 use crate::keys::Keyring;
 use crate::kinds::{self, Kind};
-use crate::limits::{Gcra, Limits, Quota, UpstreamHold};
-use crate::session::SessionSlot;
-use crate::state::StateStore;
+use crate::limits::{Gcra, Limits, Quota, SharedLimits, UpstreamHold};
+use crate::session::{SessionSlot, SharedLogin};
+use crate::state::{RedisState, StateStore};
 use crate::upstream::{Upstream, UpstreamError};
 
 pub struct Route {
@@ -51,17 +51,23 @@ pub struct Registry {
     rates: Mutex<HashMap<String, Arc<Gcra>>>,
     quotas: Mutex<HashMap<String, Arc<Quota>>>,
     holds: Mutex<HashMap<String, Arc<UpstreamHold>>>,
+    shared_limits: Mutex<HashMap<String, Arc<SharedLimits>>>,
     keyring: Keyring,
+    /// Redis, when replicas share credentials: limits, logins, sessions and
+    /// rotated keys are then decided there.
+    pub shared: Option<Arc<RedisState>>,
 }
 
 impl Registry {
-    pub fn new(store: Arc<dyn StateStore>) -> Self {
+    pub fn new(store: Arc<dyn StateStore>, shared: Option<Arc<RedisState>>) -> Self {
         Registry {
             sessions: Mutex::default(),
             rates: Mutex::default(),
             quotas: Mutex::default(),
             holds: Mutex::default(),
-            keyring: Keyring::new(store),
+            shared_limits: Mutex::default(),
+            keyring: Keyring::new(store, shared.clone()),
+            shared,
         }
     }
 
@@ -102,7 +108,9 @@ impl Snapshot {
                 }
             })?;
             let cred = kind.credential_id();
-            let has_session = kinds::defaults_for(rc.kind.name()).is_some_and(|d| d.has_session);
+            let defaults = kinds::defaults_for(rc.kind.name());
+            let has_session = defaults.is_some_and(|d| d.has_session);
+            let shared_session = defaults.is_some_and(|d| d.shared_session);
             let session = has_session.then(|| {
                 Registry::get_or(&registry.sessions, &cred, || {
                     SessionSlot::new(
@@ -110,22 +118,45 @@ impl Snapshot {
                         rc.login_interval,
                         rc.session_idle,
                         store.clone(),
+                        registry
+                            .shared
+                            .as_ref()
+                            .map(|st| SharedLogin::new(st.clone(), &cred, shared_session)),
                     )
                 })
             });
-            let rate = rc.rate_limit.map(|rl| {
+            let limited = rc.rate_limit.is_some() || rc.quota_per_month.is_some();
+            let shared = match &registry.shared {
+                Some(st) if limited => {
+                    let key = format!("{cred}/{:?}/{:?}", rc.rate_limit, rc.quota_per_month);
+                    Some(Registry::get_or(&registry.shared_limits, &key, || {
+                        SharedLimits::new(
+                            st.clone(),
+                            &cred,
+                            &kind.quota_id(),
+                            rc.rate_limit,
+                            rc.quota_per_month,
+                        )
+                    }))
+                }
+                _ => None,
+            };
+            let rate = rc.rate_limit.filter(|_| shared.is_none()).map(|rl| {
                 let key = format!("{cred}/{}/{}", rl.per_second, rl.burst);
                 (
                     Registry::get_or(&registry.rates, &key, || Gcra::new(&rl)),
                     rl.wait,
                 )
             });
-            let quota = rc.quota_per_month.map(|limit| {
-                let id = kind.quota_id();
-                Registry::get_or(&registry.quotas, &format!("{id}/{limit}"), || {
-                    Quota::new(limit, &id, store.clone())
-                })
-            });
+            let quota = rc
+                .quota_per_month
+                .filter(|_| shared.is_none())
+                .map(|limit| {
+                    let id = kind.quota_id();
+                    Registry::get_or(&registry.quotas, &format!("{id}/{limit}"), || {
+                        Quota::new(limit, &id, store.clone())
+                    })
+                });
             let hold = Registry::get_or(&registry.holds, &cred, UpstreamHold::default);
             let alt_upstream = match rc.kind.alt_upstream() {
                 Some((origin, base_path)) => {
@@ -142,7 +173,12 @@ impl Snapshot {
                 alt_upstream,
                 kind,
                 session,
-                limits: Limits { rate, quota, hold },
+                limits: Limits {
+                    rate,
+                    quota,
+                    hold,
+                    shared,
+                },
                 config: rc.clone(),
             };
             routes.insert(name.clone(), Arc::new(route));
@@ -174,12 +210,20 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(config: Config, store: Arc<dyn StateStore>) -> Result<Self, UpstreamError> {
-        let registry = Registry::new(store.clone());
+    pub fn new(
+        config: Config,
+        store: Arc<dyn StateStore>,
+        shared: Option<Arc<RedisState>>,
+    ) -> Result<Self, UpstreamError> {
+        let mut metrics = crate::metrics::Metrics::default();
+        if let Some(st) = &shared {
+            metrics.register_state(&st.metrics);
+        }
+        let registry = Registry::new(store.clone(), shared);
         let snapshot = Snapshot::build(config, &store, &registry)?;
         Ok(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
-            metrics: crate::metrics::Metrics::default(),
+            metrics,
             registry,
             store,
         })
@@ -196,6 +240,11 @@ impl Gateway {
                 new = %config.server.listen,
                 "server.listen changed: it takes effect only on restart"
             );
+        }
+        if old.config.server.state.as_ref().map(|s| s.display.as_str())
+            != config.server.state.as_ref().map(|s| s.display.as_str())
+        {
+            tracing::warn!("server.state changed: it takes effect only on restart");
         }
         let snapshot = Snapshot::build(config, &self.store, &self.registry)?;
         self.snapshot.store(Arc::new(snapshot));

@@ -7,16 +7,23 @@
 //! fingerprint). When an operator puts a different key in the config, that
 //! deliberate change wins and the stored rotation is ignored: the config is
 //! never silently overridden by a rotation of some older key.
+//!
+//! With Redis, replicas share the rotated keys: a rotation bumps a version
+//! counter after storing the key, and every request first compares that
+//! counter with the version it holds (one GET), so each replica switches on
+//! its next request and none goes on with the revoked key.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
+use crate::config::OnStateFailure;
 use crate::error::ProxyError;
 use crate::kinds::fingerprint;
 use crate::secret::Secret;
-use crate::state::StateStore;
+use crate::state::{RedisState, StateStore};
 
 /// The rotatable keys of one credential.
 pub struct HeldKeys {
@@ -32,6 +39,10 @@ pub struct HeldKeys {
     loaded: tokio::sync::OnceCell<()>,
     /// One rotation at a time, so two cannot interleave their writes.
     writing: tokio::sync::Mutex<()>,
+    /// Redis, when replicas share the keys (also the `store` then).
+    shared: Option<Arc<RedisState>>,
+    /// The shared version counter's value when the keys were last read.
+    version: AtomicU64,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -55,7 +66,21 @@ impl HeldKeys {
             current: ArcSwap::from_pointee(current),
             loaded: tokio::sync::OnceCell::new(),
             writing: tokio::sync::Mutex::new(()),
+            shared: None,
+            version: AtomicU64::new(0),
         }
+    }
+
+    /// Keys shared with other replicas through Redis (which is also the store).
+    fn shared(mut self, shared: Option<Arc<RedisState>>) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    fn version_key(&self) -> Option<String> {
+        self.shared
+            .as_ref()
+            .map(|st| st.key("keys-version", &self.id))
     }
 
     /// The value in use now.
@@ -72,44 +97,75 @@ impl HeldKeys {
             .collect()
     }
 
+    /// Whether [`HeldKeys::load`] has nothing to do: no store, or a local
+    /// store already read. Shared keys are checked on every request.
     pub fn is_loaded(&self) -> bool {
-        self.store.is_none() || self.loaded.initialized()
+        self.store.is_none() || (self.shared.is_none() && self.loaded.initialized())
     }
 
     fn state_key(&self, name: &str) -> String {
         format!("keys.{}.{name}", self.id)
     }
 
-    /// Reads stored rotations (once per process).
+    /// Reads stored rotations: once per process from a local store; from
+    /// Redis whenever another replica rotated a key since the last read.
     pub async fn load(&self) -> Result<(), ProxyError> {
         let Some(store) = &self.store else {
             return Ok(());
         };
-        self.loaded
-            .get_or_try_init(|| async {
-                let mut next = (**self.current.load()).clone();
-                for (name, configured) in &self.configured {
-                    let raw = store
-                        .get(&self.state_key(name))
-                        .await
-                        .map_err(|e| ProxyError::State(e.to_string()))?;
-                    let Some(raw) = raw else { continue };
-                    let Ok(stored) = serde_json::from_str::<Stored>(&raw) else {
-                        tracing::error!(credential = %self.id, key = name, "stored rotated key is unreadable; using the configured one");
-                        continue;
-                    };
-                    if stored.replaces == fingerprint(configured) {
-                        next.insert(name, Secret::new(stored.value));
-                        tracing::info!(credential = %self.id, key = name, "using the rotated key from the state store");
-                    } else {
-                        tracing::warn!(credential = %self.id, key = name, "the configured key changed since the last rotation; the configured one wins");
-                    }
+        let (Some(shared), Some(version_key)) = (&self.shared, self.version_key()) else {
+            return self
+                .loaded
+                .get_or_try_init(|| self.read_stored(store.as_ref()))
+                .await
+                .map(|_| ());
+        };
+        let version = match shared.counter(&version_key).await {
+            Ok(v) => v,
+            Err(e) => {
+                return match shared.policy {
+                    OnStateFailure::FailClosed => Err(ProxyError::State(e.0)),
+                    // Redis is down: keep the keys as last read.
+                    OnStateFailure::Local => Ok(()),
+                };
+            }
+        };
+        if self.loaded.initialized() && version == self.version.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _one = self.writing.lock().await;
+        self.read_stored(store.as_ref()).await?;
+        self.version.store(version, Ordering::Release);
+        let _ = self.loaded.set(());
+        Ok(())
+    }
+
+    async fn read_stored(&self, store: &dyn StateStore) -> Result<(), ProxyError> {
+        let mut next: HashMap<&'static str, Secret> = self.configured.iter().cloned().collect();
+        for (name, configured) in &self.configured {
+            let raw = store
+                .get(&self.state_key(name))
+                .await
+                .map_err(|e| ProxyError::State(e.to_string()))?;
+            let Some(raw) = raw else { continue };
+            let Ok(stored) = serde_json::from_str::<Stored>(&raw) else {
+                tracing::error!(credential = %self.id, key = name, "stored rotated key is unreadable; using the configured one");
+                continue;
+            };
+            if stored.replaces == fingerprint(configured) {
+                if self
+                    .get(name)
+                    .is_none_or(|cur| cur.expose() != stored.value)
+                {
+                    tracing::info!(credential = %self.id, key = name, "using the rotated key from the state store");
                 }
-                self.current.store(Arc::new(next));
-                Ok(())
-            })
-            .await
-            .map(|_| ())
+                next.insert(name, Secret::new(stored.value));
+            } else {
+                tracing::warn!(credential = %self.id, key = name, "the configured key changed since the last rotation; the configured one wins");
+            }
+        }
+        self.current.store(Arc::new(next));
+        Ok(())
     }
 
     /// Makes `value` the key in use, durably: it is in the store before this returns.
@@ -126,10 +182,22 @@ impl HeldKeys {
                 };
                 let text = serde_json::to_string(&stored)
                     .map_err(|e| ProxyError::Internal(e.to_string()))?;
-                store
+                let put = store
                     .put(&self.state_key(name), text)
                     .await
-                    .map_err(|e| ProxyError::State(e.to_string()))
+                    .map_err(|e| ProxyError::State(e.to_string()));
+                // Stored first, then announced: a replica that sees the new
+                // version reads the new key.
+                match (put, &self.shared, self.version_key()) {
+                    (Ok(()), Some(shared), Some(vk)) => match shared.bump(&vk).await {
+                        Ok(v) => {
+                            self.version.store(v, Ordering::Release);
+                            Ok(())
+                        }
+                        Err(e) => Err(ProxyError::State(e.0)),
+                    },
+                    (put, _, _) => put,
+                }
             }
             None => Ok(()),
         };
@@ -156,13 +224,15 @@ impl HeldKeys {
 #[derive(Default)]
 pub struct Keyring {
     store: Option<Arc<dyn StateStore>>,
+    shared: Option<Arc<RedisState>>,
     held: Mutex<HashMap<String, Arc<HeldKeys>>>,
 }
 
 impl Keyring {
-    pub fn new(store: Arc<dyn StateStore>) -> Self {
+    pub fn new(store: Arc<dyn StateStore>, shared: Option<Arc<RedisState>>) -> Self {
         Keyring {
             store: Some(store),
+            shared,
             held: Mutex::default(),
         }
     }
@@ -180,11 +250,10 @@ impl Keyring {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         held.entry(key)
             .or_insert_with(|| {
-                Arc::new(HeldKeys::new(
-                    id.to_string(),
-                    self.store.clone(),
-                    configured,
-                ))
+                Arc::new(
+                    HeldKeys::new(id.to_string(), self.store.clone(), configured)
+                        .shared(self.shared.clone()),
+                )
             })
             .clone()
     }

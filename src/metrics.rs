@@ -122,7 +122,35 @@ impl Default for Metrics {
     }
 }
 
+/// The shared state store's health, owned by the store and registered here.
+#[derive(Clone, Default)]
+pub struct StateMetrics {
+    /// 1 while Redis answers, 0 from a failure until it answers again.
+    pub up: Gauge,
+    pub failures: Counter,
+    /// Requests let through under local limits (`on_state_failure = "local"`).
+    pub fallbacks: Counter,
+}
+
 impl Metrics {
+    pub fn register_state(&mut self, m: &StateMetrics) {
+        self.registry.register(
+            "countersign_state_up",
+            "Whether the shared state store (Redis) answers: 1 yes, 0 no",
+            m.up.clone(),
+        );
+        self.registry.register(
+            "countersign_state_failures",
+            "Calls to the shared state store (Redis) that failed or timed out",
+            m.failures.clone(),
+        );
+        self.registry.register(
+            "countersign_state_fallbacks",
+            "Requests sent under local limits while the shared state store was unreachable",
+            m.fallbacks.clone(),
+        );
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.

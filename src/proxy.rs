@@ -317,7 +317,7 @@ async fn forward(
                 e => e,
             })?;
         trace.upstream_status = Some(resp.status().as_u16());
-        if let Some(hold) = route.limits.hold.observe(resp.status(), resp.headers()) {
+        if let Some(hold) = route.limits.observe(resp.status(), resp.headers()).await {
             tracing::warn!(route = %route.name, hold_s = hold.as_secs_f64(), "upstream asked to slow down; holding the route's requests");
         }
         let (mut head, body_in) = resp.into_parts();
@@ -336,13 +336,13 @@ async fn forward(
             let expired = kind.session_expired(head.status, &head.headers, peeked.as_deref());
             // Replay only when the body is still in hand (buffered) and only once.
             if expired && !trace.replayed && body.is_some() {
-                slot.invalidate(s.generation);
+                slot.invalidate(s.generation).await;
                 trace.replayed = true;
                 tracing::debug!(route = %route.name, "session rejected upstream; logging in again to replay once");
                 continue;
             }
             if expired {
-                slot.invalidate(s.generation);
+                slot.invalidate(s.generation).await;
             } else if let Some(v) = kind.observe(&mut head.headers, Some(&s.value)) {
                 slot.update(s.generation, v);
             }
@@ -351,7 +351,7 @@ async fn forward(
             match (&then, sent) {
                 (Then::ClearSession, _) => {
                     if let Some(slot) = &route.session {
-                        slot.clear();
+                        slot.clear().await;
                     }
                 }
                 (Then::Inspect, Some(sent)) => {

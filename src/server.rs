@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::proxy::GatewayService;
-use crate::state::{FileStore, StateStore};
+use crate::state::{FileStore, RedisState, StateStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -32,12 +32,19 @@ pub enum RunError {
     Unsupported(String),
 }
 
-/// Builds the gateway for `config` with the embedded state store.
+/// Builds the gateway for `config` with its state store: Redis when
+/// `server.state` names one, else the embedded store in `state_dir`.
 pub fn gateway(config: Config) -> Result<Arc<Gateway>, RunError> {
+    if let Some(sc) = &config.server.state {
+        let shared = Arc::new(RedisState::connect(sc).map_err(|e| RunError::State(e.0))?);
+        tracing::info!(state = %sc.display, on_state_failure = sc.on_failure.as_str(), "shared state store: Redis");
+        let store: Arc<dyn StateStore> = shared.clone();
+        return Ok(Arc::new(Gateway::new(config, store, Some(shared))?));
+    }
     let store: Arc<dyn StateStore> = Arc::new(
         FileStore::open(Path::new(&config.server.state_dir)).map_err(|e| RunError::State(e.0))?,
     );
-    Ok(Arc::new(Gateway::new(config, store)?))
+    Ok(Arc::new(Gateway::new(config, store, None)?))
 }
 
 /// A socket the gateway accepts callers on: TCP, or a unix socket for

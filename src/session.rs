@@ -23,11 +23,12 @@ use bytes::Bytes;
 use http::{HeaderMap, Method};
 use tokio::time::Instant;
 
+use crate::config::OnStateFailure;
 use crate::error::ProxyError;
 use crate::kinds::{now_ms, Buffered, Kind, Outgoing};
 use crate::limits::Limits;
 use crate::secret::Secret;
-use crate::state::StateStore;
+use crate::state::{RedisState, StateStore};
 use crate::upstream::Upstream;
 
 /// A held session as handed to one request.
@@ -81,6 +82,11 @@ pub struct SessionSlot {
     /// When the last login was sent (monotonic); loaded once from the store.
     last_login: Mutex<Option<Instant>>,
     loaded: tokio::sync::OnceCell<()>,
+    /// With Redis: spacing, single flight and (TTS) the session itself,
+    /// across replicas.
+    shared: Option<SharedLogin>,
+    /// The newest shared generation this replica saw rejected: never adopted again.
+    dead: AtomicU64,
     /// Counters for /readyz and metrics.
     pub logins_ok: AtomicU64,
     pub logins_failed: AtomicU64,
@@ -93,8 +99,11 @@ impl SessionSlot {
         login_interval: Duration,
         session_idle: Duration,
         store: Arc<dyn StateStore>,
+        shared: Option<SharedLogin>,
     ) -> Self {
         SessionSlot {
+            shared,
+            dead: AtomicU64::new(0),
             id,
             login_interval,
             session_idle,
@@ -146,14 +155,23 @@ impl SessionSlot {
         }
     }
 
-    /// The upstream rejected this generation: drop it unless a newer one replaced it.
-    pub fn invalidate(&self, generation: u64) {
-        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if cur
-            .as_ref()
-            .is_some_and(|h| h.session.generation == generation)
+    /// The upstream rejected this generation: drop it unless a newer one
+    /// replaced it (here, and in Redis when the session is shared).
+    pub async fn invalidate(&self, generation: u64) {
         {
-            *cur = None;
+            let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            if cur
+                .as_ref()
+                .is_some_and(|h| h.session.generation == generation)
+            {
+                *cur = None;
+            }
+        }
+        if let Some((sh, key)) = self.shared_session() {
+            self.dead.fetch_max(generation, Ordering::AcqRel);
+            if let Err(e) = sh.state.session_drop(key, Some(generation)).await {
+                tracing::warn!(credential = %self.id, error = %e, "could not drop the rejected shared session");
+            }
         }
     }
 
@@ -165,9 +183,21 @@ impl SessionSlot {
         }
     }
 
-    /// Drops the held session (the caller logged out).
-    pub fn clear(&self) {
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    /// Drops the held session (the caller logged out), for every replica.
+    pub async fn clear(&self) {
+        let held = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((sh, key)) = self.shared_session() {
+            if let Some(h) = held {
+                self.dead.fetch_max(h.session.generation, Ordering::AcqRel);
+            }
+            if let Err(e) = sh.state.session_drop(key, None).await {
+                tracing::warn!(credential = %self.id, error = %e, "could not drop the shared session");
+            }
+        }
     }
 
     /// The held session, logging in first if there is none (single flight, spaced).
@@ -182,6 +212,9 @@ impl SessionSlot {
         if let Some(s) = self.alive() {
             return Ok(s);
         }
+        if let Some(s) = self.adopt().await? {
+            return Ok(s);
+        }
         let attempts_before = self.attempts.load(Ordering::Acquire);
         let mut record = tokio::time::timeout_at(deadline, self.login_lock.lock())
             .await
@@ -194,35 +227,44 @@ impl SessionSlot {
                 return Err(e.clone());
             }
         }
-        self.space(deadline).await?;
-        let ctx = LoginCtx {
-            slot: self,
-            upstream,
-            limits,
-            deadline,
+        let lease = match self.lease(deadline).await? {
+            Leased::Adopted(s) => return Ok(s),
+            Leased::Token(t) => Some(t),
+            Leased::NotShared => None,
         };
-        let result = kind.login(&ctx).await;
-        // Whatever the outcome, the next login is spaced from now.
-        self.login_finished().await;
-        *attempt = if result.is_ok() {
-            LoginAttempt::Ok
-        } else {
-            LoginAttempt::Failed
+        let result = self.log_in(deadline, kind, upstream, limits).await;
+        let result = match result {
+            Ok(value) => Ok(self.publish(value).await),
+            Err(e) => Err(e),
         };
-        self.attempts.fetch_add(1, Ordering::AcqRel);
+        if let (Some(token), Some(sh)) = (lease, &self.shared) {
+            if let Err(e) = sh.state.unlock(&sh.lock_key, &token).await {
+                tracing::warn!(credential = %self.id, error = %e, "could not release the login lease; it expires by itself");
+            }
+        }
+        if !matches!(
+            result,
+            Err(ProxyError::LoginThrottled(_)) | Err(ProxyError::State(_))
+        ) {
+            *attempt = if result.is_ok() {
+                LoginAttempt::Ok
+            } else {
+                LoginAttempt::Failed
+            };
+            self.attempts.fetch_add(1, Ordering::AcqRel);
+        }
         match result {
-            Ok(value) => {
-                let generation = self.generations.fetch_add(1, Ordering::AcqRel) + 1;
-                let session = Session { generation, value };
+            Ok(session) => {
                 *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(Held {
                     session: session.clone(),
                     last_used: Instant::now(),
                 });
                 record.last_failure = None;
                 self.logins_ok.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(credential = %self.id, generation, "logged in upstream");
+                tracing::info!(credential = %self.id, generation = session.generation, "logged in upstream");
                 Ok(session)
             }
+            Err(e @ (ProxyError::LoginThrottled(_) | ProxyError::State(_))) => Err(e),
             Err(e) => {
                 tracing::warn!(credential = %self.id, error = %e, "upstream login failed");
                 self.logins_failed.fetch_add(1, Ordering::Relaxed);
@@ -232,38 +274,201 @@ impl SessionSlot {
         }
     }
 
+    /// Spacing, then the kind's login; the next login is spaced from its end.
+    async fn log_in(
+        &self,
+        deadline: Instant,
+        kind: &dyn Kind,
+        upstream: &Upstream,
+        limits: &Limits,
+    ) -> Result<Secret, ProxyError> {
+        self.space(deadline).await?;
+        let ctx = LoginCtx {
+            slot: self,
+            upstream,
+            limits,
+            deadline,
+        };
+        let result = kind.login(&ctx).await;
+        self.login_finished().await;
+        result
+    }
+
+    /// Gives a new session its generation: from Redis when the session is
+    /// shared (every replica adopts it from there), else a local count.
+    async fn publish(&self, value: Secret) -> Session {
+        if let Some((sh, key)) = self.shared_session() {
+            match sh
+                .state
+                .session_put(key, &sh.generation_key, &value, self.session_idle)
+                .await
+            {
+                Ok(generation) => {
+                    // The counter went backwards only if Redis lost its data.
+                    if generation <= self.dead.load(Ordering::Acquire) {
+                        self.dead.store(0, Ordering::Release);
+                    }
+                    self.generations.fetch_max(generation, Ordering::AcqRel);
+                    return Session { generation, value };
+                }
+                Err(e) => {
+                    tracing::error!(credential = %self.id, error = %e, "could not share the new session; other replicas will not see it")
+                }
+            }
+        }
+        let generation = self.generations.fetch_add(1, Ordering::AcqRel) + 1;
+        Session { generation, value }
+    }
+
+    fn shared_session(&self) -> Option<(&SharedLogin, &str)> {
+        let sh = self.shared.as_ref()?;
+        sh.session_key.as_deref().map(|k| (sh, k))
+    }
+
+    /// A session another replica logged in and shared, if there is a live one.
+    async fn adopt(&self) -> Result<Option<Session>, ProxyError> {
+        let Some((sh, key)) = self.shared_session() else {
+            return Ok(None);
+        };
+        let found = match sh.state.session_get(key).await {
+            Ok(found) => found,
+            Err(e) => return sh.on_failure(e).map(|_| None),
+        };
+        let Some((generation, value)) = found else {
+            return Ok(None);
+        };
+        if generation <= self.dead.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        self.generations.fetch_max(generation, Ordering::AcqRel);
+        let session = Session { generation, value };
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(Held {
+            session: session.clone(),
+            last_used: Instant::now(),
+        });
+        tracing::debug!(credential = %self.id, generation, "using the session another replica shared");
+        Ok(Some(session))
+    }
+
+    /// The login lease across replicas: waits while another replica holds it
+    /// (adopting the session it shares, when it does).
+    async fn lease(&self, deadline: Instant) -> Result<Leased, ProxyError> {
+        let Some(sh) = &self.shared else {
+            return Ok(Leased::NotShared);
+        };
+        let token = format!("{:032x}", rand::random::<u128>());
+        // Longer than a login can take: the login ends by this request's deadline.
+        let ttl = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(2);
+        loop {
+            match sh.state.try_lock(&sh.lock_key, &token, ttl).await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => return sh.on_failure(e).map(|_| Leased::NotShared),
+            }
+            if let Some(s) = self.adopt().await? {
+                return Ok(Leased::Adopted(s));
+            }
+            let now = Instant::now();
+            if now + LEASE_POLL > deadline {
+                return Err(ProxyError::LoginThrottled(self.login_interval));
+            }
+            tokio::time::sleep(LEASE_POLL).await;
+        }
+        // Waiting for the lease may have let another replica log in.
+        match self.adopt().await {
+            Ok(Some(s)) => {
+                let _ = sh.state.unlock(&sh.lock_key, &token).await;
+                Ok(Leased::Adopted(s))
+            }
+            Ok(None) => Ok(Leased::Token(token)),
+            Err(e) => {
+                let _ = sh.state.unlock(&sh.lock_key, &token).await;
+                Err(e)
+            }
+        }
+    }
+
     /// Waits until a login is allowed, then records one as sent now (durably).
-    /// Called with the login lock held.
+    /// Called with the login lock held. With Redis, by Redis's clock for
+    /// every replica; while Redis is down under the `local` policy, this
+    /// replica spaces its own logins `expected_replicas` times wider.
     async fn space(&self, deadline: Instant) -> Result<(), ProxyError> {
+        if let Some(sh) = &self.shared {
+            loop {
+                match sh
+                    .state
+                    .login_gate(&sh.gate_key, self.login_interval, false)
+                    .await
+                {
+                    Ok(wait) if wait.is_zero() => {
+                        self.record_local_login();
+                        return Ok(());
+                    }
+                    Ok(wait) => {
+                        let earliest = Instant::now() + wait;
+                        if earliest > deadline {
+                            return Err(ProxyError::LoginThrottled(wait));
+                        }
+                        tokio::time::sleep_until(earliest).await;
+                    }
+                    Err(e) => {
+                        sh.on_failure(e)?;
+                        let wider = self.login_interval * sh.state.expected_replicas.max(1);
+                        return self.space_local(deadline, wider).await;
+                    }
+                }
+            }
+        }
         self.loaded
             .get_or_try_init(|| self.load_last_login())
             .await?;
+        self.space_local(deadline, self.login_interval).await?;
+        self.store
+            .put(
+                &self.store_key(),
+                self.last_login_ms.load(Ordering::Relaxed).to_string(),
+            )
+            .await
+            .map_err(|e| ProxyError::State(e.to_string()))
+    }
+
+    /// Spacing by this process's own record of its last login.
+    async fn space_local(&self, deadline: Instant, interval: Duration) -> Result<(), ProxyError> {
         let last = *self.last_login.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(last) = last {
-            let earliest = last + self.login_interval;
+            let earliest = last + interval;
             let now = Instant::now();
             if earliest > deadline {
                 return Err(ProxyError::LoginThrottled(earliest - now));
             }
             tokio::time::sleep_until(earliest).await;
         }
+        self.record_local_login();
+        Ok(())
+    }
+
+    fn record_local_login(&self) {
         *self.last_login.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-        let ms = now_ms();
-        self.last_login_ms.store(ms, Ordering::Relaxed);
-        self.store
-            .put(&self.store_key(), ms.to_string())
-            .await
-            .map_err(|e| ProxyError::State(e.to_string()))
+        self.last_login_ms.store(now_ms(), Ordering::Relaxed);
     }
 
     /// A login just completed (its answer, or its failure, is in): the next
     /// one is spaced from now. A failed write is logged, not fatal: the
     /// in-memory time still spaces logins in this process.
     async fn login_finished(&self) {
-        *self.last_login.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-        let ms = now_ms();
-        self.last_login_ms.store(ms, Ordering::Relaxed);
-        if let Err(e) = self.store.put(&self.store_key(), ms.to_string()).await {
+        self.record_local_login();
+        let written = match &self.shared {
+            Some(sh) => sh
+                .state
+                .login_gate(&sh.gate_key, self.login_interval, true)
+                .await
+                .map(|_| ()),
+            None => {
+                let ms = self.last_login_ms.load(Ordering::Relaxed);
+                self.store.put(&self.store_key(), ms.to_string()).await
+            }
+        };
+        if let Err(e) = written {
             tracing::error!(credential = %self.id, error = %e, "cannot record the login time");
         }
     }
@@ -288,6 +493,55 @@ impl SessionSlot {
     }
 }
 
+/// How often a replica waiting for another's login lease asks again.
+const LEASE_POLL: Duration = Duration::from_millis(50);
+
+enum Leased {
+    /// No shared store (or Redis down under the `local` policy): local single flight only.
+    NotShared,
+    /// This replica holds the lease: it logs in.
+    Token(String),
+    /// Another replica logged in meanwhile and shared its session.
+    Adopted(Session),
+}
+
+/// Where replicas sharing a credential coordinate its logins (Redis).
+pub struct SharedLogin {
+    state: Arc<RedisState>,
+    /// The login lease: one replica logs in at a time.
+    lock_key: String,
+    /// The last login's time, by Redis's clock.
+    gate_key: String,
+    /// The shared session (TTS: one session per member serves every replica).
+    session_key: Option<String>,
+    /// Generation counter of the shared session, never reset.
+    generation_key: String,
+}
+
+impl SharedLogin {
+    /// `share_session`: every replica uses one session (TTS); otherwise each
+    /// holds its own (XRTC binds sessions to the client's address) and only
+    /// logins are coordinated.
+    pub fn new(state: Arc<RedisState>, credential: &str, share_session: bool) -> Self {
+        SharedLogin {
+            lock_key: state.key("login-lock", credential),
+            gate_key: state.key("login-time", credential),
+            session_key: share_session.then(|| state.key("session", credential)),
+            generation_key: state.key("session-generation", credential),
+            state,
+        }
+    }
+
+    /// Redis failed: under `fail_closed` the request fails with 503
+    /// `state_unavailable`; under `local` the caller goes on alone.
+    fn on_failure(&self, e: crate::state::StateError) -> Result<(), ProxyError> {
+        match self.state.policy {
+            OnStateFailure::FailClosed => Err(ProxyError::State(e.0)),
+            OnStateFailure::Local => Ok(()),
+        }
+    }
+}
+
 /// What a kind's login may do: send requests through the route's limits, and
 /// wait for spacing before a second login in the same attempt (TTS's
 /// terminate-then-login).
@@ -309,7 +563,7 @@ impl LoginCtx<'_> {
             .upstream
             .send_buffered(out, self.deadline, LOGIN_BODY_MAX)
             .await?;
-        self.limits.hold.observe(answer.status, &answer.headers);
+        self.limits.observe(answer.status, &answer.headers).await;
         Ok(answer)
     }
 

@@ -3,6 +3,7 @@
 //! returns every [`Problem`] with its key path, and never prints a secret.
 
 mod section;
+mod state;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use figment::Figment;
 use http::Uri;
 
 pub use section::{parse_size, Problem, Section};
+pub use state::{redact_url, OnStateFailure, StateConfig};
 
 use crate::kinds::{self, KindConfig};
 use crate::secret::Secret;
@@ -49,6 +51,8 @@ pub struct ServerConfig {
     pub admin: Option<SocketAddr>,
     pub max_body: u64,
     pub state_dir: PathBuf,
+    /// A shared state store (Redis) instead of the embedded one in `state_dir`.
+    pub state: Option<StateConfig>,
     pub shutdown_grace: Duration,
     /// A caller must send its whole request head within this time (slowloris).
     pub header_read_timeout: Duration,
@@ -208,11 +212,13 @@ fn parse_server(s: &mut Section<'_>) -> Option<ServerConfig> {
     let header_read_timeout = s
         .duration("header_read_timeout")
         .unwrap_or(Duration::from_secs(30));
+    let state = state::parse(s);
     Some(ServerConfig {
         listen: listen?,
         admin,
         max_body,
         state_dir,
+        state,
         shutdown_grace,
         header_read_timeout,
     })

@@ -60,6 +60,9 @@ pub struct KindDefaults {
     pub rate_limit: Option<RateLimit>,
     pub quota_per_month: Option<u64>,
     pub has_session: bool,
+    /// With a shared state store, one session serves every replica (the
+    /// upstream allows one per credential); otherwise each replica holds its own.
+    pub shared_session: bool,
     /// `session_idle` when the route does not set it.
     pub session_idle: Duration,
 }

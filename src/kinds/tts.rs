@@ -32,6 +32,8 @@ pub const DEFAULTS: KindDefaults = KindDefaults {
     rate_limit: None,
     quota_per_month: None,
     has_session: true,
+    // One active session per member: replicas must share it, not fight over it.
+    shared_session: true,
     // "inactive session time-out is 43200 minutes" (the login answer).
     session_idle: Duration::from_secs(43_200 * 60),
 };

@@ -21,6 +21,7 @@ pub const DEFAULTS: KindDefaults = KindDefaults {
     rate_limit: None,
     quota_per_month: None,
     has_session: false,
+    shared_session: false,
     session_idle: std::time::Duration::from_secs(60),
 };
 

@@ -26,6 +26,8 @@ pub const DEFAULTS: KindDefaults = KindDefaults {
     }),
     quota_per_month: Some(1_000_000),
     has_session: true,
+    // The API binds cookies to the client's address: each replica logs in itself.
+    shared_session: false,
     session_idle: Duration::from_secs(60),
 };
 

@@ -1,15 +1,18 @@
 //! Where state that must outlive the process lives: the time of each
-//! credential's last login, quota counters, (later) rotated keys.
+//! credential's last login, quota counters, rotated keys; and, with Redis,
+//! what replicas sharing a credential must agree on ([`RedisState`]).
 //!
 //! The pipeline talks to a [`StateStore`] only through `session`, `limits` and
 //! the kinds' key handling, never directly from a kind, so a shared store for
-//! several replicas (Redis) can be added beside [`FileStore`] without touching
-//! the kinds. Keys are short ASCII names built from credential identities
+//! several replicas (Redis, [`RedisState`]) sits beside [`FileStore`] without
+//! touching the kinds. Keys are short ASCII names built from credential identities
 //! (never secrets), e.g. `login.xrtc-AC0987654321012345-1a2b3c4d5e6f`.
 
 mod file;
+mod shared;
 
 pub use file::FileStore;
+pub use shared::{Permit, PermitRequest, RedisState};
 
 use futures_util::future::BoxFuture;
 

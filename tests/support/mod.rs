@@ -322,3 +322,5 @@ pub fn route_toml(state_dir: &std::path::Path, route: &str) -> String {
         state_dir.display()
     )
 }
+
+pub mod redis_server;

@@ -14,6 +14,13 @@
 //! most `block` ahead of the count used, so a crash can only over-count (by
 //! less than a block), never let the upstream's quota be exceeded. A clean
 //! shutdown writes the exact count.
+//!
+//! With a shared state store (Redis), [`shared::SharedLimits`] takes the
+//! place of both, for every replica at once.
+
+mod shared;
+
+pub use shared::SharedLimits;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,9 +35,9 @@ use crate::state::StateStore;
 /// Generic cell rate algorithm with reservations.
 pub struct Gcra {
     /// Emission interval: 1 / rate.
-    interval: Duration,
+    pub(crate) interval: Duration,
     /// How far ahead of schedule a burst may run: (burst - 1) * interval.
-    tolerance: Duration,
+    pub(crate) tolerance: Duration,
     /// Theoretical arrival time of the next request.
     tat: Mutex<Option<Instant>>,
 }
@@ -283,12 +290,18 @@ pub struct Limits {
     pub rate: Option<(Arc<Gcra>, Duration)>,
     pub quota: Option<Arc<Quota>>,
     pub hold: Arc<UpstreamHold>,
+    /// With Redis: the rate, quota and hold of every replica (`rate` and
+    /// `quota` are then `None`).
+    pub shared: Option<Arc<SharedLimits>>,
 }
 
 impl Limits {
     /// Takes a rate permit and a quota unit, waiting for the permit up to the
     /// route's `wait` and the request's deadline.
     pub async fn acquire(&self, deadline: Instant) -> Result<(), ProxyError> {
+        if let Some(shared) = &self.shared {
+            return shared.acquire(deadline, &self.hold).await;
+        }
         let now = Instant::now();
         if let Some(held) = self.hold.remaining(now) {
             let budget = self
@@ -323,6 +336,31 @@ impl Limits {
             tokio::time::sleep_until(at).await;
         }
         Ok(())
+    }
+}
+
+impl Limits {
+    /// Reads the upstream's rate-limit headers; a hold it imposes applies to
+    /// this replica at once and, with Redis, to every other one too.
+    pub async fn observe(
+        &self,
+        status: http::StatusCode,
+        headers: &http::HeaderMap,
+    ) -> Option<Duration> {
+        let hold = self.hold.observe(status, headers)?;
+        if let Some(shared) = &self.shared {
+            shared.share_hold(hold).await;
+        }
+        Some(hold)
+    }
+
+    /// Units of the monthly quota used, when there is one.
+    pub async fn quota_used(&self) -> Option<u64> {
+        match (&self.quota, &self.shared) {
+            (Some(q), _) => Some(q.used().await),
+            (None, Some(s)) => s.used_if_quota(),
+            (None, None) => None,
+        }
     }
 }
 
@@ -397,6 +435,7 @@ mod tests {
             rate: None,
             quota: None,
             hold: Arc::new(hold),
+            shared: None,
         };
         let err = limits
             .acquire(Instant::now() + Duration::from_secs(30))

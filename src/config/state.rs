@@ -1,0 +1,215 @@
+//! `[server] state = "redis://…"` and its companions: where replicas that
+//! share a credential keep the state they must agree on.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::Section;
+use crate::secret::Secret;
+
+/// What a replica does while Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStateFailure {
+    /// Refuse with 503 `state_unavailable`: the upstream's limits can never be
+    /// exceeded, at the price of availability.
+    FailClosed,
+    /// Keep serving with local limits divided by `expected_replicas`.
+    Local,
+}
+
+impl OnStateFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnStateFailure::FailClosed => "fail_closed",
+            OnStateFailure::Local => "local",
+        }
+    }
+}
+
+/// A shared (Redis) state store.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// The URL as written; it may carry a password, so it is a secret.
+    pub url: Secret,
+    /// The URL with any password replaced by `***`, for logs and `check`.
+    pub display: String,
+    /// `state_password`: the password from a secret reference (wins over one in the URL).
+    pub password: Option<Secret>,
+    /// Where the password comes from (`env:NAME`, `file:/path`, `literal`), for `check`.
+    pub password_source: Option<String>,
+    /// Every key countersign writes starts with `<prefix>:`.
+    pub prefix: String,
+    /// Extra trust root for `rediss://` (a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// Longest wait for one Redis answer before it counts as a failure.
+    pub timeout: Duration,
+    pub on_failure: OnStateFailure,
+    /// How many replicas share each credential: the divisor of local limits.
+    pub expected_replicas: u32,
+}
+
+impl StateConfig {
+    pub fn is_tls(&self) -> bool {
+        self.url.expose().starts_with("rediss://")
+    }
+}
+
+/// Reads the `state*` keys of `[server]`. `None` without `state` (embedded store).
+pub fn parse(s: &mut Section<'_>) -> Option<StateConfig> {
+    let url: Option<String> = s.get("state");
+    let password = s.secret("state_password", false);
+    let password_source = password.as_ref().and_then(|_| {
+        s.secret_sources
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "state_password")
+            .map(|(_, source)| source.clone())
+    });
+    let prefix = s
+        .get::<String>("state_prefix")
+        .unwrap_or_else(|| "countersign".into());
+    let ca_file = s.get::<PathBuf>("state_ca_file");
+    let timeout = s
+        .duration("state_timeout")
+        .unwrap_or(Duration::from_millis(500));
+    let on_failure = match s.get::<String>("on_state_failure").as_deref() {
+        None | Some("fail_closed") => Some(OnStateFailure::FailClosed),
+        Some("local") => Some(OnStateFailure::Local),
+        Some(other) => {
+            s.problem(
+                "on_state_failure",
+                format!("\"{other}\" is neither \"fail_closed\" nor \"local\""),
+            );
+            None
+        }
+    };
+    let replicas = s.get::<u32>("expected_replicas");
+    let Some(url) = url else {
+        for key in [
+            "state_password",
+            "state_prefix",
+            "state_ca_file",
+            "state_timeout",
+            "on_state_failure",
+            "expected_replicas",
+        ] {
+            if s.has(key) {
+                s.problem(
+                    key,
+                    "only applies to a shared state store: set state = \"redis://host:port/db\"",
+                );
+            }
+        }
+        return None;
+    };
+    let display = match redact_url(&url) {
+        Ok(d) => d,
+        Err(why) => {
+            s.problem("state", why);
+            return None;
+        }
+    };
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_graphic() && b != b'*') {
+        s.problem(
+            "state_prefix",
+            "must be non-empty printable ASCII without spaces or '*'",
+        );
+    }
+    if let Some(p) = &ca_file {
+        if !p.is_file() {
+            s.problem("state_ca_file", format!("file {} not found", p.display()));
+        } else if !url.starts_with("rediss://") {
+            s.problem(
+                "state_ca_file",
+                "only applies to a rediss:// (TLS) state URL",
+            );
+        }
+    }
+    if timeout.is_zero() {
+        s.problem("state_timeout", "must be more than 0");
+    }
+    let expected_replicas = match (on_failure, replicas) {
+        (_, Some(0)) => {
+            s.problem("expected_replicas", "must be at least 1");
+            1
+        }
+        (_, Some(n)) => n,
+        (Some(OnStateFailure::Local), None) => {
+            s.problem(
+                "expected_replicas",
+                "is required with on_state_failure = \"local\": local limits are the shared ones divided by it",
+            );
+            1
+        }
+        (_, None) => 1,
+    };
+    Some(StateConfig {
+        url: Secret::new(url),
+        display,
+        password,
+        password_source,
+        prefix,
+        ca_file,
+        timeout,
+        on_failure: on_failure?,
+        expected_replicas,
+    })
+}
+
+/// `redis://user:pw@host:6379/0` -> `redis://user:***@host:6379/0`; refuses
+/// anything that is not a redis:// or rediss:// URL with a host.
+pub fn redact_url(url: &str) -> Result<String, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .filter(|(scheme, _)| matches!(*scheme, "redis" | "rediss"))
+        .ok_or_else(|| {
+            "must be a URL like redis://host:6379/0 or rediss://host:6380/0".to_string()
+        })?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let (userinfo, host) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    if host.is_empty() {
+        return Err("has no host (write it like redis://127.0.0.1:6379/0)".into());
+    }
+    let db = path.trim_start_matches('/');
+    if !db.is_empty() && db.parse::<u32>().is_err() {
+        return Err(format!("database \"{db}\" is not a number"));
+    }
+    let userinfo = match userinfo {
+        Some(u) => match u.split_once(':') {
+            Some((user, _)) => format!("{user}:***@"),
+            None => format!("{u}@"),
+        },
+        None => String::new(),
+    };
+    Ok(format!("{scheme}://{userinfo}{host}{path}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_and_passwords_redacted() {
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379/2").unwrap(),
+            "redis://127.0.0.1:6379/2"
+        );
+        assert_eq!(
+            redact_url("rediss://app:hunter2@cache:6380/0").unwrap(),
+            "rediss://app:***@cache:6380/0"
+        );
+        assert_eq!(
+            redact_url("redis://:hunter2@cache").unwrap(),
+            "redis://:***@cache"
+        );
+        assert!(redact_url("http://cache:6379").is_err());
+        assert!(redact_url("redis:///0").is_err());
+        assert!(redact_url("redis://cache/zero").is_err());
+    }
+}

@@ -1,0 +1,532 @@
+//! Replicas sharing one credential through a real `redis-server`: three
+//! gateways in front of one strict fake enforce the upstream's limits
+//! together, log in once (TTS) or spaced (XRTC), share the quota and the
+//! rotated keys, and apply `on_state_failure` when Redis dies and recover
+//! when it returns, without a restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use countersign::fake::tts;
+use futures_util::future::join_all;
+use support::redis_server::{self, RedisServer};
+use support::*;
+
+/// `[server]` keys for a replica on `redis`.
+fn shared(redis: &RedisServer, extra: &str) -> String {
+    format!(
+        "state = \"{}\"\nstate_prefix = \"t\"\n{extra}\n",
+        redis.url()
+    )
+}
+
+/// A gateway config: `server_extra` goes into `[server]`, `route` is route `r`.
+fn toml(dir: &std::path::Path, server_extra: &str, route: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nstate_dir = \"{}\"\nshutdown_grace = \"2s\"\n{server_extra}\n[routes.r]\n{route}\n",
+        dir.display()
+    )
+}
+
+fn xrtc_route(fake: &FakeXrtc, extra: &str) -> String {
+    format!(
+        "kind = \"xrtc\"\nupstream = \"http://{}\"\naccount_id = \"{ACCOUNT}\"\napi_key = \"{API_KEY}\"\nlogin_interval = \"1s\"\n{extra}\n",
+        fake.addr
+    )
+}
+
+async fn set(gw: &Gw, n: usize) -> Answer {
+    post(
+        &gw.url("/r/v1/item/set"),
+        &format!("{{items:[{{\"portalid\":\"p\",\"payload\":\"n{n}\"}}]}}"),
+    )
+    .await
+}
+
+/// Every gateway gets `workers` callers sending for `secs` (at most 200 calls each).
+async fn load(gws: &[Gw], workers: usize, secs: f64) -> Vec<Answer> {
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let tasks = gws.iter().flat_map(|gw| {
+        (0..workers).map(move |w| async move {
+            let mut got = Vec::new();
+            for i in 0..200 {
+                if Instant::now() >= until {
+                    break;
+                }
+                got.push(set(gw, w * 1000 + i).await);
+            }
+            got
+        })
+    });
+    join_all(tasks).await.into_iter().flatten().collect()
+}
+
+fn gaps(logins: &[u64]) -> Vec<u64> {
+    logins.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[tokio::test]
+async fn three_replicas_keep_the_rate_and_login_spacing_of_one() {
+    if !redis_server::available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let fake = fake_xrtc(|c| c.login_timeout = Duration::from_secs(1)).await;
+    let route = xrtc_route(
+        &fake,
+        "rate_limit = { per_second = 20, burst = 20, wait = \"3s\" }",
+    );
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut gws = Vec::new();
+    for d in &dirs {
+        gws.push(gateway(&toml(d.path(), &shared(&redis, ""), &route)).await);
+    }
+    let answers = load(&gws, 6, 2.5).await;
+    let ok = answers.iter().filter(|a| a.status == 200).count();
+    for a in answers.iter().filter(|a| a.status != 200) {
+        assert_eq!(a.error_code(), Some("rate_limited"), "{}", a.text());
+    }
+    let s = fake.fake.stats();
+    assert_eq!(s.rate_violations, 0, "the fake saw more than 20/s in total");
+    assert_eq!(s.login_rejections, 0, "logins closer than LOGIN_TIMEOUT");
+    assert_eq!(s.logins.len(), 3, "one session per replica: {:?}", s.logins);
+    assert!(
+        gaps(&s.logins).iter().all(|g| *g >= 1000),
+        "logins spaced globally: {:?}",
+        s.logins
+    );
+    assert_eq!(
+        s.requests as usize,
+        ok + 3,
+        "every request the fake saw was answered 200, plus the logins"
+    );
+    assert!(ok >= 40, "the load went through: {ok}");
+    for gw in gws {
+        gw.stop().await;
+    }
+
+    // Control: the same three replicas without Redis overrun the upstream,
+    // so the assertions above can fail.
+    let fake = fake_xrtc(|c| c.login_timeout = Duration::from_secs(1)).await;
+    let route = xrtc_route(
+        &fake,
+        "rate_limit = { per_second = 20, burst = 20, wait = \"3s\" }",
+    );
+    let own: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut gws = Vec::new();
+    for d in &own {
+        gws.push(gateway(&toml(d.path(), "", &route)).await);
+    }
+    load(&gws, 6, 1.5).await;
+    let s = fake.fake.stats();
+    assert!(
+        s.rate_violations > 0 || s.login_rejections > 0,
+        "without shared state three replicas should exceed the limits: {s:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_monthly_quota_is_one_for_all_replicas_and_survives_a_redis_restart() {
+    if !redis_server::available() {
+        return;
+    }
+    let mut redis = RedisServer::start();
+    let fake = fake_xrtc(|c| {
+        c.login_timeout = Duration::from_millis(200);
+        c.rate_per_second = 1000;
+    })
+    .await;
+    let route = xrtc_route(
+        &fake,
+        "login_interval = \"200ms\"\nrate_limit = { per_second = 1000, burst = 100 }\nquota = { per_month = 30 }",
+    )
+    .replace("login_interval = \"1s\"\n", "");
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut gws = Vec::new();
+    for d in &dirs {
+        gws.push(gateway(&toml(d.path(), &shared(&redis, ""), &route)).await);
+    }
+    let answers = join_all(gws.iter().flat_map(|gw| (0..20).map(move |i| set(gw, i)))).await;
+    let ok = answers.iter().filter(|a| a.status == 200).count();
+    for a in answers.iter().filter(|a| a.status != 200) {
+        assert_eq!(a.status, 429, "{}", a.text());
+        assert_eq!(a.error_code(), Some("quota_exhausted"), "{}", a.text());
+        assert!(a.headers.contains_key("retry-after"));
+    }
+    let s = fake.fake.stats();
+    assert_eq!(
+        s.requests, 30,
+        "exactly the quota reached the upstream, logins included"
+    );
+    assert_eq!(ok + s.logins.len(), 30);
+
+    // One counter, for this month only, expiring after it.
+    let mut conn = redis.client().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("t:quota:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let month = time::OffsetDateTime::now_utc();
+    assert!(
+        keys[0].ends_with(&format!(
+            "{:04}-{:02}",
+            month.year(),
+            u8::from(month.month())
+        )),
+        "{keys:?}"
+    );
+    let count: u64 = redis::cmd("GET")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(count, 30);
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        ttl > 0 && ttl <= 32 * 86_400,
+        "expires after the month: {ttl}"
+    );
+
+    // A crash of Redis loses nothing acknowledged (appendfsync always).
+    redis.kill();
+    redis.restart();
+    let again = wait_for(&gws[0], Duration::from_secs(5), |a| a.status == 429).await;
+    assert_eq!(
+        again.error_code(),
+        Some("quota_exhausted"),
+        "{}",
+        again.text()
+    );
+    assert_eq!(fake.fake.stats().requests, 30);
+}
+
+/// Sends until `done` holds for an answer, or panics after `limit`.
+async fn wait_for(gw: &Gw, limit: Duration, done: impl Fn(&Answer) -> bool) -> Answer {
+    let started = Instant::now();
+    loop {
+        let a = set(gw, 0).await;
+        if done(&a) {
+            return a;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "still {} after {limit:?}: {}",
+            a.status,
+            a.text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn tts_route(addr: std::net::SocketAddr) -> String {
+    format!(
+        r#"kind = "tts"
+upstream = "http://{addr}"
+identifier = "{}"
+client_ver = "V4.21.04"
+email = "{}"
+password = "{}"
+access_key = "{}"
+secret = "{}"
+ip_address = "192.0.2.10"
+login_interval = "300ms"
+"#,
+        tts::DEMO_IDENTIFIER,
+        tts::DEMO_EMAIL,
+        tts::DEMO_PASSWORD,
+        tts::DEMO_ACCESS_KEY,
+        tts::DEMO_SECRET,
+    )
+}
+
+async fn tts_call(gw: &Gw, path: &str, body: &str) -> Answer {
+    send(
+        http::Request::post(gw.url(&format!("/r/{}{path}", tts::DEMO_IDENTIFIER)))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_string(),
+            )))
+            .unwrap(),
+    )
+    .await
+}
+
+async fn stats_call(gw: &Gw) -> Answer {
+    tts_call(
+        gw,
+        "",
+        r#"{"action":"fetchStats","month":"2025-01","output":"json"}"#,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn one_tts_session_serves_every_replica_and_one_relogin_renews_it_for_all() {
+    if !redis_server::available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let (addr, fake, _stop) = start_fake!(tts::Fake::new(tts::Config {
+        login_interval: Duration::from_millis(300),
+        ..Default::default()
+    }));
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut gws = Vec::new();
+    for d in &dirs {
+        gws.push(gateway(&toml(d.path(), &shared(&redis, ""), &tts_route(addr))).await);
+    }
+    let all = |n: usize| {
+        join_all(
+            gws.iter()
+                .flat_map(move |gw| (0..n).map(move |_| stats_call(gw))),
+        )
+    };
+    for a in all(10).await {
+        assert_eq!(a.status, 200, "{}", a.text());
+    }
+    let s = fake.stats();
+    assert_eq!(s.logins, 1, "one login for three replicas");
+    assert_eq!(
+        s.terminations, 0,
+        "no replica fought another for the session"
+    );
+    assert_eq!(s.journal.rejected, 0, "{:#?}", s.journal.recent);
+
+    // The upstream drops the session: every replica sees it expire, and
+    // exactly one new login serves them all.
+    fake.kill_sessions();
+    for a in all(5).await {
+        assert_eq!(a.status, 200, "{}", a.text());
+    }
+    let s = fake.stats();
+    assert_eq!(s.logins, 2, "one relogin for all: {s:?}");
+    assert_eq!(s.terminations, 0);
+    assert_eq!(s.login_spacing_violations, 0);
+
+    // A key rotated through one replica is used by the others from their
+    // next request on (the fake accepts only the new key).
+    let a = tts_call(&gws[0], "/customers/rotate_access_key", "{}").await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let new_key = fake.access_key();
+    assert_ne!(new_key, tts::DEMO_ACCESS_KEY);
+    for gw in &gws[1..] {
+        let a = stats_call(gw).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        let last = fake.stats().journal.recent.last().cloned().unwrap();
+        assert_eq!(last.header("x-tts-cc-access-key"), Some(new_key.as_str()));
+    }
+    // And a replica started later, from the same config, too.
+    let late = tempfile::tempdir().unwrap();
+    let gw4 = gateway(&toml(late.path(), &shared(&redis, ""), &tts_route(addr))).await;
+    assert_eq!(stats_call(&gw4).await.status, 200);
+    assert_eq!(
+        fake.stats().logins,
+        2,
+        "the late replica adopted the session"
+    );
+}
+
+#[tokio::test]
+async fn redis_down_fails_closed_then_recovers_without_a_restart() {
+    if !redis_server::available() {
+        return;
+    }
+    let mut redis = RedisServer::start();
+    let fake = fake_xrtc(|c| c.login_timeout = Duration::from_millis(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&toml(
+        dir.path(),
+        &shared(&redis, "state_timeout = \"300ms\""),
+        &xrtc_route(&fake, ""),
+    ))
+    .await;
+    assert_eq!(set(&gw, 1).await.status, 200);
+    let seen = fake.fake.stats().requests;
+
+    redis.kill();
+    let started = Instant::now();
+    let a = set(&gw, 2).await;
+    assert_eq!(a.status, 503, "{}", a.text());
+    assert_eq!(a.error_code(), Some("state_unavailable"));
+    assert!(a.text().contains("Redis"), "{}", a.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered promptly"
+    );
+    // Fail fast while it is down, and send nothing upstream.
+    for i in 0..20 {
+        assert_eq!(set(&gw, i).await.status, 503);
+    }
+    assert_eq!(fake.fake.stats().requests, seen);
+    let ready = countersign::admin::readiness(&gw.gateway).await;
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert_eq!(ready["state"]["up"], false, "{ready}");
+    assert!(gw
+        .gateway
+        .metrics
+        .encode()
+        .contains("countersign_state_up 0"));
+
+    redis.restart();
+    wait_for(&gw, Duration::from_secs(5), |a| a.status == 200).await;
+    let ready = countersign::admin::readiness(&gw.gateway).await;
+    assert_eq!(ready["state"]["up"], true, "{ready}");
+    assert!(gw
+        .gateway
+        .metrics
+        .encode()
+        .contains("countersign_state_up 1"));
+}
+
+#[tokio::test]
+async fn redis_down_with_local_policy_serves_a_replicas_share_and_counts_it_later() {
+    if !redis_server::available() {
+        return;
+    }
+    let mut redis = RedisServer::start();
+    let fake = fake_xrtc(|c| c.login_timeout = Duration::from_millis(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&toml(
+        dir.path(),
+        &shared(
+            &redis,
+            "state_timeout = \"300ms\"\non_state_failure = \"local\"\nexpected_replicas = 4",
+        ),
+        &xrtc_route(
+            &fake,
+            "rate_limit = { per_second = 20, burst = 20, wait = \"0s\" }\nquota = { per_month = 1000 }",
+        ),
+    ))
+    .await;
+    assert_eq!(set(&gw, 1).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.kill();
+    // A quarter of the burst (5) goes at once; the rest must wait, and may not.
+    let answers = join_all((0..20).map(|i| set(&gw, i))).await;
+    let ok = answers.iter().filter(|a| a.status == 200).count();
+    assert!(
+        (5..=7).contains(&ok),
+        "a replica's share of the burst: {ok}"
+    );
+    for a in answers.iter().filter(|a| a.status != 200) {
+        assert_eq!(a.error_code(), Some("rate_limited"), "{}", a.text());
+    }
+    let metrics = gw.gateway.metrics.encode();
+    assert!(metrics.contains("countersign_state_up 0"), "{metrics}");
+    assert!(
+        !metrics.contains("countersign_state_fallbacks_total 0"),
+        "{metrics}"
+    );
+    assert_eq!(fake.fake.stats().rate_violations, 0);
+
+    // Back: the units sent meanwhile join the shared count with the first
+    // permit Redis grants again.
+    redis.restart();
+    let shared_state = gw.gateway.registry.shared.clone().unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let started = Instant::now();
+    loop {
+        let a = set(&gw, 0).await;
+        assert!(a.status == 200 || a.status == 429, "{}", a.text());
+        if shared_state.is_up() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "Redis not used again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut conn = redis.client().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("t:quota:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let count: u64 = redis::cmd("GET")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        count,
+        fake.fake.stats().requests,
+        "every request the upstream received is counted"
+    );
+}
+
+#[tokio::test]
+async fn the_redis_password_comes_from_a_secret_and_never_shows() {
+    if !redis_server::available() {
+        return;
+    }
+    const PW: &str = "redis-pw-7f3a9c1e5b";
+    let redis = RedisServer::start_with_password(Some(PW));
+    let fake = fake_xrtc(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pw_file = dir.path().join("redis-password");
+    std::fs::write(&pw_file, format!("{PW}\n")).unwrap();
+    let with_pw = format!("state_password = {{ file = \"{}\" }}", pw_file.display());
+    let cfg = toml(
+        dir.path(),
+        &shared(&redis, &with_pw),
+        &xrtc_route(&fake, ""),
+    );
+    let gw = spawn_binary(dir.path(), &cfg, "trace").await;
+    let a = post(
+        &gw.url("/r/v1/item/set"),
+        "{items:[{\"portalid\":\"p\",\"payload\":\"x\"}]}",
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    drop(gw);
+
+    // A wrong password: a clear 503, and the password nowhere.
+    let wrong = dir.path().join("wrong");
+    std::fs::create_dir(&wrong).unwrap();
+    let bad_url = format!("redis://:not-{PW}@127.0.0.1:{}/0", redis.port);
+    let cfg = toml(&wrong, "", &xrtc_route(&fake, "")).replace(
+        "[routes.r]",
+        &format!("state = \"{bad_url}\"\n\n[routes.r]"),
+    );
+    let gw2 = spawn_binary(&wrong, &cfg, "trace").await;
+    let a = post(&gw2.url("/r/v1/item/set"), "{items:[]}").await;
+    assert_eq!(a.status, 503, "{}", a.text());
+    assert_eq!(a.error_code(), Some("state_unavailable"));
+    assert!(!a.text().contains(PW), "{}", a.text());
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["check", "-c"])
+        .arg(wrong.join("countersign.toml"))
+        .output()
+        .unwrap();
+    let check_out = String::from_utf8_lossy(&check.stdout).to_string()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{check_out}");
+    assert!(check_out.contains("redis://:***@127.0.0.1"), "{check_out}");
+    drop(gw2);
+    for (name, text) in [
+        (
+            "log",
+            std::fs::read_to_string(dir.path().join("countersign.log")).unwrap(),
+        ),
+        (
+            "log (wrong)",
+            std::fs::read_to_string(wrong.join("countersign.log")).unwrap(),
+        ),
+        ("check", check_out),
+    ] {
+        assert!(!text.is_empty(), "{name} is empty");
+        assert!(
+            !text.contains(PW),
+            "the Redis password leaked into the {name}"
+        );
+    }
+}
