@@ -5,6 +5,8 @@
 # session cookie held and added, rate limit and quota counted; utilsio: HMAC;
 # teamdrive: XML edit + md5; tts: 1 kB JSON parsed, filled, canonical JSON +
 # SHA-256 checksum, session headers), alternating runs to cancel machine drift.
+# cs-xrtc-redis is the xrtc route again on a second countersign whose limits
+# live in Redis (one Lua permit per request): what sharing state costs.
 # Prints requests/s, p50 and p99 for each, the ratios to nginx and to direct,
 # and countersign's peak RSS.
 #
@@ -19,6 +21,8 @@ THREADS=${THREADS:-2}
 UP_PORT=${UP_PORT:-18200}
 CS_PORT=${CS_PORT:-18201}
 NGX_PORT=${NGX_PORT:-18202}
+CS2_PORT=${CS2_PORT:-18203}
+REDIS_PORT=${REDIS_PORT:-18204}
 
 install_if_missing() { # command package
   command -v "$1" >/dev/null 2>&1 && return
@@ -28,6 +32,7 @@ install_if_missing() { # command package
 }
 install_if_missing wrk wrk
 install_if_missing nginx nginx-light
+install_if_missing redis-server redis-server
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 cargo build --release --quiet
@@ -115,9 +120,30 @@ TOML
 RUST_LOG=warn target/release/countersign run -c "$work/cs.toml" 2>"$work/cs.log" &
 cs_pid=$!
 pids+=("$cs_pid")
-for _ in $(seq 100); do
-  (exec 3<>/dev/tcp/127.0.0.1/$CS_PORT) 2>/dev/null && break
-  sleep 0.1
+
+# Redis as operators run it for countersign: AOF, fsync every second.
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly yes \
+  --appendfsync everysec --dir "$work" --logfile "$work/redis.log" &
+pids+=("$!")
+cat > "$work/cs-redis.toml" <<TOML
+[server]
+listen = "127.0.0.1:$CS2_PORT"
+state = "redis://127.0.0.1:$REDIS_PORT/0"
+[routes.xrtc]
+kind = "xrtc"
+upstream = "http://127.0.0.1:$UP_PORT"
+account_id = "AC0987654321012345"
+api_key = "bench0000000000000000000000000000"
+rate_limit = { per_second = 1000000000, burst = 1000000 }
+quota = { per_month = 1000000000000 }
+TOML
+RUST_LOG=warn target/release/countersign run -c "$work/cs-redis.toml" 2>"$work/cs-redis.log" &
+pids+=("$!")
+for port in "$CS_PORT" "$CS2_PORT"; do
+  for _ in $(seq 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
+    sleep 0.1
+  done
 done
 
 # ~300-byte XRTC body.
@@ -162,6 +188,7 @@ run() { # name url [script] -> appends "rps p50 p99" to $work/name
 
 echo "warm-up ..."
 wrk -t1 -c8 -d2s -s "$work/post.lua" "http://127.0.0.1:$CS_PORT/xrtc/v1/item/set" >/dev/null
+wrk -t1 -c8 -d2s -s "$work/post.lua" "http://127.0.0.1:$CS2_PORT/xrtc/v1/item/set" >/dev/null
 echo "rounds: $ROUNDS x $DURATION, $CONNS connections, $THREADS wrk threads, $(nproc) cores"
 for r in $(seq "$ROUNDS"); do
   echo "round $r"
@@ -171,6 +198,7 @@ for r in $(seq "$ROUNDS"); do
   run cs-utilsio "http://127.0.0.1:$CS_PORT/utilsio/subscription" utilsio.lua
   run cs-teamdrive "http://127.0.0.1:$CS_PORT/teamdrive/yvva/api/api.xml" xml.lua
   run cs-tts "http://127.0.0.1:$CS_PORT/tts/www.example.com" tts.lua
+  run cs-xrtc-redis "http://127.0.0.1:$CS2_PORT/xrtc/v1/item/set"
 done
 
 avg() { awk -v c="$2" '{s+=$c; n++} END {printf "%.3f", s/n}' "$work/$1"; }
@@ -178,7 +206,7 @@ rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$cs_pid/status")
 echo
 printf '%-13s %10s %9s %9s %12s %12s %12s\n' "" "req/s" "p50 ms" "p99 ms" "rps/nginx" "p99/nginx" "rps/direct"
 n_rps=$(avg nginx 1); n_p99=$(avg nginx 3); d_rps=$(avg direct 1)
-for name in direct nginx cs-xrtc cs-utilsio cs-teamdrive cs-tts; do
+for name in direct nginx cs-xrtc cs-utilsio cs-teamdrive cs-tts cs-xrtc-redis; do
   rps=$(avg "$name" 1); p50=$(avg "$name" 2); p99=$(avg "$name" 3)
   awk -v n="$name" -v r="$rps" -v a="$p50" -v b="$p99" -v nr="$n_rps" -v np="$n_p99" -v dr="$d_rps" \
     'BEGIN {printf "%-13s %10.0f %9.3f %9.3f %12.2f %12.2f %12.2f\n", n, r, a, b, r/nr, b/np, r/dr}'

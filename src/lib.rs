@@ -12,10 +12,13 @@
 //! - `proxy`: the request pipeline, top to bottom.
 //! - `headers`: header and path hygiene.
 //! - `upstream`: pooled hyper-util client, rustls, timeouts, error classes.
-//! - `session`: single-flight, spaced logins; the held session per credential.
-//! - `limits`: rate limits (GCRA with reservations) and durable monthly quotas.
+//! - `session`: single-flight, spaced logins; the held session per credential
+//!   (with Redis: a login lease and spacing across replicas, the TTS session shared).
+//! - `limits`: rate limits (GCRA with reservations) and durable monthly quotas;
+//!   `limits::shared` takes both (and upstream holds) for every replica through Redis.
 //! - `keys`: keys an upstream rotates at runtime, stored durably before use.
-//! - `state`: the [`state::StateStore`] trait and the embedded file store.
+//! - `state`: the [`state::StateStore`] trait, the embedded file store and the
+//!   Redis store with its Lua scripts ([`state::RedisState`]).
 //! - `kinds`: one file per upstream API (`xrtc`, …): the hooks of [`kinds::Kind`].
 //! - `admin`: `/healthz`, `/readyz`, `/metrics` on the admin listener.
 //! - `metrics`: the Prometheus metrics, owned by the gateway.

@@ -530,3 +530,39 @@ async fn the_redis_password_comes_from_a_secret_and_never_shows() {
         );
     }
 }
+
+#[tokio::test]
+async fn redis_over_tls_with_a_private_ca() {
+    if !redis_server::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let redis = RedisServer::start_tls(cert_path.clone(), key_path);
+    let fake = fake_xrtc(|_| {}).await;
+    let tls = format!(
+        "state = \"rediss://127.0.0.1:{}/0\"\nstate_ca_file = \"{}\"\n",
+        redis.port,
+        cert_path.display()
+    );
+    let gw = gateway(&toml(dir.path(), &tls, &xrtc_route(&fake, ""))).await;
+    let a = set(&gw, 1).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let ready = countersign::admin::readiness(&gw.gateway).await;
+    assert_eq!(ready["state"]["up"], true, "{ready}");
+
+    // Without the CA the server is not trusted: 503, nothing sent upstream.
+    let other = tempfile::tempdir().unwrap();
+    let untrusted = format!("state = \"rediss://127.0.0.1:{}/0\"\n", redis.port);
+    let gw2 = gateway(&toml(other.path(), &untrusted, &xrtc_route(&fake, ""))).await;
+    let before = fake.fake.stats().requests;
+    let a = set(&gw2, 2).await;
+    assert_eq!(a.status, 503, "{}", a.text());
+    assert_eq!(a.error_code(), Some("state_unavailable"));
+    assert_eq!(fake.fake.stats().requests, before);
+}

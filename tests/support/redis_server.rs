@@ -11,6 +11,8 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     password: Option<String>,
+    /// `(cert, key)` PEM files: serve TLS only, on `port`.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Whether `redis-server` can run here. Without it a test is skipped with
@@ -41,6 +43,15 @@ impl RedisServer {
     }
 
     pub fn start_with_password(password: Option<&str>) -> RedisServer {
+        Self::start_with(password, None)
+    }
+
+    /// TLS only (no plain port), with this certificate and key.
+    pub fn start_tls(cert: PathBuf, key: PathBuf) -> RedisServer {
+        Self::start_with(None, Some((cert, key)))
+    }
+
+    fn start_with(password: Option<&str>, tls: Option<(PathBuf, PathBuf)>) -> RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -51,6 +62,7 @@ impl RedisServer {
             port,
             dir: tempfile::tempdir().unwrap(),
             password: password.map(str::to_string),
+            tls,
         };
         r.restart();
         r
@@ -76,8 +88,20 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.kill();
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1"])
+        match &self.tls {
+            None => {
+                cmd.args(["--port", &self.port.to_string()]);
+            }
+            Some((cert, key)) => {
+                cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                    .arg("--tls-cert-file")
+                    .arg(cert)
+                    .arg("--tls-key-file")
+                    .arg(key)
+                    .args(["--tls-auth-clients", "no"]);
+            }
+        }
+        cmd.args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "yes"])
             .args(["--appendfsync", "always"])
@@ -113,6 +137,10 @@ impl RedisServer {
         let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
+        if self.tls.is_some() {
+            // Accepting connections is as far as a plain client can tell.
+            return true;
+        }
         let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
         let cmd = match &self.password {
             Some(pw) => format!("AUTH {pw}\r\nPING\r\n"),
