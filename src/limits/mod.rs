@@ -11,9 +11,11 @@
 //!
 //! The quota is counted in the state store. To keep an fsync off most
 //! requests, it reserves blocks: the stored value is the count *reserved*, at
-//! most `block` ahead of the count used, so a crash can only over-count (by
-//! less than a block), never let the upstream's quota be exceeded. A clean
-//! shutdown writes the exact count.
+//! most a block and a half ahead of the count used, so a crash can only
+//! over-count (by less than that), never let the upstream's quota be
+//! exceeded. The next block is reserved in the background when half of the
+//! current one is left, so under steady load no request waits for an fsync.
+//! A clean shutdown writes the exact count.
 //!
 //! With a shared state store (Redis), [`shared::SharedLimits`] takes the
 //! place of both, for every replica at once.
@@ -99,6 +101,8 @@ struct QuotaState {
     used: u64,
     /// The value in the store: `used` rounded up to the next reserved block.
     reserved: u64,
+    /// A background reservation of the next block is under way.
+    refilling: bool,
 }
 
 impl Quota {
@@ -112,8 +116,11 @@ impl Quota {
         }
     }
 
+    /// A block is 0.01 % of the month's quota (at most 10,000 units): a crash
+    /// over-counts by at most 0.015 % of it, and at XRTC's 1,000,000 a month
+    /// (blocks of 100) one fsync covers five seconds at its 20 requests/s.
     fn block(&self) -> u64 {
-        (self.limit / 10_000).clamp(1, 100)
+        (self.limit / 10_000).clamp(1, 10_000)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, QuotaState> {
@@ -121,16 +128,55 @@ impl Quota {
     }
 
     /// Takes one unit, or says when the quota renews.
-    pub async fn take(&self) -> Result<(), ProxyError> {
+    pub async fn take(self: &Arc<Self>) -> Result<(), ProxyError> {
         {
             let now = OffsetDateTime::now_utc().unix_timestamp();
             let mut st = self.lock();
             if now < st.month_end && st.used < st.reserved {
                 st.used += 1;
+                // Half the block left: reserve the next one before the fast path closes.
+                if !st.refilling
+                    && st.reserved - st.used <= self.block() / 2
+                    && st.reserved < self.limit
+                {
+                    st.refilling = true;
+                    let q = Arc::clone(self);
+                    tokio::spawn(async move { q.refill().await });
+                }
                 return Ok(());
             }
         }
         self.take_slow().await
+    }
+
+    /// Extends the reservation by a block, durably, in the background.
+    async fn refill(&self) {
+        let _one_at_a_time = self.persist.lock().await;
+        let (month, reserved, live) = {
+            let st = self.lock();
+            (st.month.clone(), st.reserved, st.used < st.reserved)
+        };
+        let next = (reserved + self.block()).min(self.limit);
+        // Not live: the slow path is reserving (the block ran out first), or
+        // a flush released the reservation; neither needs this one.
+        if live && next > reserved && !month.is_empty() {
+            match self
+                .store
+                .put(&format!("{}{month}", self.key_prefix), next.to_string())
+                .await
+            {
+                Ok(()) => {
+                    let mut st = self.lock();
+                    if st.month == month && st.reserved == reserved {
+                        st.reserved = next;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot reserve the next quota block; requests will retry it")
+                }
+            }
+        }
+        self.lock().refilling = false;
     }
 
     /// A new month to load, the quota used up, or a new block to reserve durably.
@@ -152,6 +198,7 @@ impl Quota {
                 month_end,
                 used,
                 reserved: used,
+                refilling: false,
             };
         }
         // Decide under the lock: fast-path takers may have moved `used`.
@@ -507,30 +554,32 @@ mod tests {
     async fn quota_survives_restart_and_renews_monthly() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn StateStore> = Arc::new(FileStore::open(dir.path()).unwrap());
-        let q = Quota::new(3, "acct", store.clone());
+        let q = Arc::new(Quota::new(3, "acct", store.clone()));
         for _ in 0..3 {
             q.take().await.unwrap();
         }
         let e = q.take().await.unwrap_err();
         assert_eq!(e.code(), "quota_exhausted");
-        let q2 = Quota::new(3, "acct", store.clone());
+        let q2 = Arc::new(Quota::new(3, "acct", store.clone()));
         assert_eq!(q2.take().await.unwrap_err().code(), "quota_exhausted");
     }
 
     #[tokio::test]
-    async fn crash_over_counts_at_most_a_block_and_flush_is_exact() {
+    async fn crash_over_counts_at_most_a_block_and_a_half_and_flush_is_exact() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn StateStore> = Arc::new(FileStore::open(dir.path()).unwrap());
-        let q = Quota::new(1_000_000, "acct", store.clone());
+        let q = Arc::new(Quota::new(1_000_000, "acct", store.clone()));
         for _ in 0..150 {
             q.take().await.unwrap();
         }
-        // Without flush (a crash), a restart sees the reservation: 200 >= 150.
-        let crashed = Quota::new(1_000_000, "acct", store.clone());
+        // Without flush (a crash), a restart sees the reservation: more than
+        // was used (150), by at most a block and a half (blocks of 100).
+        let crashed = Arc::new(Quota::new(1_000_000, "acct", store.clone()));
         crashed.take().await.unwrap();
-        assert_eq!(crashed.used().await, 201);
+        let seen = crashed.used().await;
+        assert!((151..=301).contains(&seen), "{seen}");
         q.flush().await.unwrap();
-        let clean = Quota::new(1_000_000, "acct", store.clone());
+        let clean = Arc::new(Quota::new(1_000_000, "acct", store.clone()));
         clean.take().await.unwrap();
         assert_eq!(clean.used().await, 151);
     }
