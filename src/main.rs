@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use countersign::{admin, config, demo, fake, server};
+
+/// Per-thread free lists: no lock and no arena search on the request path.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use http_body_util::Either;
 
 #[derive(Parser)]
@@ -238,6 +242,7 @@ async fn async_main(command: Command) -> ExitCode {
 async fn run(cfg: config::Config, path: PathBuf) -> ExitCode {
     let listen = cfg.server.listen.clone();
     let admin = cfg.server.admin;
+    let workers = cfg.server.workers;
     let gateway = match server::gateway(cfg) {
         Ok(g) => g,
         Err(e) => {
@@ -246,7 +251,7 @@ async fn run(cfg: config::Config, path: PathBuf) -> ExitCode {
         }
     };
     let serve_on = match &listen {
-        config::Listen::Tcp(addr) => tokio::net::TcpListener::bind(addr).await.map(Either::Left),
+        config::Listen::Tcp(addr) => server::bind_reuseport(*addr, workers).map(Either::Left),
         #[cfg(unix)]
         config::Listen::Unix(path) => server::bind_unix(path).map(Either::Right),
         #[cfg(not(unix))]
@@ -259,7 +264,7 @@ async fn run(cfg: config::Config, path: PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing::info!(listen = %listen, "countersign listening");
+    tracing::info!(listen = %listen, workers, "countersign listening");
     // One signal stops both listeners.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(admin_addr) = admin {
@@ -289,7 +294,24 @@ async fn run(cfg: config::Config, path: PathBuf) -> ExitCode {
         let _ = stop_tx.send(true);
     };
     match serve_on {
-        Either::Left(tcp) => server::serve(gateway, tcp, signal).await,
+        Either::Left(tcp) => {
+            let threads = match server::serve_workers(gateway, tcp, stop_rx) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("cannot start worker threads: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            signal.await;
+            // Each worker drains its own connections, then flushes state.
+            let joined =
+                tokio::task::spawn_blocking(move || threads.into_iter().all(|t| t.join().is_ok()))
+                    .await;
+            if !matches!(joined, Ok(true)) {
+                eprintln!("a worker thread failed while draining");
+                return ExitCode::from(2);
+            }
+        }
         Either::Right(unix) => server::serve(gateway, unix, signal).await,
     }
     ExitCode::SUCCESS

@@ -2,6 +2,7 @@
 //! read timeout against slow callers, and a graceful drain on shutdown.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,6 +86,74 @@ pub fn bind_unix(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     let listener = tokio::net::UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     Ok(listener)
+}
+
+/// Binds `n` listening sockets on `addr` with SO_REUSEPORT, so the kernel
+/// spreads new connections over them; with port 0 all get the first one's port.
+pub fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut addr = addr;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        let l: std::net::TcpListener = s.into();
+        addr = l.local_addr()?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Thread-per-core: one thread per listener, each running a single-threaded
+/// runtime that accepts, proxies and drives its own upstream connections, so
+/// a request never waits on another thread (no work stealing, no cross-thread
+/// wake-ups). The threads share the gateway (sessions, limits, config) and
+/// each drains for `shutdown_grace` once `stop` turns true.
+pub fn serve_workers(
+    gateway: Arc<Gateway>,
+    listeners: Vec<std::net::TcpListener>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    let mut threads = Vec::with_capacity(listeners.len());
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let gateway = gateway.clone();
+        let mut stop = stop.clone();
+        let worker = move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(worker = i, error = %e, "cannot start a worker runtime");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(l) => {
+                        serve(gateway, l, async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        })
+                        .await
+                    }
+                    Err(e) => {
+                        tracing::error!(worker = i, error = %e, "worker cannot use its listener")
+                    }
+                }
+            });
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("countersign-w{i}"))
+                .spawn(worker)?,
+        );
+    }
+    Ok(threads)
 }
 
 /// Serves `gateway` on `listener` until `shutdown` resolves, then lets

@@ -1,6 +1,8 @@
-//! The way out: one pooled hyper-util client per route (built once, at config
-//! load), rustls with the system's roots plus the route's `ca_file`, HTTP/1.1
-//! or HTTP/2 as the upstream's ALPN offers, connect and request timeouts, and
+//! The way out: pooled hyper-util clients per route (the connector built once,
+//! at config load; one pool per worker thread, so that with thread-per-core
+//! workers a request and its upstream connection never cross threads),
+//! rustls with the system's roots plus the route's `ca_file`, HTTP/1.1 or
+//! HTTP/2 as the upstream's ALPN offers, connect and request timeouts, and
 //! every failure classified as a countersign error.
 
 use std::sync::{Arc, OnceLock};
@@ -38,10 +40,17 @@ pub enum UpstreamError {
     Kind { route: String, reason: String },
 }
 
+type Pool = Client<HttpsConnector<HttpConnector>, OutBody>;
+
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, OutBody>,
-    /// `scheme://authority` of the upstream.
-    origin: String,
+    /// TLS and TCP settings, cloned into each thread's pool.
+    connector: HttpsConnector<HttpConnector>,
+    /// One pool per thread that sends: its connections are driven by that
+    /// thread's runtime, so waking them never needs another thread.
+    pools: thread_local::ThreadLocal<Pool>,
+    /// Scheme and authority of the upstream, parsed once.
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
     /// The upstream URL's own path, without the trailing '/'.
     base_path: String,
     pub request_timeout: Duration,
@@ -96,25 +105,53 @@ impl Upstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(https);
-        let origin = route.upstream.to_string().trim_end_matches('/').to_string();
+        let (scheme, authority) = match (route.upstream.scheme(), route.upstream.authority()) {
+            (Some(s), Some(a)) => (s.clone(), a.clone()),
+            _ => {
+                return Err(UpstreamError::Tls(format!(
+                    "upstream {} has no scheme or host",
+                    route.upstream
+                )))
+            }
+        };
         Ok(Upstream {
-            client,
-            origin,
+            scheme,
+            authority,
+            connector: https,
+            pools: thread_local::ThreadLocal::new(),
             base_path: route.base_path.clone(),
             request_timeout: route.request_timeout,
         })
     }
 
-    fn uri(&self, path_and_query: &str) -> Result<Uri, ProxyError> {
-        let text = format!("{}{}{}", self.origin, self.base_path, path_and_query);
-        text.parse().map_err(|_| {
-            ProxyError::BadRequest(format!("\"{path_and_query}\" is not a valid request path"))
+    fn pool(&self) -> &Pool {
+        self.pools.get_or(|| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .build(self.connector.clone())
         })
+    }
+
+    /// The upstream URI for a request path: the parsed scheme and authority
+    /// are reused; only the path is checked.
+    fn uri(&self, path_and_query: String) -> Result<Uri, ProxyError> {
+        let bad =
+            |pq: &str| ProxyError::BadRequest(format!("\"{pq}\" is not a valid request path"));
+        let pq = if self.base_path.is_empty() {
+            http::uri::PathAndQuery::from_maybe_shared(Bytes::from(path_and_query)).map_err(
+                |e| ProxyError::BadRequest(format!("the request path is not valid: {e}")),
+            )?
+        } else {
+            let full = format!("{}{}", self.base_path, path_and_query);
+            http::uri::PathAndQuery::try_from(full.as_str()).map_err(|_| bad(&path_and_query))?
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(pq);
+        Uri::from_parts(parts).map_err(|e| ProxyError::BadRequest(e.to_string()))
     }
 
     /// Sends one request and returns as soon as the response head arrives.
@@ -125,7 +162,7 @@ impl Upstream {
         stream: Option<BoxBody<Bytes, BoxError>>,
         deadline: Instant,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let uri = self.uri(&out.path_and_query)?;
+        let uri = self.uri(out.path_and_query)?;
         let body = match (out.body, stream) {
             (Some(b), _) => Either::Left(Full::new(b)),
             (None, Some(s)) => Either::Right(s),
@@ -135,7 +172,7 @@ impl Upstream {
         *req.method_mut() = out.method;
         *req.uri_mut() = uri;
         *req.headers_mut() = out.headers;
-        match tokio::time::timeout_at(deadline, self.client.request(req)).await {
+        match tokio::time::timeout_at(deadline, self.pool().request(req)).await {
             Err(_) => Err(ProxyError::UpstreamTimeout(self.request_timeout)),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(classify(&e, self.request_timeout)),

@@ -56,6 +56,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// A caller must send its whole request head within this time (slowloris).
     pub header_read_timeout: Duration,
+    /// Worker threads for a TCP listener, each a single-threaded runtime with
+    /// its own SO_REUSEPORT socket and upstream connections (thread-per-core).
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -213,6 +216,18 @@ fn parse_server(s: &mut Section<'_>) -> Option<ServerConfig> {
         .duration("header_read_timeout")
         .unwrap_or(Duration::from_secs(30));
     let state = state::parse(s);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = match s.get::<usize>("workers") {
+        Some(0) => {
+            s.problem(
+                "workers",
+                "must be at least 1 (leave it out for one per core)",
+            );
+            cores
+        }
+        Some(n) => n,
+        None => cores,
+    };
     Some(ServerConfig {
         listen: listen?,
         admin,
@@ -221,6 +236,7 @@ fn parse_server(s: &mut Section<'_>) -> Option<ServerConfig> {
         state,
         shutdown_grace,
         header_read_timeout,
+        workers,
     })
 }
 
