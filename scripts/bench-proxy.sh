@@ -12,6 +12,7 @@
 #
 #   scripts/bench-proxy.sh                 # 2 rounds of 10 s at 64 connections
 #   ROUNDS=3 DURATION=20s CONNS=128 scripts/bench-proxy.sh
+#   TARGETS="nginx cs-xrtc" ROUNDS=3 DURATION=5s scripts/bench-proxy.sh   # a subset
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-2}
@@ -22,6 +23,7 @@ UP_PORT=${UP_PORT:-18200}
 CS_PORT=${CS_PORT:-18201}
 NGX_PORT=${NGX_PORT:-18202}
 CS2_PORT=${CS2_PORT:-18203}
+TARGETS=${TARGETS:-direct nginx cs-xrtc cs-utilsio cs-teamdrive cs-tts cs-xrtc-redis}
 REDIS_PORT=${REDIS_PORT:-18204}
 
 install_if_missing() { # command package
@@ -40,12 +42,15 @@ work=$(mktemp -d)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  for pidfile in "$work/nginx.pid" "$work/proxy/nginx.pid"; do
+    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-# The upstream: answers an XRTC login with cookies and every call with a small JSON.
+# The upstream (one nginx worker): answers an XRTC login with cookies and
+# every call with a small JSON.
 mkdir -p "$work/logs"
 cat > "$work/nginx.conf" <<NGINX
 worker_processes 1;
@@ -70,7 +75,22 @@ http {
     }
     location / { default_type application/json; return 200 '{"servertimestamp":1}'; }
   }
-  # The baseline: plain reverse proxying to the same upstream, kept alive.
+}
+NGINX
+# The baseline, in its own nginx with as many workers as countersign has
+# threads (one per core unless COUNTERSIGN_SERVER__WORKERS says otherwise):
+# plain reverse proxying to the same upstream, kept alive.
+mkdir -p "$work/proxy/logs"
+cat > "$work/proxy.conf" <<NGINX
+worker_processes ${COUNTERSIGN_SERVER__WORKERS:-$(nproc)};
+pid $work/proxy/nginx.pid;
+error_log $work/proxy/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/proxy/body;
+  proxy_temp_path $work/proxy/proxy_temp;
+  keepalive_requests 1000000;
   upstream fast { server 127.0.0.1:$UP_PORT; keepalive 128; }
   server {
     listen 127.0.0.1:$NGX_PORT reuseport;
@@ -82,6 +102,7 @@ http {
   }
 }
 NGINX
+"$NGINX" -c "$work/proxy.conf" -p "$work/proxy" 2>/dev/null
 "$NGINX" -c "$work/nginx.conf" -p "$work" 2>/dev/null
 
 cat > "$work/cs.toml" <<TOML
@@ -192,23 +213,29 @@ wrk -t1 -c8 -d2s -s "$work/post.lua" "http://127.0.0.1:$CS2_PORT/xrtc/v1/item/se
 echo "rounds: $ROUNDS x $DURATION, $CONNS connections, $THREADS wrk threads, $(nproc) cores"
 for r in $(seq "$ROUNDS"); do
   echo "round $r"
-  run direct "http://127.0.0.1:$UP_PORT/v1/item/set"
-  run nginx "http://127.0.0.1:$NGX_PORT/v1/item/set"
-  run cs-xrtc "http://127.0.0.1:$CS_PORT/xrtc/v1/item/set"
-  run cs-utilsio "http://127.0.0.1:$CS_PORT/utilsio/subscription" utilsio.lua
-  run cs-teamdrive "http://127.0.0.1:$CS_PORT/teamdrive/yvva/api/api.xml" xml.lua
-  run cs-tts "http://127.0.0.1:$CS_PORT/tts/www.example.com" tts.lua
-  run cs-xrtc-redis "http://127.0.0.1:$CS2_PORT/xrtc/v1/item/set"
+  for t in $TARGETS; do
+    case $t in
+      direct) run direct "http://127.0.0.1:$UP_PORT/v1/item/set" ;;
+      nginx) run nginx "http://127.0.0.1:$NGX_PORT/v1/item/set" ;;
+      cs-xrtc) run cs-xrtc "http://127.0.0.1:$CS_PORT/xrtc/v1/item/set" ;;
+      cs-utilsio) run cs-utilsio "http://127.0.0.1:$CS_PORT/utilsio/subscription" utilsio.lua ;;
+      cs-teamdrive) run cs-teamdrive "http://127.0.0.1:$CS_PORT/teamdrive/yvva/api/api.xml" xml.lua ;;
+      cs-tts) run cs-tts "http://127.0.0.1:$CS_PORT/tts/www.example.com" tts.lua ;;
+      cs-xrtc-redis) run cs-xrtc-redis "http://127.0.0.1:$CS2_PORT/xrtc/v1/item/set" ;;
+      *) echo "unknown target $t" >&2; exit 2 ;;
+    esac
+  done
 done
 
 avg() { awk -v c="$2" '{s+=$c; n++} END {printf "%.3f", s/n}' "$work/$1"; }
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$cs_pid/status")
 echo
 printf '%-13s %10s %9s %9s %12s %12s %12s\n' "" "req/s" "p50 ms" "p99 ms" "rps/nginx" "p99/nginx" "rps/direct"
-n_rps=$(avg nginx 1); n_p99=$(avg nginx 3); d_rps=$(avg direct 1)
-for name in direct nginx cs-xrtc cs-utilsio cs-teamdrive cs-tts cs-xrtc-redis; do
+[ -f "$work/nginx" ] || { echo "nginx must be among TARGETS (the baseline)" >&2; exit 2; }
+n_rps=$(avg nginx 1); n_p99=$(avg nginx 3); d_rps=$( [ -f "$work/direct" ] && avg direct 1 || echo 0)
+for name in $TARGETS; do
   rps=$(avg "$name" 1); p50=$(avg "$name" 2); p99=$(avg "$name" 3)
   awk -v n="$name" -v r="$rps" -v a="$p50" -v b="$p99" -v nr="$n_rps" -v np="$n_p99" -v dr="$d_rps" \
-    'BEGIN {printf "%-13s %10.0f %9.3f %9.3f %12.2f %12.2f %12.2f\n", n, r, a, b, r/nr, b/np, r/dr}'
+    'BEGIN {printf "%-13s %10.0f %9.3f %9.3f %12.2f %12.2f %12.2f\n", n, r, a, b, r/nr, b/np, (dr > 0 ? r/dr : 0)}'
 done
 echo "countersign peak RSS: $((rss_kb / 1024)) MiB"

@@ -28,6 +28,7 @@ pub struct Route {
     pub session: Option<Arc<SessionSlot>>,
     pub limits: Limits,
     pub config: RouteConfig,
+    pub metrics: crate::metrics::RouteMetrics,
 }
 
 /// An inbound client allowed by `[clients.NAME]`.
@@ -40,6 +41,9 @@ pub struct Client {
 
 pub struct Snapshot {
     pub routes: HashMap<String, Arc<Route>>,
+    /// The same routes for the request path: a handful, found by a scan
+    /// that costs less than hashing the name.
+    by_name: Vec<Arc<Route>>,
     pub clients: Vec<Client>,
     pub max_body: u64,
     pub config: Config,
@@ -98,6 +102,7 @@ impl Snapshot {
         config: Config,
         store: &Arc<dyn StateStore>,
         registry: &Registry,
+        metrics: &crate::metrics::Metrics,
     ) -> Result<Snapshot, UpstreamError> {
         let mut routes = HashMap::new();
         for (name, rc) in &config.routes {
@@ -180,6 +185,7 @@ impl Snapshot {
                     shared,
                 },
                 config: rc.clone(),
+                metrics: metrics.for_route(name),
             };
             routes.insert(name.clone(), Arc::new(route));
         }
@@ -193,11 +199,19 @@ impl Snapshot {
             })
             .collect();
         Ok(Snapshot {
+            by_name: routes.values().cloned().collect(),
             routes,
             clients,
             max_body: config.server.max_body,
             config,
         })
+    }
+}
+
+impl Snapshot {
+    /// The route named `name` (the first path segment).
+    pub fn route(&self, name: &str) -> Option<&Arc<Route>> {
+        self.by_name.iter().find(|r| r.name == name)
     }
 }
 
@@ -220,7 +234,7 @@ impl Gateway {
             metrics.register_state(&st.metrics);
         }
         let registry = Registry::new(store.clone(), shared);
-        let snapshot = Snapshot::build(config, &store, &registry)?;
+        let snapshot = Snapshot::build(config, &store, &registry, &metrics)?;
         Ok(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
@@ -246,7 +260,7 @@ impl Gateway {
         {
             tracing::warn!("server.state changed: it takes effect only on restart");
         }
-        let snapshot = Snapshot::build(config, &self.store, &self.registry)?;
+        let snapshot = Snapshot::build(config, &self.store, &self.registry, &self.metrics)?;
         self.snapshot.store(Arc::new(snapshot));
         Ok(())
     }

@@ -63,6 +63,13 @@ pub fn outgoing(caller: &HeaderMap, owned: &[HeaderName], strip_authorization: b
 
 /// Removes hop-by-hop headers from an upstream answer (hyper frames it anew).
 pub fn strip_response(h: &mut HeaderMap) {
+    // Most answers carry none: one pass over the names, removals only if needed.
+    let any = h
+        .keys()
+        .any(|n| HOP_BY_HOP.contains(n) || is_hop_by_hop_extra(n.as_str()));
+    if !any {
+        return;
+    }
     for name in connection_listed(h) {
         h.remove(name);
     }
@@ -157,6 +164,37 @@ mod tests {
         // Without [clients], Authorization is the caller's business and passes.
         let out = outgoing(&h, &[header::COOKIE], false);
         assert!(out.contains_key(header::AUTHORIZATION));
+    }
+
+    #[test]
+    fn answers_lose_hop_by_hop_headers_and_keep_the_rest() {
+        let answer = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let mut h = answer(&[
+            ("connection", "close, x-hop"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("content-type", "application/json"),
+            ("set-cookie", "a=1"),
+        ]);
+        strip_response(&mut h);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["content-type", "set-cookie"]);
+        // A listed name without Connection is an ordinary header; only
+        // proxy-connection alone still goes.
+        let mut h = answer(&[("x-hop", "1"), ("proxy-connection", "keep-alive")]);
+        strip_response(&mut h);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-hop"]);
+        let mut plain = answer(&[("content-type", "text/plain"), ("x-request-id", "7")]);
+        strip_response(&mut plain);
+        assert_eq!(plain.len(), 2);
     }
 
     #[test]

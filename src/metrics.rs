@@ -159,6 +159,29 @@ impl Metrics {
     }
 }
 
+/// A route's most used metric handles, looked up once when the route is
+/// built instead of by label on every request.
+pub struct RouteMetrics {
+    /// `countersign_requests_total{route, status="200"}`.
+    pub ok: Counter,
+    pub duration: Histogram,
+}
+
+impl Metrics {
+    pub fn for_route(&self, route: &str) -> RouteMetrics {
+        RouteMetrics {
+            ok: self
+                .requests
+                .get_or_create(&RouteStatus {
+                    route: route.to_string(),
+                    status: 200,
+                })
+                .clone(),
+            duration: self.duration.get_or_create(&self::route(route)).clone(),
+        }
+    }
+}
+
 pub fn route(route: &str) -> RouteLabel {
     RouteLabel {
         route: route.to_string(),

@@ -60,16 +60,17 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<RespBody> 
     let started = Instant::now();
     let snap = gw.snapshot.load_full();
     let method = req.method().clone();
-    let (route_name, rest) = split_route(req.uri().path());
-    let route_name = route_name.to_string();
-    let path_for_log = rest.to_string();
+    // A clone shares the URI's bytes: the route and path for the log line
+    // borrow from it, with no allocation per request.
+    let uri = req.uri().clone();
+    let (route_name, path_for_log) = split_route(uri.path());
     let mut trace = Trace {
         client: None,
         upstream_status: None,
         login: LoginAttempt::None,
         replayed: false,
     };
-    let known = snap.routes.get(&route_name);
+    let known = snap.route(route_name);
     // Hostile shapes are refused before routing: an absolute-form URI's path
     // says nothing about which route the caller meant.
     let result = match (
@@ -77,23 +78,23 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<RespBody> 
         known,
     ) {
         (Err(e), _) => Err(e),
-        (Ok(()), None) => Err(ProxyError::UnknownRoute(route_name.clone())),
+        (Ok(()), None) => Err(ProxyError::UnknownRoute(route_name.to_string())),
         (Ok(()), Some(route)) => forward(&snap, route, req, &mut trace).await,
     };
     let resp = match result {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(route = %route_name, code = e.code(), error = %e, "countersign error");
-            e.into_response(&route_name).map(Either::Left)
+            e.into_response(route_name).map(Either::Left)
         }
     };
-    // An unknown route name is the caller's text: never a label value.
-    let label = if known.is_some() {
-        route_name.as_str()
-    } else {
-        ""
-    };
-    record(gw, label, &resp, &trace, started.elapsed());
+    record(
+        gw,
+        known.map(|r| r.as_ref()),
+        &resp,
+        &trace,
+        started.elapsed(),
+    );
     tracing::info!(
         client = trace.client.as_deref().unwrap_or("-"),
         route = %route_name,
@@ -112,12 +113,26 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<RespBody> 
 
 fn record(
     gw: &Gateway,
-    route: &str,
+    known: Option<&Route>,
     resp: &Response<RespBody>,
     trace: &Trace,
     took: std::time::Duration,
 ) {
     let m = &gw.metrics;
+    // An unknown route name is the caller's text: never a label value.
+    let route = known.map_or("", |r| r.name.as_str());
+    // The common answer uses the route's own handles: no label lookup.
+    if let Some(r) = known {
+        r.metrics.duration.observe(took.as_secs_f64());
+        if resp.status() == StatusCode::OK && !trace.replayed && trace.login == LoginAttempt::None {
+            r.metrics.ok.inc();
+            return;
+        }
+    } else {
+        m.duration
+            .get_or_create(&metrics::route(route))
+            .observe(took.as_secs_f64());
+    }
     let label = metrics::route(route);
     m.requests
         .get_or_create(&metrics::RouteStatus {
@@ -125,7 +140,6 @@ fn record(
             status: resp.status().as_u16(),
         })
         .inc();
-    m.duration.get_or_create(&label).observe(took.as_secs_f64());
     if trace.replayed {
         m.replays.get_or_create(&label).inc();
     }
@@ -225,7 +239,7 @@ async fn forward(
     trace.client = check_client(snap, &route.name, &parts.headers)?;
     let (_, rest) = split_route(parts.uri.path());
     headers::check_path(rest)?;
-    let path_and_query = match parts.uri.query() {
+    let mut path_and_query = match parts.uri.query() {
         Some(q) => format!("{rest}?{q}"),
         None => rest.to_string(),
     };
@@ -262,7 +276,7 @@ async fn forward(
         _ => &route.upstream,
     };
     let strip_auth = !snap.clients.is_empty();
-    let base_headers = headers::outgoing(&parts.headers, kind.owned_headers(), strip_auth);
+    let mut base_headers = headers::outgoing(&parts.headers, kind.owned_headers(), strip_auth);
     let declared = headers::content_length(&parts.headers);
     if declared.is_some_and(|n| n > snap.max_body) {
         return Err(ProxyError::BodyTooLarge(snap.max_body));
@@ -298,10 +312,20 @@ async fn forward(
             None => None,
         };
         route.limits.acquire(deadline).await?;
+        // Keep a copy only while a replay may still need one.
+        let last_try = trace.replayed || session_slot.is_none() || body.is_none();
         let mut out = Outgoing {
             method: parts.method.clone(),
-            path_and_query: path_and_query.clone(),
-            headers: base_headers.clone(),
+            path_and_query: if last_try {
+                std::mem::take(&mut path_and_query)
+            } else {
+                path_and_query.clone()
+            },
+            headers: if last_try {
+                std::mem::take(&mut base_headers)
+            } else {
+                base_headers.clone()
+            },
             body: body.clone(),
         };
         kind.sign(&mut out, session.as_ref().map(|s| &s.value))?;
