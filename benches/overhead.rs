@@ -1,7 +1,8 @@
 //! Per-request work countersign adds, without the network: on the xrtc path
 //! header hygiene, signing (cookie), a rate permit and the cookie jar
 //! refresh; on the tts path the whole signing step of a 1 kB JSON body
-//! (parse, fill, canonical JSON, SHA-256, the body sent).
+//! (parse, fill, canonical JSON, SHA-256, the body sent); utilsio's HMAC
+//! signature; TeamDrive's XML edit and md5 checksum of a 400-byte body.
 //! The end-to-end figure against a real upstream is scripts/bench-proxy.sh.
 #![allow(clippy::unwrap_used)] // bench code: inputs are fixed and valid
 
@@ -133,5 +134,70 @@ fn bench_tts(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, bench_tts);
+fn bench_utilsio_teamdrive(c: &mut Criterion) {
+    use countersign::kinds::teamdrive::{Auth, Settings as TdSettings, Teamdrive};
+    use countersign::kinds::utilsio::{KeySource, Settings as UtSettings, Utilsio};
+    let caller = caller_headers();
+    let utilsio = Utilsio::new(UtSettings {
+        app_id: "bench-app".into(),
+        key: KeySource::Hash(Secret::new(
+            "4d7a1f0c2b9e8d6a5f3c1e0b7a9d8c6f4e2a1b3c5d7e9f0a2b4c6d8e0f1a3b5c",
+        )),
+        timestamp_ms: false,
+    })
+    .unwrap();
+    let mut with_device = caller.clone();
+    with_device.insert(
+        "x-utilsio-device-id",
+        HeaderValue::from_static("bench-device-0001"),
+    );
+    c.bench_function("utilsio: hygiene + plan + sign (HMAC-SHA256)", |b| {
+        b.iter(|| {
+            let h = headers::outgoing(&with_device, utilsio.owned_headers(), false);
+            let _ = utilsio
+                .plan(&Method::GET, "/subscription", &with_device)
+                .unwrap();
+            let mut out = Outgoing {
+                method: Method::GET,
+                path_and_query: "/subscription".into(),
+                headers: h,
+                body: None,
+            };
+            utilsio.sign(&mut out, None).unwrap();
+            out
+        })
+    });
+
+    let teamdrive = Teamdrive::new(TdSettings {
+        auth: Auth::Md5,
+        key: Secret::new("bench-service-key"),
+        distributor: Some("BENCH".into()),
+        set_requesttime: true,
+    });
+    let xml = bytes::Bytes::from(format!(
+        "<?xml version='1.0' encoding='UTF-8' ?><teamdrive><command>getuserdata</command><requesttime>1</requesttime><username>bench-user-{}</username></teamdrive>",
+        "x".repeat(240)
+    ));
+    let mut group = c.benchmark_group("teamdrive");
+    group.throughput(criterion::Throughput::Bytes(xml.len() as u64));
+    group.bench_function("hygiene + plan + sign (XML edit + md5), 400 B", |b| {
+        b.iter(|| {
+            let h = headers::outgoing(&caller, teamdrive.owned_headers(), false);
+            let _ = teamdrive
+                .plan(&Method::POST, "/yvva/api/api.xml", &caller)
+                .unwrap();
+            let mut out = Outgoing {
+                method: Method::POST,
+                path_and_query: "/yvva/api/api.xml".into(),
+                headers: h,
+                body: Some(xml.clone()),
+            };
+            teamdrive.sign(&mut out, None).unwrap();
+            out
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_tts, bench_utilsio_teamdrive);
 criterion_main!(benches);

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Instructions countersign executes per proxied request, by callgrind: the
+# same binary and inputs give the same count within 0.1 %, whatever else the
+# machine is doing, so optimisations can be judged where wrk's figures are
+# too noisy. One worker under valgrind, 200 warm-up requests, counters
+# zeroed, N keep-alive requests from one client, counters dumped.
+# Also counts nginx's own proxy_pass the same way, as the reference.
+#
+#   scripts/count-instructions.sh            # xrtc and teamdrive, 2000 requests
+#   N=5000 KINDS=xrtc scripts/count-instructions.sh
+#   BIN=target/profiling/countersign scripts/count-instructions.sh   # with symbols, for callgrind_annotate
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-2000}
+KINDS=${KINDS:-xrtc teamdrive}
+UP_PORT=${UP_PORT:-18220}
+PORT=${PORT:-18221}
+BIN=${BIN:-target/release/countersign}
+command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
+command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
+[ "$BIN" = target/release/countersign ] && cargo build --release --quiet
+work=$(mktemp -d)
+echo "callgrind output: $work"
+cleanup() { [ -f "$work/up.pid" ] && kill "$(cat "$work/up.pid")" 2>/dev/null || true; }
+trap cleanup EXIT
+
+mkdir -p "$work/ngx"
+cat > "$work/up.conf" <<NGINX
+worker_processes 1;
+pid $work/up.pid;
+error_log $work/up-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $work/body;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$UP_PORT;
+    location = /v1/auth/login {
+      add_header Set-Cookie "JSESSIONID=bench-session; Path=/";
+      default_type application/json;
+      return 200 '{"servertimestamp":1}';
+    }
+    location / { default_type application/json; return 200 '{"servertimestamp":1}'; }
+  }
+}
+NGINX
+cat > "$work/proxy.conf" <<NGINX
+worker_processes 1;
+master_process off;
+daemon off;
+pid $work/ngx/nginx.pid;
+error_log $work/ngx/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $work/ngx/body;
+  proxy_temp_path $work/ngx/proxy_temp;
+  keepalive_requests 1000000;
+  upstream fast { server 127.0.0.1:$UP_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$PORT;
+    location / { proxy_pass http://fast; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+NGINX
+cat > "$work/cs.toml" <<TOML
+[server]
+listen = "127.0.0.1:$PORT"
+state_dir = "$work/state"
+workers = 1
+[routes.xrtc]
+kind = "xrtc"
+upstream = "http://127.0.0.1:$UP_PORT"
+account_id = "AC0987654321012345"
+api_key = "bench0000000000000000000000000000"
+rate_limit = { per_second = 1000000000, burst = 1000000 }
+quota = { per_month = 1000000000000 }
+[routes.teamdrive]
+kind = "teamdrive"
+upstream = "http://127.0.0.1:$UP_PORT"
+auth = "md5"
+key = "bench-service-key"
+distributor = "BENCH"
+TOML
+cat > "$work/client.py" <<'PY'
+import http.client, sys
+n, port, path, kind = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+payload = "x" * 240
+if kind == "xrtc":
+    body, ct = '{items:[{"portalid":"bench","payload":"%s"}]}' % payload, "application/json"
+else:
+    body, ct = ("<?xml version='1.0' encoding='UTF-8' ?><teamdrive><command>getuserdata</command>"
+                "<requesttime>1</requesttime><username>bench-user-%s</username></teamdrive>" % payload), "text/xml"
+c = http.client.HTTPConnection("127.0.0.1", port)
+for _ in range(n):
+    c.request("POST", path, body, {"Content-Type": ct})
+    r = c.getresponse(); r.read()
+    assert r.status == 200, r.status
+PY
+nginx -c "$work/up.conf" -p "$work" 2>/dev/null
+
+count() { # label path kind -- command...
+  local label=$1 path=$2 kind=$3; shift 3
+  rm -f "$work"/cg.out.*
+  valgrind --tool=callgrind --callgrind-out-file="$work/cg.out.%p" "$@" 2>"$work/valgrind.log" &
+  local vg=$!
+  for _ in $(seq 150); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.2; done
+  python3 "$work/client.py" 200 "$PORT" "$path" "$kind"
+  callgrind_control -z "$vg" >/dev/null 2>&1
+  python3 "$work/client.py" "$N" "$PORT" "$path" "$kind"
+  callgrind_control -d "$vg" >/dev/null 2>&1
+  sleep 1
+  local total
+  total=$(cat "$work"/cg.out.*.* | awk '/^summary:/ {s += $2} END {print s}')
+  printf '%-28s %8d instructions/request\n' "$label" $((total / N))
+  kill "$vg"; wait "$vg" 2>/dev/null || true
+  mkdir -p "$work/$label" && mv "$work"/cg.out.* "$work/$label/" 2>/dev/null || true
+}
+
+for kind in $KINDS; do
+  case $kind in
+    xrtc) path=/xrtc/v1/item/set ;;
+    teamdrive) path=/teamdrive/yvva/api/api.xml ;;
+    *) echo "unknown kind $kind" >&2; exit 2 ;;
+  esac
+  RUST_LOG=warn count "countersign $kind" "$path" "$kind" "$BIN" run -c "$work/cs.toml"
+done
+count "nginx proxy_pass" /xrtc/v1/item/set xrtc nginx -c "$work/proxy.conf" -p "$work/ngx"
