@@ -13,12 +13,7 @@ SECONDS_LOAD=${SECONDS_LOAD:-60}
 UP_PORT=${UP_PORT:-18210}
 CS_PORT=${CS_PORT:-18211}
 
-install_if_missing() { # command package
-  command -v "$1" >/dev/null 2>&1 && return
-  echo "installing $2 ..." >&2
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "$2" >/dev/null
-  else sudo apt-get update -qq && sudo apt-get install -y -qq "$2" >/dev/null; fi
-}
+. scripts/lib.sh
 install_if_missing wrk wrk
 install_if_missing nginx nginx-light
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
@@ -35,39 +30,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mkdir -p "$work/logs"
-cat > "$work/nginx.conf" <<NGINX
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/logs/error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path $work/body;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$UP_PORT;
-    location = /v1/auth/login {
-      add_header Set-Cookie "JSESSIONID=bench-session; Path=/";
-      default_type application/json;
-      return 200 '{"servertimestamp":1}';
-    }
-    location / { default_type application/json; return 200 '{"servertimestamp":1}'; }
-  }
-}
-NGINX
+upstream_conf "$work" "$UP_PORT" > "$work/nginx.conf"
 "$NGINX" -c "$work/nginx.conf" -p "$work" 2>/dev/null
 cat > "$work/cs.toml" <<TOML
 [server]
 listen = "127.0.0.1:$CS_PORT"
 state_dir = "$work/state"
-[routes.xrtc]
-kind = "xrtc"
-upstream = "http://127.0.0.1:$UP_PORT"
-account_id = "AC0987654321012345"
-api_key = "bench0000000000000000000000000000"
-rate_limit = { per_second = 1000000000, burst = 1000000 }
-quota = { per_month = 1000000000000 }
+$(xrtc_route "$UP_PORT")
 TOML
 RUST_LOG=warn target/release/countersign run -c "$work/cs.toml" 2>"$work/cs.log" &
 cs_pid=$!

@@ -26,12 +26,7 @@ CS2_PORT=${CS2_PORT:-18203}
 TARGETS=${TARGETS:-direct nginx cs-xrtc cs-utilsio cs-teamdrive cs-tts cs-xrtc-redis}
 REDIS_PORT=${REDIS_PORT:-18204}
 
-install_if_missing() { # command package
-  command -v "$1" >/dev/null 2>&1 && return
-  echo "installing $2 ..." >&2
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "$2" >/dev/null
-  else sudo apt-get update -qq && sudo apt-get install -y -qq "$2" >/dev/null; fi
-}
+. scripts/lib.sh
 install_if_missing wrk wrk
 install_if_missing nginx nginx-light
 install_if_missing redis-server redis-server
@@ -49,34 +44,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The upstream (one nginx worker): answers an XRTC login with cookies and
-# every call with a small JSON.
-mkdir -p "$work/logs"
-cat > "$work/nginx.conf" <<NGINX
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/body;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$UP_PORT reuseport;
-    location = /v1/auth/login {
-      add_header Set-Cookie "JSESSIONID=bench-session; Path=/";
-      add_header Set-Cookie "AWSALBAPP-0=bench-alb; Path=/";
-      default_type application/json;
-      return 200 '{"servertimestamp":1}';
-    }
-    location ~ /customers/member_login\$ {
-      default_type application/json;
-      return 200 '{"session_id":"bench-session","user_type":"client","message":"Logged-in successful"}';
-    }
-    location / { default_type application/json; return 200 '{"servertimestamp":1}'; }
-  }
-}
-NGINX
+# The upstream (one nginx worker).
+upstream_conf "$work" "$UP_PORT" > "$work/nginx.conf"
 # The baseline, in its own nginx with as many workers as countersign has
 # threads (one per core unless COUNTERSIGN_SERVER__WORKERS says otherwise):
 # plain reverse proxying to the same upstream, kept alive.
@@ -109,13 +78,7 @@ cat > "$work/cs.toml" <<TOML
 [server]
 listen = "127.0.0.1:$CS_PORT"
 state_dir = "$work/state"
-[routes.xrtc]
-kind = "xrtc"
-upstream = "http://127.0.0.1:$UP_PORT"
-account_id = "AC0987654321012345"
-api_key = "bench0000000000000000000000000000"
-rate_limit = { per_second = 1000000000, burst = 1000000 }
-quota = { per_month = 1000000000000 }
+$(xrtc_route "$UP_PORT")
 [routes.utilsio]
 kind = "utilsio"
 upstream = "http://127.0.0.1:$UP_PORT/api/v1"
@@ -150,13 +113,7 @@ cat > "$work/cs-redis.toml" <<TOML
 [server]
 listen = "127.0.0.1:$CS2_PORT"
 state = "redis://127.0.0.1:$REDIS_PORT/0"
-[routes.xrtc]
-kind = "xrtc"
-upstream = "http://127.0.0.1:$UP_PORT"
-account_id = "AC0987654321012345"
-api_key = "bench0000000000000000000000000000"
-rate_limit = { per_second = 1000000000, burst = 1000000 }
-quota = { per_month = 1000000000000 }
+$(xrtc_route "$UP_PORT")
 TOML
 RUST_LOG=warn target/release/countersign run -c "$work/cs-redis.toml" 2>"$work/cs-redis.log" &
 pids+=("$!")

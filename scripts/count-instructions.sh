@@ -16,35 +16,17 @@ KINDS=${KINDS:-xrtc teamdrive}
 UP_PORT=${UP_PORT:-18220}
 PORT=${PORT:-18221}
 BIN=${BIN:-target/release/countersign}
-command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
-command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
+. scripts/lib.sh
+install_if_missing valgrind valgrind
+install_if_missing nginx nginx-light
 [ "$BIN" = target/release/countersign ] && cargo build --release --quiet
 work=$(mktemp -d)
 echo "callgrind output: $work"
-cleanup() { [ -f "$work/up.pid" ] && kill "$(cat "$work/up.pid")" 2>/dev/null || true; }
+cleanup() { [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true; }
 trap cleanup EXIT
 
 mkdir -p "$work/ngx"
-cat > "$work/up.conf" <<NGINX
-worker_processes 1;
-pid $work/up.pid;
-error_log $work/up-error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $work/body;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$UP_PORT;
-    location = /v1/auth/login {
-      add_header Set-Cookie "JSESSIONID=bench-session; Path=/";
-      default_type application/json;
-      return 200 '{"servertimestamp":1}';
-    }
-    location / { default_type application/json; return 200 '{"servertimestamp":1}'; }
-  }
-}
-NGINX
+upstream_conf "$work" "$UP_PORT" > "$work/up.conf"
 cat > "$work/proxy.conf" <<NGINX
 worker_processes 1;
 master_process off;
@@ -69,13 +51,7 @@ cat > "$work/cs.toml" <<TOML
 listen = "127.0.0.1:$PORT"
 state_dir = "$work/state"
 workers = 1
-[routes.xrtc]
-kind = "xrtc"
-upstream = "http://127.0.0.1:$UP_PORT"
-account_id = "AC0987654321012345"
-api_key = "bench0000000000000000000000000000"
-rate_limit = { per_second = 1000000000, burst = 1000000 }
-quota = { per_month = 1000000000000 }
+$(xrtc_route "$UP_PORT")
 [routes.teamdrive]
 kind = "teamdrive"
 upstream = "http://127.0.0.1:$UP_PORT"

@@ -1,0 +1,54 @@
+# Shared by the load and measurement scripts: `. "$(dirname "$0")/lib.sh"`.
+
+# install_if_missing COMMAND PACKAGE: a Debian package, when the command is absent.
+install_if_missing() {
+  command -v "$1" >/dev/null 2>&1 && return
+  echo "installing $2 ..." >&2
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "$2" >/dev/null
+  else sudo apt-get update -qq && sudo apt-get install -y -qq "$2" >/dev/null; fi
+}
+
+# upstream_conf DIR PORT > FILE: one nginx worker answering from memory, as
+# the upstream every benchmark shares: an XRTC login with cookies, a TTS
+# member_login with a session id, and a small JSON for every other call.
+upstream_conf() {
+  cat <<NGINX
+worker_processes 1;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $1/body;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$2 reuseport;
+    location = /v1/auth/login {
+      add_header Set-Cookie "JSESSIONID=bench-session; Path=/";
+      add_header Set-Cookie "AWSALBAPP-0=bench-alb; Path=/";
+      default_type application/json;
+      return 200 '{"servertimestamp":1}';
+    }
+    location ~ /customers/member_login\$ {
+      default_type application/json;
+      return 200 '{"session_id":"bench-session","user_type":"client","message":"Logged-in successful"}';
+    }
+    location / { default_type application/json; return 200 '{"servertimestamp":1}'; }
+  }
+}
+NGINX
+}
+
+# xrtc_route UPSTREAM_PORT: an xrtc route whose limits never bind (the
+# permit and quota are still taken on every request).
+xrtc_route() {
+  cat <<TOML
+[routes.xrtc]
+kind = "xrtc"
+upstream = "http://127.0.0.1:$1"
+account_id = "AC0987654321012345"
+api_key = "bench0000000000000000000000000000"
+rate_limit = { per_second = 1000000000, burst = 1000000 }
+quota = { per_month = 1000000000000 }
+TOML
+}
