@@ -49,28 +49,8 @@ upstream_conf "$work" "$UP_PORT" > "$work/nginx.conf"
 # The baseline, in its own nginx with as many workers as countersign has
 # threads (one per core unless COUNTERSIGN_SERVER__WORKERS says otherwise):
 # plain reverse proxying to the same upstream, kept alive.
-mkdir -p "$work/proxy/logs"
-cat > "$work/proxy.conf" <<NGINX
-worker_processes ${COUNTERSIGN_SERVER__WORKERS:-$(nproc)};
-pid $work/proxy/nginx.pid;
-error_log $work/proxy/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/proxy/body;
-  proxy_temp_path $work/proxy/proxy_temp;
-  keepalive_requests 1000000;
-  upstream fast { server 127.0.0.1:$UP_PORT; keepalive 128; }
-  server {
-    listen 127.0.0.1:$NGX_PORT reuseport;
-    location / {
-      proxy_pass http://fast;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-NGINX
+mkdir -p "$work/proxy"
+proxy_conf "$work/proxy" "$UP_PORT" "$NGX_PORT" "${COUNTERSIGN_SERVER__WORKERS:-$(nproc)}" > "$work/proxy.conf"
 "$NGINX" -c "$work/proxy.conf" -p "$work/proxy" 2>/dev/null
 "$NGINX" -c "$work/nginx.conf" -p "$work" 2>/dev/null
 

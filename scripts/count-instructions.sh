@@ -27,25 +27,7 @@ trap cleanup EXIT
 
 mkdir -p "$work/ngx"
 upstream_conf "$work" "$UP_PORT" > "$work/up.conf"
-cat > "$work/proxy.conf" <<NGINX
-worker_processes 1;
-master_process off;
-daemon off;
-pid $work/ngx/nginx.pid;
-error_log $work/ngx/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $work/ngx/body;
-  proxy_temp_path $work/ngx/proxy_temp;
-  keepalive_requests 1000000;
-  upstream fast { server 127.0.0.1:$UP_PORT; keepalive 128; }
-  server {
-    listen 127.0.0.1:$PORT;
-    location / { proxy_pass http://fast; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-NGINX
+proxy_conf "$work/ngx" "$UP_PORT" "$PORT" 1 "master_process off; daemon off;" > "$work/proxy.conf"
 cat > "$work/cs.toml" <<TOML
 [server]
 listen = "127.0.0.1:$PORT"

@@ -52,3 +52,26 @@ rate_limit = { per_second = 1000000000, burst = 1000000 }
 quota = { per_month = 1000000000000 }
 TOML
 }
+
+# proxy_conf DIR UPSTREAM_PORT LISTEN_PORT WORKERS [EXTRA_MAIN] > FILE: nginx
+# doing plain reverse proxying to the upstream, connections kept alive (the bar).
+proxy_conf() {
+  cat <<NGINX
+worker_processes $4;
+${5:-}
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $1/body;
+  proxy_temp_path $1/proxy_temp;
+  keepalive_requests 1000000;
+  upstream fast { server 127.0.0.1:$2; keepalive 128; }
+  server {
+    listen 127.0.0.1:$3 reuseport;
+    location / { proxy_pass http://fast; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+NGINX
+}

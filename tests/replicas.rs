@@ -163,12 +163,7 @@ async fn the_monthly_quota_is_one_for_all_replicas_and_survives_a_redis_restart(
     assert_eq!(ok + s.logins.len(), 30);
 
     // One counter, for this month only, expiring after it.
-    let mut conn = redis.client().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("t:quota:*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let (keys, count) = quota_count(&redis).await;
     assert_eq!(keys.len(), 1, "{keys:?}");
     let month = time::OffsetDateTime::now_utc();
     assert!(
@@ -179,12 +174,8 @@ async fn the_monthly_quota_is_one_for_all_replicas_and_survives_a_redis_restart(
         )),
         "{keys:?}"
     );
-    let count: u64 = redis::cmd("GET")
-        .arg(&keys[0])
-        .query_async(&mut conn)
-        .await
-        .unwrap();
     assert_eq!(count, 30);
+    let mut conn = redis.client().await;
     let ttl: i64 = redis::cmd("TTL")
         .arg(&keys[0])
         .query_async(&mut conn)
@@ -206,6 +197,23 @@ async fn the_monthly_quota_is_one_for_all_replicas_and_survives_a_redis_restart(
         again.text()
     );
     assert_eq!(fake.fake.stats().requests, 30);
+}
+
+/// The quota keys the gateways wrote (prefix `t`), and the first one's count.
+async fn quota_count(redis: &RedisServer) -> (Vec<String>, u64) {
+    let mut conn = redis.client().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("t:quota:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let first = keys.first().expect("a quota key was written").clone();
+    let count: u64 = redis::cmd("GET")
+        .arg(&first)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    (keys, count)
 }
 
 /// Sends until `done` holds for an answer, or panics after `limit`.
@@ -445,17 +453,7 @@ async fn redis_down_with_local_policy_serves_a_replicas_share_and_counts_it_late
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut conn = redis.client().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("t:quota:*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let count: u64 = redis::cmd("GET")
-        .arg(&keys[0])
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let (_, count) = quota_count(&redis).await;
     assert_eq!(
         count,
         fake.fake.stats().requests,

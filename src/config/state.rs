@@ -48,12 +48,6 @@ pub struct StateConfig {
     pub expected_replicas: u32,
 }
 
-impl StateConfig {
-    pub fn is_tls(&self) -> bool {
-        self.url.expose().starts_with("rediss://")
-    }
-}
-
 /// Reads the `state*` keys of `[server]`. `None` without `state` (embedded store).
 pub fn parse(s: &mut Section<'_>) -> Option<StateConfig> {
     let url: Option<String> = s.get("state");
