@@ -22,9 +22,10 @@ use crate::headers;
 use crate::kinds::{Buffered, Forward, Need, Outgoing, Plan, Then};
 use crate::metrics;
 use crate::session::{LoginAttempt, SessionSlot};
+use crate::upstream::UpBody;
 
 /// What the caller gets back: our own small bodies, or the upstream's stream.
-pub type RespBody = Either<Full<Bytes>, Incoming>;
+pub type RespBody = Either<Full<Bytes>, UpBody>;
 
 /// Error bodies worth reading to recognise an expired session are small.
 const PEEK_MAX: u64 = 64 * 1024;
@@ -432,7 +433,7 @@ async fn ensure(
 }
 
 async fn read_all(
-    body: Option<Incoming>,
+    body: Option<UpBody>,
     route: &Route,
     deadline: Instant,
     max: usize,

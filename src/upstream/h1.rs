@@ -1,0 +1,546 @@
+//! HTTP/1.1 to the upstream, driven by the task that sends the request.
+//!
+//! hyper-util's pooled client runs every upstream connection as a task of
+//! its own and talks to it through channels: each request crosses two task
+//! switches and a pool checkout future, about half of countersign's
+//! instructions per request (docs/performance.md). Here the sending task
+//! writes the request and parses the answer's head itself (httparse, the
+//! parser hyper uses), and the answer's body reads straight from the socket
+//! as the caller's connection polls it; at its end the connection goes back
+//! to this thread's idle list. Requests whose body streams, and upstreams
+//! that choose HTTP/2 by ALPN, keep going through hyper-util.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
+use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::{BoxError, IdleConns};
+use crate::kinds::Outgoing;
+
+/// Answer heads are bounded like callers' heads: 100 headers, 64 KiB.
+const MAX_HEADERS: usize = 100;
+const MAX_HEAD: usize = 64 * 1024;
+/// Bodies up to this size are copied behind the head: one write, not two.
+const COPY_BODY_MAX: usize = 16 * 1024;
+
+/// A connection to the upstream: plain TCP or rustls over TCP.
+pub enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, b),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, b),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// One upstream connection and the bytes read from it but not yet used.
+pub struct Conn {
+    io: Stream,
+    buf: BytesMut,
+    /// When it went back to the idle list; `None` while fresh from connect.
+    pub idle_since: Option<Instant>,
+}
+
+impl Conn {
+    pub fn new(io: Stream) -> Self {
+        Conn {
+            io,
+            buf: BytesMut::with_capacity(8 * 1024),
+            idle_since: None,
+        }
+    }
+
+    /// Whether an idle connection can still carry a request: the upstream
+    /// has neither closed it nor sent anything unasked. Never waits: a
+    /// socket with nothing to read is alive.
+    pub fn is_usable(&mut self) -> bool {
+        let waker = futures_util::task::noop_waker_ref();
+        let mut cx = Context::from_waker(waker);
+        let mut probe = [0u8; 1];
+        let mut rb = ReadBuf::new(&mut probe);
+        matches!(
+            Pin::new(&mut self.io).poll_read(&mut cx, &mut rb),
+            Poll::Pending
+        )
+    }
+}
+
+/// Why an exchange failed, and whether resending on a new connection is safe.
+#[derive(Debug)]
+pub struct ExchangeError {
+    pub message: String,
+    /// Nothing was written, or the upstream closed before answering a
+    /// request that may be repeated.
+    pub retryable: bool,
+}
+
+/// The request as bytes: the head (and a small body) in one buffer, a large
+/// body beside it. Encoded once, so a retry resends the same bytes.
+pub struct Encoded {
+    head: Vec<u8>,
+    body: Bytes,
+    method: Method,
+}
+
+pub fn encode(out: &Outgoing, authority: &str, path_and_query: &str) -> Encoded {
+    let body = out.body.clone().unwrap_or_default();
+    let mut head = Vec::with_capacity(256 + path_and_query.len() + out.headers.len() * 48);
+    head.extend_from_slice(out.method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(path_and_query.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    if !out.headers.contains_key(http::header::HOST) {
+        head.extend_from_slice(b"host: ");
+        head.extend_from_slice(authority.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in &out.headers {
+        // The framing is this connection's: the length of the body as sent.
+        if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    let wants_length = matches!(out.method, Method::POST | Method::PUT | Method::PATCH);
+    if !body.is_empty() || wants_length {
+        head.extend_from_slice(b"content-length: ");
+        head.extend_from_slice(body.len().to_string().as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    let body = if body.len() <= COPY_BODY_MAX {
+        head.extend_from_slice(&body);
+        Bytes::new()
+    } else {
+        body
+    };
+    Encoded {
+        head,
+        body,
+        method: out.method.clone(),
+    }
+}
+
+/// How the answer's body ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Framing {
+    Length(u64),
+    Chunked(Chunk),
+    /// Until the upstream closes: the connection cannot be reused.
+    Close,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this many bytes left.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer lines up to an empty one.
+    Trailers,
+}
+
+/// Sends `req` on `conn` and reads the answer's head. The body is left to
+/// the returned `WireBody`, which gives the connection back to `idle` at its
+/// end when the upstream keeps it open.
+pub async fn exchange(
+    mut conn: Conn,
+    req: &Encoded,
+    idle: IdleConns,
+) -> Result<Response<WireBody>, ExchangeError> {
+    let reused = conn.idle_since.is_some();
+    let write = async {
+        conn.io.write_all(&req.head).await?;
+        if !req.body.is_empty() {
+            conn.io.write_all(&req.body).await?;
+        }
+        conn.io.flush().await
+    };
+    if let Err(e) = write.await {
+        return Err(ExchangeError {
+            message: format!("sending the request: {e}"),
+            retryable: reused,
+        });
+    }
+    tracing::trace!(
+        reused,
+        bytes = req.head.len() + req.body.len(),
+        "request written upstream"
+    );
+    let repeatable = req.method.is_idempotent();
+    let (status, version, headers) = loop {
+        let (status, version, headers) = read_head(&mut conn).await.map_err(|e| {
+            let nothing = e.kind() == io::ErrorKind::UnexpectedEof
+                || e.kind() == io::ErrorKind::ConnectionReset;
+            ExchangeError {
+                message: e.to_string(),
+                retryable: reused && repeatable && nothing,
+            }
+        })?;
+        // Interim answers (100 Continue, 103 Early Hints) precede the real one.
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            continue;
+        }
+        break (status, version, headers);
+    };
+    let framing = framing(&req.method, status, &headers).map_err(|m| ExchangeError {
+        message: m,
+        retryable: false,
+    })?;
+    let keep_alive = framing != Framing::Close && keeps_alive(version, &headers);
+    tracing::trace!(
+        status = status.as_u16(),
+        ?framing,
+        keep_alive,
+        "answer head from upstream"
+    );
+    let mut resp = Response::new(WireBody::new(conn, framing, keep_alive, idle));
+    *resp.status_mut() = status;
+    *resp.version_mut() = version;
+    *resp.headers_mut() = headers;
+    Ok(resp)
+}
+
+/// Reads and parses one answer head; the bytes after it stay in `conn.buf`.
+async fn read_head(conn: &mut Conn) -> io::Result<(StatusCode, Version, HeaderMap)> {
+    let mut received = !conn.buf.is_empty();
+    loop {
+        if !conn.buf.is_empty() {
+            if let Some(head) = parse_head(&mut conn.buf)? {
+                return Ok(head);
+            }
+            if conn.buf.len() >= MAX_HEAD {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the upstream's answer head is over 64 KiB",
+                ));
+            }
+        }
+        conn.buf.reserve(8 * 1024);
+        let n = read_buf(&mut conn.io, &mut conn.buf).await?;
+        if n == 0 {
+            let msg = if received {
+                "the upstream closed the connection in the middle of its answer"
+            } else {
+                "the upstream closed the connection without answering"
+            };
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, msg));
+        }
+        received = true;
+    }
+}
+
+async fn read_buf(io: &mut Stream, buf: &mut BytesMut) -> io::Result<usize> {
+    use tokio::io::AsyncReadExt;
+    io.read_buf(buf).await
+}
+
+/// Parses a complete head out of `buf` (removing it), or `None` for more bytes.
+fn parse_head(buf: &mut BytesMut) -> io::Result<Option<(StatusCode, Version, HeaderMap)>> {
+    let bad = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut slots);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(bad(format!("the upstream's answer is not HTTP/1: {e}"))),
+    };
+    let code = parsed.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| bad(format!("the upstream answered with status {code}")))?;
+    let version = if parsed.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    // Header values share the head's bytes instead of being copied one by one.
+    let base = buf.as_ptr() as usize;
+    let mut spans = Vec::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| bad(format!("the upstream sent a bad header name {:?}", h.name)))?;
+        let start = h.value.as_ptr() as usize - base;
+        spans.push((name, start, start + h.value.len()));
+    }
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for (name, start, end) in spans {
+        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+            .map_err(|_| bad(format!("the upstream sent a bad value for {name}")))?;
+        headers.append(name, value);
+    }
+    Ok(Some((status, version, headers)))
+}
+
+fn framing(method: &Method, status: StatusCode, h: &HeaderMap) -> Result<Framing, String> {
+    if method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(Framing::Length(0));
+    }
+    let te = h
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .next_back();
+    if let Some(te) = te {
+        let last = te.as_bytes().rsplit(|b| *b == b',').next().unwrap_or(b"");
+        return Ok(if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            Framing::Chunked(Chunk::Size)
+        } else {
+            Framing::Close
+        });
+    }
+    let mut length = None;
+    for v in h.get_all(http::header::CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|b| *b == b',') {
+            let n = std::str::from_utf8(part.trim_ascii())
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or("the upstream sent a Content-Length that is not a number")?;
+            if length.is_some_and(|l| l != n) {
+                return Err("the upstream sent conflicting Content-Length values".into());
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length.map_or(Framing::Close, Framing::Length))
+}
+
+fn keeps_alive(version: Version, h: &HeaderMap) -> bool {
+    let has = |token: &str| {
+        h.get_all(http::header::CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+        })
+    };
+    if version == Version::HTTP_10 {
+        has("keep-alive")
+    } else {
+        !has("close")
+    }
+}
+
+/// The answer's body, read from the upstream connection as it is polled.
+pub struct WireBody {
+    conn: Option<Conn>,
+    framing: Framing,
+    keep_alive: bool,
+    idle: Option<IdleConns>,
+}
+
+impl WireBody {
+    fn new(conn: Conn, framing: Framing, keep_alive: bool, idle: IdleConns) -> Self {
+        let mut body = WireBody {
+            conn: Some(conn),
+            framing,
+            keep_alive,
+            idle: Some(idle),
+        };
+        if framing == Framing::Length(0) {
+            body.finish();
+        }
+        body
+    }
+
+    /// The body ended as framed: the connection may carry the next request.
+    fn finish(&mut self) {
+        self.framing = Framing::Length(0);
+        if let (Some(conn), Some(idle)) = (self.conn.take(), self.idle.take()) {
+            if self.keep_alive && conn.buf.is_empty() {
+                idle.put_back(conn);
+            }
+        }
+    }
+
+    fn fail(&mut self, message: &str) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.conn = None;
+        self.framing = Framing::Length(0);
+        Poll::Ready(Some(Err(Box::new(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            message.to_string(),
+        )))))
+    }
+}
+
+/// Reads more from the connection into its buffer; `Ready(Ok(0))` at EOF.
+fn poll_fill(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    if conn.buf.capacity() - conn.buf.len() < 4096 {
+        conn.buf.reserve(16 * 1024);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf)
+}
+
+impl http_body::Body for WireBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.framing {
+                Framing::Length(0) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Framing::Length(left) | Framing::Chunked(Chunk::Data(left))
+                    if !conn.buf.is_empty() =>
+                {
+                    let n = (conn.buf.len() as u64).min(left) as usize;
+                    let data = conn.buf.split_to(n).freeze();
+                    this.framing = match this.framing {
+                        Framing::Length(_) => Framing::Length(left - n as u64),
+                        _ if left == n as u64 => Framing::Chunked(Chunk::DataEnd),
+                        _ => Framing::Chunked(Chunk::Data(left - n as u64)),
+                    };
+                    if this.framing == Framing::Length(0) {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::Close if !conn.buf.is_empty() => {
+                    let data = conn.buf.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::Chunked(state) if !conn.buf.is_empty() => {
+                    match step_chunk(state, &mut conn.buf) {
+                        Ok(Some(Some(next))) => {
+                            this.framing = Framing::Chunked(next);
+                            continue;
+                        }
+                        Ok(Some(None)) => {
+                            this.finish();
+                            return Poll::Ready(None);
+                        }
+                        Ok(None) => {} // needs more bytes
+                        Err(m) => return this.fail(m),
+                    }
+                }
+                _ => {}
+            }
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match poll_fill(conn, cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return this.fail(&format!("reading the answer: {e}")),
+                Poll::Ready(Ok(0)) => {
+                    if this.framing == Framing::Close {
+                        this.keep_alive = false;
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    return this.fail("the upstream closed the connection before the answer's end");
+                }
+                Poll::Ready(Ok(_)) => {}
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none() || self.framing == Framing::Length(0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (self.conn.is_some(), self.framing) {
+            (false, _) => SizeHint::with_exact(0),
+            (true, Framing::Length(n)) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// Moves the chunked decoder past framing bytes in `buf`: `Ok(None)` needs
+/// more bytes, `Ok(Some(None))` is the body's end, else the next state.
+fn step_chunk(state: Chunk, buf: &mut BytesMut) -> Result<Option<Option<Chunk>>, &'static str> {
+    const BAD: &str = "the upstream's chunked body is malformed";
+    match state {
+        Chunk::Size => match httparse::parse_chunk_size(buf) {
+            Ok(httparse::Status::Complete((used, size))) => {
+                buf.advance(used);
+                Ok(Some(Some(if size == 0 {
+                    Chunk::Trailers
+                } else {
+                    Chunk::Data(size)
+                })))
+            }
+            Ok(httparse::Status::Partial) if buf.len() < 4096 => Ok(None),
+            _ => Err(BAD),
+        },
+        Chunk::DataEnd => {
+            if buf.len() < 2 {
+                return Ok(None);
+            }
+            if &buf[..2] != b"\r\n" {
+                return Err(BAD);
+            }
+            buf.advance(2);
+            Ok(Some(Some(Chunk::Size)))
+        }
+        Chunk::Trailers => match buf.iter().position(|b| *b == b'\n') {
+            // An empty line ends the trailers (and the body).
+            Some(i) => {
+                let empty = i == 0 || (i == 1 && buf[0] == b'\r');
+                buf.advance(i + 1);
+                Ok(Some(if empty { None } else { Some(Chunk::Trailers) }))
+            }
+            None if buf.len() < MAX_HEAD => Ok(None),
+            None => Err(BAD),
+        },
+        Chunk::Data(_) => Ok(Some(Some(state))),
+    }
+}
+
+#[cfg(test)]
+#[path = "h1_tests.rs"]
+mod tests;
