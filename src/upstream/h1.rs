@@ -210,8 +210,8 @@ pub async fn exchange(
         "request written upstream"
     );
     let repeatable = req.method.is_idempotent();
-    let (status, version, headers) = loop {
-        let (status, version, headers) = read_head(&mut conn).await.map_err(|e| {
+    let head = loop {
+        let head = read_head(&mut conn).await.map_err(|e| {
             let nothing = e.kind() == io::ErrorKind::UnexpectedEof
                 || e.kind() == io::ErrorKind::ConnectionReset;
             ExchangeError {
@@ -220,16 +220,14 @@ pub async fn exchange(
             }
         })?;
         // Interim answers (100 Continue, 103 Early Hints) precede the real one.
-        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+        if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
             continue;
         }
-        break (status, version, headers);
+        break head;
     };
-    let framing = framing(&req.method, status, &headers).map_err(|m| ExchangeError {
-        message: m,
-        retryable: false,
-    })?;
-    let keep_alive = framing != Framing::Close && keeps_alive(version, &headers);
+    let framing = head.framing(&req.method);
+    let keep_alive = framing != Framing::Close && head.keeps_alive();
+    let status = head.status;
     tracing::trace!(
         status = status.as_u16(),
         ?framing,
@@ -238,13 +236,13 @@ pub async fn exchange(
     );
     let mut resp = Response::new(WireBody::new(conn, framing, keep_alive, idle));
     *resp.status_mut() = status;
-    *resp.version_mut() = version;
-    *resp.headers_mut() = headers;
+    *resp.version_mut() = head.version;
+    *resp.headers_mut() = head.headers;
     Ok(resp)
 }
 
 /// Reads and parses one answer head; the bytes after it stay in `conn.buf`.
-async fn read_head(conn: &mut Conn) -> io::Result<(StatusCode, Version, HeaderMap)> {
+async fn read_head(conn: &mut Conn) -> io::Result<Head> {
     let mut received = !conn.buf.is_empty();
     loop {
         if !conn.buf.is_empty() {
@@ -277,8 +275,52 @@ async fn read_buf(io: &mut Stream, buf: &mut BytesMut) -> io::Result<usize> {
     io.read_buf(buf).await
 }
 
+/// An answer head, with what its framing headers said.
+struct Head {
+    status: StatusCode,
+    version: Version,
+    /// The end-to-end headers; the framing ones are consumed here.
+    headers: HeaderMap,
+    /// `Transfer-Encoding` was sent: whether its last coding is chunked.
+    chunked: Option<bool>,
+    length: Option<u64>,
+    close: bool,
+    keep_alive: bool,
+}
+
+impl Head {
+    fn framing(&self, method: &Method) -> Framing {
+        let s = self.status;
+        if method == Method::HEAD
+            || s.is_informational()
+            || s == StatusCode::NO_CONTENT
+            || s == StatusCode::NOT_MODIFIED
+        {
+            return Framing::Length(0);
+        }
+        match (self.chunked, self.length) {
+            (Some(true), _) => Framing::Chunked(Chunk::Size),
+            (Some(false), _) | (None, None) => Framing::Close,
+            (None, Some(n)) => Framing::Length(n),
+        }
+    }
+
+    fn keeps_alive(&self) -> bool {
+        if self.version == Version::HTTP_10 {
+            self.keep_alive && !self.close
+        } else {
+            !self.close
+        }
+    }
+}
+
+/// Comma-separated tokens of a header value, trimmed.
+fn tokens(v: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    v.split(|b| *b == b',').map(|t| t.trim_ascii())
+}
+
 /// Parses a complete head out of `buf` (removing it), or `None` for more bytes.
-fn parse_head(buf: &mut BytesMut) -> io::Result<Option<(StatusCode, Version, HeaderMap)>> {
+fn parse_head(buf: &mut BytesMut) -> io::Result<Option<Head>> {
     let bad = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut slots);
@@ -288,81 +330,77 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<(StatusCode, Version, Hea
         Err(e) => return Err(bad(format!("the upstream's answer is not HTTP/1: {e}"))),
     };
     let code = parsed.code.unwrap_or(0);
-    let status = StatusCode::from_u16(code)
-        .map_err(|_| bad(format!("the upstream answered with status {code}")))?;
-    let version = if parsed.version == Some(0) {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
+    let mut head = Head {
+        status: StatusCode::from_u16(code)
+            .map_err(|_| bad(format!("the upstream answered with status {code}")))?,
+        version: if parsed.version == Some(0) {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        },
+        headers: HeaderMap::new(),
+        chunked: None,
+        length: None,
+        close: false,
+        keep_alive: false,
     };
     // Header values share the head's bytes instead of being copied one by one.
     let base = buf.as_ptr() as usize;
     let mut spans = Vec::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| bad(format!("the upstream sent a bad header name {:?}", h.name)))?;
-        let start = h.value.as_ptr() as usize - base;
-        spans.push((name, start, start + h.value.len()));
-    }
-    let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for (name, start, end) in spans {
-        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
-            .map_err(|_| bad(format!("the upstream sent a bad value for {name}")))?;
-        headers.append(name, value);
-    }
-    Ok(Some((status, version, headers)))
-}
-
-fn framing(method: &Method, status: StatusCode, h: &HeaderMap) -> Result<Framing, String> {
-    if method == Method::HEAD
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return Ok(Framing::Length(0));
-    }
-    let te = h
-        .get_all(http::header::TRANSFER_ENCODING)
-        .iter()
-        .next_back();
-    if let Some(te) = te {
-        let last = te.as_bytes().rsplit(|b| *b == b',').next().unwrap_or(b"");
-        return Ok(if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-            Framing::Chunked(Chunk::Size)
-        } else {
-            Framing::Close
-        });
-    }
-    let mut length = None;
-    for v in h.get_all(http::header::CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|b| *b == b',') {
-            let n = std::str::from_utf8(part.trim_ascii())
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or("the upstream sent a Content-Length that is not a number")?;
-            if length.is_some_and(|l| l != n) {
-                return Err("the upstream sent conflicting Content-Length values".into());
+        let (name, value) = (h.name.as_bytes(), h.value);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            for part in tokens(value) {
+                let n = std::str::from_utf8(part)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        bad("the upstream sent a Content-Length that is not a number".into())
+                    })?;
+                if head.length.is_some_and(|l| l != n) {
+                    return Err(bad(
+                        "the upstream sent conflicting Content-Length values".into()
+                    ));
+                }
+                head.length = Some(n);
             }
-            length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Framing is this hop's: consumed here, never passed on.
+            let last = tokens(value).next_back().unwrap_or(b"");
+            head.chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+            continue;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            let mut others = false;
+            for t in tokens(value) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    head.close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    head.keep_alive = true;
+                } else if !t.is_empty() {
+                    others = true;
+                }
+            }
+            // A Connection header naming other headers stays, for
+            // `headers::strip_response` to remove those too.
+            if !others {
+                continue;
+            }
+        } else if name.eq_ignore_ascii_case(b"keep-alive") {
+            continue;
         }
+        let name = HeaderName::from_bytes(name)
+            .map_err(|_| bad(format!("the upstream sent a bad header name {:?}", h.name)))?;
+        let start = value.as_ptr() as usize - base;
+        spans.push((name, start, start + value.len()));
     }
-    Ok(length.map_or(Framing::Close, Framing::Length))
-}
-
-fn keeps_alive(version: Version, h: &HeaderMap) -> bool {
-    let has = |token: &str| {
-        h.get_all(http::header::CONNECTION).iter().any(|v| {
-            v.as_bytes()
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-        })
-    };
-    if version == Version::HTTP_10 {
-        has("keep-alive")
-    } else {
-        !has("close")
+    let bytes = buf.split_to(len).freeze();
+    head.headers.reserve(spans.len());
+    for (name, start, end) in spans {
+        let value = HeaderValue::from_maybe_shared(bytes.slice(start..end))
+            .map_err(|_| bad(format!("the upstream sent a bad value for {name}")))?;
+        head.headers.append(name, value);
     }
+    Ok(Some(head))
 }
 
 /// The answer's body, read from the upstream connection as it is polled.
