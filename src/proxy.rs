@@ -57,7 +57,22 @@ struct Trace {
     replayed: bool,
 }
 
-pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<RespBody> {
+/// A caller's request body: hyper's stream, or one read whole by the
+/// server's HTTP/1 fast path.
+pub trait CallerBody:
+    http_body::Body<Data = Bytes, Error: Into<crate::upstream::BoxError>> + Send + Sync + 'static
+{
+}
+
+impl<B> CallerBody for B where
+    B: http_body::Body<Data = Bytes, Error: Into<crate::upstream::BoxError>>
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+pub async fn handle<B: CallerBody>(gw: &Gateway, req: Request<B>) -> Response<RespBody> {
     let started = Instant::now();
     let snap = gw.snapshot.load_full();
     let method = req.method().clone();
@@ -229,10 +244,10 @@ fn check_client(
     Ok(Some(client.name.clone()))
 }
 
-async fn forward(
+async fn forward<B: CallerBody>(
     snap: &Snapshot,
     route: &Route,
-    req: Request<Incoming>,
+    req: Request<B>,
     trace: &mut Trace,
 ) -> Result<Response<RespBody>, ProxyError> {
     let deadline = Instant::now() + route.upstream.request_timeout;

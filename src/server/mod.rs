@@ -1,5 +1,10 @@
 //! Listeners and the accept loop: HTTP/1.1 and h2c from callers, a header
 //! read timeout against slow callers, and a graceful drain on shutdown.
+//! Each connection starts on the HTTP/1.1 fast path (`h1`); whatever that
+//! does not take is served by hyper.
+
+mod h1;
+mod prefixed;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -180,7 +185,10 @@ pub async fn serve<L: Listener>(
         .max_headers(100)
         .max_buf_size(64 * 1024);
     builder.http2().max_header_list_size(64 * 1024);
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    // Fast-path connections hold a receiver: `closed()` waits for them all.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -195,21 +203,32 @@ pub async fn serve<L: Listener>(
             },
             _ = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(GatewayService(gateway.clone()));
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
+        let gateway = gateway.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let mut stop = stop_rx.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let (io, read) = match h1::run(stream, &gateway, header_timeout, &mut stop).await {
+                h1::End::Closed => return,
+                h1::End::HandOff { io, read } => (io, read),
+            };
+            drop(stop);
+            let service = TowerToHyperService::new(GatewayService(gateway));
+            let io = TokioIo::new(prefixed::Prefixed::new(read, io));
+            let conn = builder.serve_connection(io, service).into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
+    drop(stop_rx);
     tracing::info!(grace_s = grace.as_secs_f64(), "draining in-flight requests");
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let _ = stop_tx.send(true);
+    let drained = async {
+        tokio::join!(graceful.shutdown(), stop_tx.closed());
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!("shutdown_grace elapsed with requests still in flight");
     }
     gateway.flush().await;

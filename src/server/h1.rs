@@ -1,0 +1,378 @@
+//! The callers' HTTP/1.1 fast path.
+//!
+//! Nearly every call a service makes is a small request with a
+//! `Content-Length` body on a keep-alive connection. For those, this loop
+//! reads the head (httparse, hyper's parser), reads the body whole, runs the
+//! pipeline and writes the answer, in the connection's own task with no
+//! body channel or dispatcher between the socket and the pipeline: about a
+//! third of the instructions hyper's server spends per request
+//! (docs/performance.md). Anything else, from the first byte that is not
+//! plain (a head that does not parse, too many headers, `Transfer-Encoding`,
+//! `Expect`, `Upgrade`, `CONNECT`, a large body, the HTTP/2 preface), hands
+//! the connection with the bytes read so far to hyper, which answers it as
+//! it always has: 400, 431, 100-continue, h2c, streaming uploads.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Full};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::gateway::Gateway;
+use crate::proxy::RespBody;
+
+/// Heads are bounded as hyper bounds them: 100 headers, 64 KiB (hyper
+/// answers 431 past that, so those go to it).
+const MAX_HEADERS: usize = 100;
+const MAX_HEAD: usize = 64 * 1024;
+/// Bodies up to this size are read whole here; larger ones stream through hyper.
+const MAX_BODY: u64 = 1024 * 1024;
+/// Answer bodies up to this size are copied behind the head: one write.
+const COPY_MAX: usize = 16 * 1024;
+
+/// How a connection left the fast path.
+pub enum End<I> {
+    Closed,
+    /// For hyper, with the bytes already read from it.
+    HandOff {
+        io: I,
+        read: Bytes,
+    },
+}
+
+/// A request head the fast path takes, and its body's length.
+struct Head {
+    req: Request<()>,
+    body_len: usize,
+    keep_alive: bool,
+}
+
+// Returned once per request and matched at once: boxing would cost an
+// allocation per request for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Parsed {
+    Complete(Head),
+    Partial,
+    NotPlain,
+}
+
+/// Serves requests on `io` until the caller closes, asks to close, goes
+/// quiet past `header_timeout` while a head is awaited, `stop` turns true,
+/// or sends something for hyper.
+pub async fn run<I>(
+    mut io: I,
+    gw: &Gateway,
+    header_timeout: Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> End<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut out = Vec::with_capacity(8 * 1024);
+    let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
+    loop {
+        // The head, within `header_timeout` of starting to wait for it.
+        let mut deadline = None;
+        let head = loop {
+            if !buf.is_empty() {
+                match parse(&mut buf) {
+                    Parsed::Complete(h) => break h,
+                    Parsed::NotPlain => return hand_off(io, buf),
+                    Parsed::Partial if buf.len() >= MAX_HEAD => return hand_off(io, buf),
+                    Parsed::Partial => {}
+                }
+            }
+            let at = *deadline.get_or_insert_with(|| Instant::now() + header_timeout);
+            if timer.deadline() != at {
+                timer.as_mut().reset(at);
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(8 * 1024);
+            }
+            let idle = buf.is_empty();
+            tokio::select! {
+                biased;
+                read = io.read_buf(&mut buf) => match read {
+                    Ok(0) | Err(_) => return End::Closed,
+                    Ok(_) => {}
+                },
+                _ = &mut timer => {
+                    tracing::debug!("caller sent no complete request head within header_read_timeout");
+                    return End::Closed;
+                }
+                _ = stop.wait_for(|s| *s), if idle => return End::Closed,
+            }
+        };
+        // The body, whole (its size is bounded above).
+        while buf.len() < head.body_len {
+            buf.reserve(head.body_len - buf.len());
+            match io.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return End::Closed,
+                Ok(_) => {}
+            }
+        }
+        let body = buf.split_to(head.body_len).freeze();
+        let method = head.req.method().clone();
+        let version = head.req.version();
+        let req = head.req.map(|()| Full::new(body));
+        let resp = crate::proxy::handle(gw, req).await;
+        let keep_alive = head.keep_alive && !*stop.borrow();
+        match write_answer(&mut io, &mut out, resp, &method, version, keep_alive).await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => {
+                let _ = io.shutdown().await;
+                return End::Closed;
+            }
+        }
+    }
+}
+
+fn hand_off<I>(io: I, buf: BytesMut) -> End<I> {
+    End::HandOff {
+        io,
+        read: buf.freeze(),
+    }
+}
+
+/// Parses a request head at the start of `buf`, removing it when complete.
+fn parse(buf: &mut BytesMut) -> Parsed {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut slots);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::NotPlain,
+    };
+    let version = match parsed.version {
+        Some(1) => Version::HTTP_11,
+        Some(0) => Version::HTTP_10,
+        _ => return Parsed::NotPlain,
+    };
+    let Ok(method) = Method::from_bytes(parsed.method.unwrap_or("").as_bytes()) else {
+        return Parsed::NotPlain;
+    };
+    if method == Method::CONNECT {
+        return Parsed::NotPlain;
+    }
+    let base = buf.as_ptr() as usize;
+    let path = parsed.path.unwrap_or("");
+    let path_span = (path.as_ptr() as usize - base, path.len());
+    let mut body_len = None;
+    let (mut close, mut keep) = (false, false);
+    let mut spans = Vec::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok());
+            match (n, body_len) {
+                (Some(n), None) if n <= MAX_BODY => body_len = Some(n as usize),
+                _ => return Parsed::NotPlain,
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"expect")
+            || name.eq_ignore_ascii_case(b"upgrade")
+        {
+            return Parsed::NotPlain;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for t in h.value.split(|b| *b == b',').map(|t| t.trim_ascii()) {
+                close |= t.eq_ignore_ascii_case(b"close");
+                keep |= t.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        let Ok(name) = HeaderName::from_bytes(name) else {
+            return Parsed::NotPlain;
+        };
+        let start = h.value.as_ptr() as usize - base;
+        spans.push((name, start, start + h.value.len()));
+    }
+    let bytes = buf.split_to(len).freeze();
+    let Ok(uri) = Uri::from_maybe_shared(bytes.slice(path_span.0..path_span.0 + path_span.1))
+    else {
+        return Parsed::NotPlain;
+    };
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for (name, start, end) in spans {
+        let Ok(value) = HeaderValue::from_maybe_shared(bytes.slice(start..end)) else {
+            return Parsed::NotPlain;
+        };
+        headers.append(name, value);
+    }
+    let mut req = Request::new(());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = version;
+    *req.headers_mut() = headers;
+    Parsed::Complete(Head {
+        req,
+        body_len: body_len.unwrap_or(0),
+        keep_alive: if version == Version::HTTP_11 {
+            !close
+        } else {
+            keep && !close
+        },
+    })
+}
+
+/// Writes one answer; `Ok(true)` when the connection stays open for the next.
+async fn write_answer<I>(
+    io: &mut I,
+    out: &mut Vec<u8>,
+    resp: http::Response<RespBody>,
+    method: &Method,
+    version: Version,
+    mut keep_alive: bool,
+) -> io::Result<bool>
+where
+    I: AsyncWrite + Unpin,
+{
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status;
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let head_only = bodiless || method == Method::HEAD;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut has_date = false;
+    for (name, value) in &parts.headers {
+        // The framing is this connection's; a HEAD answer keeps the length
+        // its GET would have.
+        if name == http::header::TRANSFER_ENCODING
+            || name == http::header::CONNECTION
+            || (name == http::header::CONTENT_LENGTH && (bodiless || method != Method::HEAD))
+        {
+            continue;
+        }
+        has_date |= name == http::header::DATE;
+        header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !has_date {
+        date::with(|d| header(out, b"date", d));
+    }
+    let chunked = match (head_only, body.size_hint().exact()) {
+        (true, _) => false,
+        (false, Some(n)) => {
+            header(out, b"content-length", n.to_string().as_bytes());
+            false
+        }
+        (false, None) if version == Version::HTTP_11 => {
+            header(out, b"transfer-encoding", b"chunked");
+            true
+        }
+        // An HTTP/1.0 caller reads an unsized body to the connection's close.
+        (false, None) => {
+            keep_alive = false;
+            false
+        }
+    };
+    match (keep_alive, version) {
+        (false, Version::HTTP_11) => header(out, b"connection", b"close"),
+        (true, Version::HTTP_10) => header(out, b"connection", b"keep-alive"),
+        _ => {}
+    }
+    out.extend_from_slice(b"\r\n");
+    if head_only {
+        io.write_all(out).await?;
+        return Ok(keep_alive);
+    }
+    loop {
+        // What is ready goes out with the head; wait only with nothing buffered.
+        let frame = match body.frame().now_or_never() {
+            Some(f) => f,
+            None => {
+                io.write_all(out).await?;
+                out.clear();
+                body.frame().await
+            }
+        };
+        match frame {
+            None => break,
+            Some(Err(e)) => {
+                // Cut short: the caller must see an incomplete answer, not an end.
+                tracing::debug!(error = %e, "upstream answer failed mid-body; closing the caller's connection");
+                io.write_all(out).await?;
+                return Ok(false);
+            }
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue; // trailers are not passed on
+                };
+                if data.is_empty() {
+                    continue;
+                }
+                if chunked {
+                    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                }
+                if data.len() <= COPY_MAX {
+                    out.extend_from_slice(&data);
+                } else {
+                    io.write_all(out).await?;
+                    out.clear();
+                    io.write_all(&data).await?;
+                }
+                if chunked {
+                    out.extend_from_slice(b"\r\n");
+                }
+                if out.len() >= 64 * 1024 {
+                    io.write_all(out).await?;
+                    out.clear();
+                }
+            }
+        }
+    }
+    if chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    io.write_all(out).await?;
+    Ok(keep_alive)
+}
+
+fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The `Date` header, formatted once a second per thread.
+mod date {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    thread_local! {
+        static CACHE: RefCell<(u64, Vec<u8>)> = const { RefCell::new((0, Vec::new())) };
+    }
+
+    pub fn with(f: impl FnOnce(&[u8])) {
+        let now = SystemTime::now();
+        let secs = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.0 != secs || c.1.is_empty() {
+                c.0 = secs;
+                c.1 = httpdate::fmt_http_date(now).into_bytes();
+            }
+            f(&c.1);
+        });
+    }
+}
+
+#[cfg(test)]
+#[path = "h1_tests.rs"]
+mod tests;

@@ -1,0 +1,103 @@
+use super::*;
+
+fn parsed(raw: &str) -> (Parsed, BytesMut) {
+    let mut buf = BytesMut::from(raw.as_bytes());
+    (parse(&mut buf), buf)
+}
+
+fn head(raw: &str) -> (Head, BytesMut) {
+    match parsed(raw) {
+        (Parsed::Complete(h), rest) => (h, rest),
+        _ => panic!("{raw:?} was not taken by the fast path"),
+    }
+}
+
+#[test]
+fn a_plain_request_is_taken_and_its_body_left_in_the_buffer() {
+    let (h, rest) = head(
+        "POST /x/v1/item/set?a=1 HTTP/1.1\r\nHost: g\r\nContent-Length: 4\r\nX-Multi: a\r\nX-Multi: b\r\n\r\nbodyNEXT",
+    );
+    assert_eq!(h.req.method(), Method::POST);
+    assert_eq!(h.req.uri().path(), "/x/v1/item/set");
+    assert_eq!(h.req.uri().query(), Some("a=1"));
+    assert_eq!(h.req.version(), Version::HTTP_11);
+    assert_eq!(h.req.headers()["host"], "g");
+    let multi: Vec<_> = h.req.headers().get_all("x-multi").iter().collect();
+    assert_eq!(multi, ["a", "b"]);
+    assert_eq!(h.body_len, 4);
+    assert!(h.keep_alive);
+    assert_eq!(&rest[..], b"bodyNEXT");
+}
+
+#[test]
+fn keep_alive_follows_the_version_and_connection_tokens() {
+    assert!(
+        !head("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n")
+            .0
+            .keep_alive
+    );
+    assert!(!head("GET / HTTP/1.0\r\n\r\n").0.keep_alive);
+    assert!(
+        head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .0
+            .keep_alive
+    );
+    assert!(
+        head("GET / HTTP/1.1\r\nConnection: keep-alive, te\r\n\r\n")
+            .0
+            .keep_alive
+    );
+}
+
+#[test]
+fn an_incomplete_head_waits_for_more() {
+    assert!(matches!(
+        parsed("POST /x HTTP/1.1\r\nHost: g\r\n").0,
+        Parsed::Partial
+    ));
+}
+
+#[test]
+fn everything_that_is_not_plain_goes_to_hyper_untouched() {
+    let big = format!(
+        "POST /x HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        MAX_BODY + 1
+    );
+    let many = format!(
+        "GET / HTTP/1.1\r\n{}\r\n",
+        (0..=MAX_HEADERS)
+            .map(|i| format!("h{i}: v\r\n"))
+            .collect::<String>()
+    );
+    for raw in [
+        "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST /x HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST /x HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+        "POST /x HTTP/1.1\r\nContent-Length: -3\r\n\r\n",
+        "POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+        "GET / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+        "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        "GET / HTTP/1.1\r\nX-Folded: a\r\n b\r\n\r\n",
+        "GET / HTTP/1.1\r\nBad Name: v\r\n\r\n",
+        "\x16\x03\x01\x00",
+        big.as_str(),
+        many.as_str(),
+    ] {
+        let (p, rest) = parsed(raw);
+        assert!(matches!(p, Parsed::NotPlain), "{raw:?} was taken");
+        assert_eq!(&rest[..], raw.as_bytes(), "nothing of {raw:?} was consumed");
+    }
+}
+
+#[test]
+fn the_date_header_is_an_http_date_of_now() {
+    let mut got = Vec::new();
+    date::with(|d| got = d.to_vec());
+    let text = String::from_utf8(got).unwrap();
+    let when = httpdate::parse_http_date(&text).unwrap();
+    let skew = std::time::SystemTime::now()
+        .duration_since(when)
+        .unwrap_or_default();
+    assert!(skew < Duration::from_secs(2), "{text}");
+}
