@@ -104,13 +104,8 @@ pub async fn handle<B: CallerBody>(gw: &Gateway, req: Request<B>) -> Response<Re
             e.into_response(route_name).map(Either::Left)
         }
     };
-    record(
-        gw,
-        known.map(|r| r.as_ref()),
-        &resp,
-        &trace,
-        started.elapsed(),
-    );
+    let took = started.elapsed();
+    record(gw, known.map(|r| r.as_ref()), &resp, &trace, took);
     tracing::info!(
         client = trace.client.as_deref().unwrap_or("-"),
         route = %route_name,
@@ -119,7 +114,7 @@ pub async fn handle<B: CallerBody>(gw: &Gateway, req: Request<B>) -> Response<Re
         status = resp.status().as_u16(),
         upstream_status = trace.upstream_status,
         error = resp.headers().get("x-countersign-error").and_then(|v| v.to_str().ok()),
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        duration_ms = took.as_secs_f64() * 1000.0,
         login = trace.login.as_str(),
         replay = trace.replayed,
         "request"

@@ -322,9 +322,14 @@ fn tokens(v: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
 /// Parses a complete head out of `buf` (removing it), or `None` for more bytes.
 fn parse_head(buf: &mut BytesMut) -> io::Result<Option<Head>> {
     let bad = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut slots);
-    let len = match parsed.parse(buf) {
+    // Uninitialised slots: no 3 KiB of zeroes per answer.
+    let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut slots,
+    ) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(bad(format!("the upstream's answer is not HTTP/1: {e}"))),
