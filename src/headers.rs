@@ -81,12 +81,18 @@ pub fn strip_response(h: &mut HeaderMap) {
 }
 
 pub fn content_length(h: &HeaderMap) -> Option<u64> {
-    h.get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    digits(h.get(header::CONTENT_LENGTH)?.as_bytes().trim_ascii())
+}
+
+/// A length as RFC 9110 §8.6 writes it: digits only. (`str::parse` would
+/// take "+2", which another parser on the path may read differently.)
+pub fn digits(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// countersign is not an open proxy: HTTP/1 requests must be origin-form
@@ -164,6 +170,24 @@ mod tests {
         // Without [clients], Authorization is the caller's business and passes.
         let out = outgoing(&h, &[header::COOKIE], false);
         assert!(out.contains_key(header::AUTHORIZATION));
+    }
+
+    #[test]
+    fn lengths_are_digits_only() {
+        assert_eq!(digits(b"0"), Some(0));
+        assert_eq!(digits(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            &b""[..],
+            b"+2",
+            b"-2",
+            b" 2",
+            b"2 ",
+            b"0x10",
+            b"1e3",
+            b"18446744073709551616",
+        ] {
+            assert_eq!(digits(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

@@ -74,6 +74,7 @@ pub async fn run<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
+    let max_body = gw.snapshot.load().max_body.min(MAX_BODY);
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut out = Vec::with_capacity(8 * 1024);
     let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
@@ -82,7 +83,7 @@ where
         let mut deadline = None;
         let head = loop {
             if !buf.is_empty() {
-                match parse(&mut buf) {
+                match parse(&mut buf, max_body) {
                     Parsed::Complete(h) => break h,
                     Parsed::NotPlain => return hand_off(io, buf),
                     Parsed::Partial if buf.len() >= MAX_HEAD => return hand_off(io, buf),
@@ -142,7 +143,7 @@ fn hand_off<I>(io: I, buf: BytesMut) -> End<I> {
 }
 
 /// Parses a request head at the start of `buf`, removing it when complete.
-fn parse(buf: &mut BytesMut) -> Parsed {
+fn parse(buf: &mut BytesMut, max_body: u64) -> Parsed {
     // Uninitialised slots: no 3 KiB of zeroes per request.
     let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
@@ -171,11 +172,10 @@ fn parse(buf: &mut BytesMut) -> Parsed {
     for h in parsed.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok());
-            match (n, body_len) {
-                (Some(n), None) if n <= MAX_BODY => body_len = Some(n as usize),
+            // A body over `max_body` goes to hyper, which answers 413
+            // without waiting for it.
+            match (crate::headers::digits(h.value), body_len) {
+                (Some(n), None) if n <= max_body => body_len = Some(n as usize),
                 _ => return Parsed::NotPlain,
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding")

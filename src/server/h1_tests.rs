@@ -2,7 +2,7 @@ use super::*;
 
 fn parsed(raw: &str) -> (Parsed, BytesMut) {
     let mut buf = BytesMut::from(raw.as_bytes());
-    (parse(&mut buf), buf)
+    (parse(&mut buf, MAX_BODY), buf)
 }
 
 fn head(raw: &str) -> (Head, BytesMut) {
@@ -74,6 +74,7 @@ fn everything_that_is_not_plain_goes_to_hyper_untouched() {
         "POST /x HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
         "POST /x HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
         "POST /x HTTP/1.1\r\nContent-Length: -3\r\n\r\n",
+        "POST /x HTTP/1.1\r\nContent-Length: +3\r\n\r\n",
         "POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
         "GET / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
         "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
@@ -88,6 +89,18 @@ fn everything_that_is_not_plain_goes_to_hyper_untouched() {
         assert!(matches!(p, Parsed::NotPlain), "{raw:?} was taken");
         assert_eq!(&rest[..], raw.as_bytes(), "nothing of {raw:?} was consumed");
     }
+}
+
+#[test]
+fn a_body_over_max_body_goes_to_hyper_for_an_early_413() {
+    let raw = "POST /x HTTP/1.1\r\nContent-Length: 11\r\n\r\n";
+    let mut buf = BytesMut::from(raw.as_bytes());
+    assert!(matches!(parse(&mut buf, 10), Parsed::NotPlain));
+    assert_eq!(&buf[..], raw.as_bytes());
+    assert!(matches!(
+        parse(&mut BytesMut::from(raw.as_bytes()), 11),
+        Parsed::Complete(_)
+    ));
 }
 
 #[test]

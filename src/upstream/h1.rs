@@ -356,12 +356,9 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<Head>> {
         let (name, value) = (h.name.as_bytes(), h.value);
         if name.eq_ignore_ascii_case(b"content-length") {
             for part in tokens(value) {
-                let n = std::str::from_utf8(part)
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .ok_or_else(|| {
-                        bad("the upstream sent a Content-Length that is not a number".into())
-                    })?;
+                let n = crate::headers::digits(part).ok_or_else(|| {
+                    bad("the upstream sent a Content-Length that is not a number".into())
+                })?;
                 if head.length.is_some_and(|l| l != n) {
                     return Err(bad(
                         "the upstream sent conflicting Content-Length values".into()

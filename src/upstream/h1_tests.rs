@@ -68,6 +68,7 @@ fn bad_lengths_and_statuses_are_errors() {
     for raw in [
         "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nContent-Length: 8\r\n\r\n",
         "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n",
         "HTTP/1.1 200 OK\r\nContent-Length: 0x10\r\n\r\n",
         "HTTP/1.1 abc\r\n\r\n",
         "garbage\r\n\r\n",
