@@ -123,20 +123,37 @@ pub fn check_path(rest: &str) -> Result<(), ProxyError> {
     if !rest.contains(['.', '%']) {
         return Ok(());
     }
-    for segment in rest.split('/') {
-        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-        if decoded == "." || decoded == ".." {
+    for segment in rest.as_bytes().split(|b| *b == b'/') {
+        if is_dot_segment(segment) {
             return Err(ProxyError::BadRequest(
                 "the path must not contain \".\" or \"..\" segments".into(),
             ));
         }
-        if segment.to_ascii_lowercase().contains("%2f") {
+        if segment
+            .windows(3)
+            .any(|w| w[0] == b'%' && w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f'))
+        {
             return Err(ProxyError::BadRequest(
                 "the path must not contain an encoded '/' (%2F)".into(),
             ));
         }
     }
     Ok(())
+}
+
+/// "." or "..", each dot written plain or as %2E (either case).
+fn is_dot_segment(segment: &[u8]) -> bool {
+    let mut dots = 0;
+    let mut rest = segment;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', e, tail @ ..] if e.eq_ignore_ascii_case(&b'e') => tail,
+            _ => return false,
+        };
+        dots += 1;
+    }
+    dots == 1 || dots == 2
 }
 
 #[cfg(test)]

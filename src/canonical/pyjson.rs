@@ -361,7 +361,7 @@ pub fn checksum(value: &Value) -> String {
 
 /// Lowercase hex SHA-256 of an already canonical text.
 pub fn checksum_of(canonical: &str) -> String {
-    hex::encode(Sha256::digest(canonical.as_bytes()))
+    super::hex(&Sha256::digest(canonical.as_bytes()))
 }
 
 fn write_value(out: &mut String, v: &Value) {

@@ -47,21 +47,15 @@ fn malformed(at: usize, what: &'static str) -> XmlError {
     XmlError::Malformed { at, what }
 }
 
-/// The first `needle` at or after `from`. Looks for its first byte with a
-/// plain byte scan (vectorised by the compiler), then compares the rest:
-/// every tag of every body goes through here.
+/// The first `needle` at or after `from`: every tag of every body goes
+/// through here, so the first byte is found with SIMD (memchr).
 fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
     let hay = hay.get(from..)?;
-    let (&first, rest) = needle.split_first()?;
-    let mut i = 0;
-    while let Some(p) = hay.get(i..)?.iter().position(|&b| b == first) {
-        let at = i + p;
-        if hay[at + 1..].starts_with(rest) {
-            return Some(from + at);
-        }
-        i = at + 1;
-    }
-    None
+    let at = match needle {
+        [b] => memchr::memchr(*b, hay)?,
+        _ => memchr::memmem::find(hay, needle)?,
+    };
+    Some(from + at)
 }
 
 fn is_name_start(b: u8) -> bool {
@@ -135,8 +129,13 @@ fn check_encoding(body: &[u8]) -> Result<(), XmlError> {
         .then(|| find(body, 0, b"?>"))
         .flatten()
     {
-        let decl = String::from_utf8_lossy(&body[..end]).to_ascii_lowercase();
-        if decl.contains("utf-16") || decl.contains("utf-32") || decl.contains("ucs-") {
+        // Only the encoding pseudo-attribute names one (none means UTF-8).
+        let decl = find(&body[..end], 0, b"encoding").map_or(&[][..], |at| &body[at..end]);
+        let names = |needle: &[u8]| {
+            decl.windows(needle.len())
+                .any(|w| w.eq_ignore_ascii_case(needle))
+        };
+        if names(b"utf-16") || names(b"utf-32") || names(b"ucs-") {
             return Err(XmlError::Encoding(
                 "the declaration names a multi-byte encoding",
             ));
@@ -272,10 +271,14 @@ fn record(found: &mut Found, name: &[u8], child: Child) {
     }
 }
 
-fn escape(text: &str) -> String {
+fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(['&', '<', '>']) {
+        return text.into();
+    }
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+        .into()
 }
 
 /// Sets `<requesttime>` to `requesttime` (inserting it right after

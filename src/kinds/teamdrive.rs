@@ -93,14 +93,14 @@ pub fn checksum(auth: Auth, key: &[u8], body: &[u8]) -> String {
             let mut h = Md5::new();
             h.update(body);
             h.update(key);
-            hex::encode(h.finalize())
+            crate::canonical::hex(&h.finalize())
         }
         Auth::HmacSha1 => {
             // HMAC accepts keys of any length; this cannot fail.
             let mut mac =
                 <Hmac<Sha1> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
             mac.update(body);
-            hex::encode(mac.finalize().into_bytes())
+            crate::canonical::hex(&mac.finalize().into_bytes())
         }
     }
 }
@@ -110,6 +110,9 @@ fn without_checksum(pq: &str) -> String {
     let Some((path, query)) = pq.split_once('?') else {
         return pq.to_string();
     };
+    if !query.contains("checksum") {
+        return pq.to_string();
+    }
     let kept: Vec<&str> = query
         .split('&')
         .filter(|p| !p.is_empty() && p.split('=').next() != Some("checksum"))

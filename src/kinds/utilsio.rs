@@ -271,7 +271,7 @@ impl Kind for Utilsio {
         let mut mac = Hmac::<Sha256>::new_from_slice(self.key.expose().as_bytes())
             .map_err(|_| ProxyError::Internal("HMAC key".into()))?;
         mac.update(message.as_bytes());
-        let sig = hex::encode(mac.finalize().into_bytes());
+        let sig = crate::canonical::hex(&mac.finalize().into_bytes());
         out.headers.insert(&TIMESTAMP, HeaderValue::from(ts));
         out.headers.insert(
             &SIGNATURE,
@@ -322,7 +322,7 @@ mod tests {
     fn hmac_hex(key: &str, msg: &str) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
         mac.update(msg.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        crate::canonical::hex(&mac.finalize().into_bytes())
     }
 
     #[test]
