@@ -95,7 +95,7 @@ pub async fn handle<B: CallerBody>(gw: &Gateway, req: Request<B>) -> Response<Re
     ) {
         (Err(e), _) => Err(e),
         (Ok(()), None) => Err(ProxyError::UnknownRoute(route_name.to_string())),
-        (Ok(()), Some(route)) => forward(&snap, route, req, &mut trace).await,
+        (Ok(()), Some(route)) => forward(&snap, route, req, started, &mut trace).await,
     };
     let resp = match result {
         Ok(r) => r,
@@ -243,9 +243,10 @@ async fn forward<B: CallerBody>(
     snap: &Snapshot,
     route: &Route,
     req: Request<B>,
+    started: Instant,
     trace: &mut Trace,
 ) -> Result<Response<RespBody>, ProxyError> {
-    let deadline = Instant::now() + route.upstream.request_timeout;
+    let deadline = started + route.upstream.request_timeout;
     let (parts, body) = req.into_parts();
     trace.client = check_client(snap, &route.name, &parts.headers)?;
     let (_, rest) = split_route(parts.uri.path());

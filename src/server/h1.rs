@@ -266,7 +266,9 @@ where
     let chunked = match (head_only, body.size_hint().exact()) {
         (true, _) => false,
         (false, Some(n)) => {
-            header(out, b"content-length", n.to_string().as_bytes());
+            out.extend_from_slice(b"content-length: ");
+            crate::upstream::decimal(out, n);
+            out.extend_from_slice(b"\r\n");
             false
         }
         (false, None) if version == Version::HTTP_11 => {

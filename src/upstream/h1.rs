@@ -144,7 +144,7 @@ pub fn encode(out: &Outgoing, authority: &str, path_and_query: &str) -> Encoded 
     let wants_length = matches!(out.method, Method::POST | Method::PUT | Method::PATCH);
     if !body.is_empty() || wants_length {
         head.extend_from_slice(b"content-length: ");
-        head.extend_from_slice(body.len().to_string().as_bytes());
+        decimal(&mut head, body.len() as u64);
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"\r\n");
@@ -159,6 +159,22 @@ pub fn encode(out: &Outgoing, authority: &str, path_and_query: &str) -> Encoded 
         body,
         method: out.method.clone(),
     }
+}
+
+/// Writes `n` in decimal without a temporary string.
+pub fn decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// How the answer's body ends.

@@ -278,3 +278,12 @@ async fn a_reused_connection_closed_before_answering_may_be_retried() {
         .expect("no answer");
     assert!(err.retryable, "{}", err.message);
 }
+
+#[test]
+fn decimal_writes_every_magnitude() {
+    for n in [0u64, 7, 10, 99, 100, 12345, u64::MAX] {
+        let mut out = b"x".to_vec();
+        decimal(&mut out, n);
+        assert_eq!(out, format!("x{n}").into_bytes());
+    }
+}
