@@ -7,11 +7,14 @@
 //! - `config`: figment (TOML + `COUNTERSIGN_` env) into a validated [`config::Config`];
 //!   every problem reported with its key path.
 //! - `secret`: the one [`secret::Secret`] type (redacted, zeroized) and `{env|file}` references.
-//! - `server`: listener, accept loop, graceful drain.
+//! - `server`: listener, accept loop, graceful drain; `server::h1` serves
+//!   plain HTTP/1.1 requests itself and hands the rest to hyper.
 //! - `gateway`: the hot-swappable snapshot of routes, and per-credential state kept across it.
 //! - `proxy`: the request pipeline, top to bottom.
 //! - `headers`: header and path hygiene.
-//! - `upstream`: pooled hyper-util client, rustls, timeouts, error classes.
+//! - `upstream`: the way out: `upstream::h1` (HTTP/1.1 on per-thread idle
+//!   connections) or hyper-util's pooled client (streamed bodies, HTTP/2);
+//!   rustls, timeouts, error classes.
 //! - `session`: single-flight, spaced logins; the held session per credential
 //!   (with Redis: a login lease and spacing across replicas, the TTS session shared).
 //! - `limits`: rate limits (GCRA with reservations) and durable monthly quotas;
