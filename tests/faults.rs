@@ -122,50 +122,96 @@ async fn silent_upstream_is_504_within_the_request_timeout() {
 
 #[tokio::test]
 async fn tls_upstream_with_ca_file() {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cert_path = dir.path().join("cert.pem");
-    let key_path = dir.path().join("key.pem");
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    let tls = countersign::fake::tls_config(&cert_path, &key_path).unwrap();
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let fake = countersign::fake::xrtc::Fake::new(countersign::fake::xrtc::Config {
-        accounts: vec![(ACCOUNT.into(), API_KEY.into())],
-        ..Default::default()
-    });
-    let f = fake.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = f
-            .serve(listener, Some(tls), async {
-                let _ = rx.await;
-            })
-            .await;
-    });
-    let upstream = format!("https://localhost:{port}");
-    let extra = format!("ca_file = \"{}\"", cert_path.display());
-    let gw = gateway(&xrtc_toml(&upstream, &dir.path().join("s"), &extra)).await;
+    let up = TlsFake::start(&[b"h2", b"http/1.1"]).await;
+    let gw = gateway(&xrtc_toml(&up.url, &up.dir.path().join("s"), &up.ca_line)).await;
     let a = set_item(&gw, "t", "over-tls").await;
     assert_eq!(a.status, 200, "{}", a.text());
     // The upstream offered h2 by ALPN and the pooled client took it.
-    let versions: Vec<String> = fake
-        .stats()
-        .recent
-        .iter()
-        .map(|r| r.version.clone())
-        .collect();
-    assert!(versions.iter().all(|v| v == "HTTP/2.0"), "{versions:?}");
+    assert!(
+        up.versions().iter().all(|v| v == "HTTP/2.0"),
+        "{:?}",
+        up.versions()
+    );
     // Without the CA the certificate is refused: no silent downgrade.
-    let gw2 = gateway(&xrtc_toml(&upstream, &dir.path().join("s2"), "")).await;
+    let gw2 = gateway(&xrtc_toml(&up.url, &up.dir.path().join("s2"), "")).await;
     let a = set_item(&gw2, "t", "x").await;
     assert_eq!(a.status, 502, "{}", a.text());
-    assert_eq!(fake.stats().logins.len(), 1);
-    let _ = tx.send(());
+    assert_eq!(up.fake.stats().logins.len(), 1);
+}
+
+#[tokio::test]
+async fn tls_upstream_speaking_only_http1_goes_through_the_h1_client() {
+    let up = TlsFake::start(&[b"http/1.1"]).await;
+    let gw = gateway(&xrtc_toml(&up.url, &up.dir.path().join("s"), &up.ca_line)).await;
+    for i in 0..3 {
+        let a = set_item(&gw, "t", &format!("over-tls-{i}")).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+    }
+    assert!(
+        up.versions().iter().all(|v| v == "HTTP/1.1"),
+        "{:?}",
+        up.versions()
+    );
+    assert_eq!(up.versions().len(), 4, "a login and three calls");
+    let gw2 = gateway(&xrtc_toml(&up.url, &up.dir.path().join("s2"), "")).await;
+    let a = set_item(&gw2, "t", "x").await;
+    assert_eq!(a.status, 502, "{}", a.text());
+    assert!(a.text().contains("certificate"), "{}", a.text());
+}
+
+/// A fake XRTC over TLS with a fresh self-signed certificate, offering `alpn`.
+struct TlsFake {
+    fake: countersign::fake::xrtc::Fake,
+    url: String,
+    ca_line: String,
+    dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl TlsFake {
+    async fn start(alpn: &[&[u8]]) -> TlsFake {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cert_path = dir.path().join("cert.pem");
+        let key_path = dir.path().join("key.pem");
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let mut tls = (*countersign::fake::tls_config(&cert_path, &key_path).unwrap()).clone();
+        tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let fake = countersign::fake::xrtc::Fake::new(countersign::fake::xrtc::Config {
+            accounts: vec![(ACCOUNT.into(), API_KEY.into())],
+            ..Default::default()
+        });
+        let f = fake.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = f
+                .serve(listener, Some(std::sync::Arc::new(tls)), async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        TlsFake {
+            fake,
+            url: format!("https://localhost:{port}"),
+            ca_line: format!("ca_file = \"{}\"", cert_path.display()),
+            dir,
+            _stop: tx,
+        }
+    }
+
+    fn versions(&self) -> Vec<String> {
+        self.fake
+            .stats()
+            .recent
+            .iter()
+            .map(|r| r.version.clone())
+            .collect()
+    }
 }
 
 #[tokio::test]
