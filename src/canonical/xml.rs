@@ -48,14 +48,19 @@ fn malformed(at: usize, what: &'static str) -> XmlError {
 }
 
 /// The first `needle` at or after `from`: every tag of every body goes
-/// through here, so the first byte is found with SIMD (memchr).
+/// through here, so its first byte is found with SIMD (memchr) and the rest
+/// (a few bytes: "?>", "-->", "]]>") compared in place, with no searcher to
+/// build per call.
 fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    let hay = hay.get(from..)?;
-    let at = match needle {
-        [b] => memchr::memchr(*b, hay)?,
-        _ => memchr::memmem::find(hay, needle)?,
-    };
-    Some(from + at)
+    let (&first, rest) = needle.split_first()?;
+    let mut at = from;
+    loop {
+        at += memchr::memchr(first, hay.get(at..)?)?;
+        if hay[at + 1..].starts_with(rest) {
+            return Some(at);
+        }
+        at += 1;
+    }
 }
 
 fn is_name_start(b: u8) -> bool {
@@ -119,7 +124,10 @@ fn tag(body: &[u8], at: usize, closing: bool) -> Result<(&[u8], usize, bool), Xm
 
 /// Rejects encodings the byte-level edits would corrupt.
 fn check_encoding(body: &[u8]) -> Result<(), XmlError> {
-    if body.starts_with(&[0xFE, 0xFF]) || body.starts_with(&[0xFF, 0xFE]) || body.contains(&0) {
+    if body.starts_with(&[0xFE, 0xFF])
+        || body.starts_with(&[0xFF, 0xFE])
+        || memchr::memchr(0, body).is_some()
+    {
         return Err(XmlError::Encoding(
             "UTF-16 and UTF-32 bodies are not supported",
         ));
@@ -129,10 +137,21 @@ fn check_encoding(body: &[u8]) -> Result<(), XmlError> {
         .then(|| find(body, 0, b"?>"))
         .flatten()
     {
-        // Only the encoding pseudo-attribute names one (none means UTF-8).
+        // Only the encoding pseudo-attribute names one (none means UTF-8);
+        // its quoted value is what is compared.
         let decl = find(&body[..end], 0, b"encoding").map_or(&[][..], |at| &body[at..end]);
+        let value = decl
+            .iter()
+            .position(|b| *b == b'"' || *b == b'\'')
+            .and_then(|q| {
+                let rest = &decl[q + 1..];
+                let close = rest.iter().position(|b| *b == decl[q])?;
+                Some(&rest[..close])
+            })
+            .unwrap_or(decl);
         let names = |needle: &[u8]| {
-            decl.windows(needle.len())
+            value
+                .windows(needle.len())
                 .any(|w| w.eq_ignore_ascii_case(needle))
         };
         if names(b"utf-16") || names(b"utf-32") || names(b"ucs-") {

@@ -73,6 +73,8 @@ fn bodies_it_cannot_understand_are_refused() {
         ("<teamdrive><command>a</command></teamdrive><teamdrive/>", "two roots"),
         ("<teamdrive><command>a</command><!-- open </teamdrive>", "open comment"),
         ("<?xml version='1.0' encoding='UTF-16'?><teamdrive><command>a</command></teamdrive>", "utf-16 decl"),
+        ("<?xml version=\"1.0\" encoding=\"utf-32BE\"?><teamdrive><command>a</command></teamdrive>", "utf-32 decl"),
+        ("<?xml version='1.0' encoding = 'ISO-10646-UCS-2' ?><teamdrive><command>a</command></teamdrive>", "ucs-2 decl"),
         ("<teamdrive x=1><command>a</command></teamdrive>", "unquoted attribute"),
     ] {
         assert!(run(body, Some(1), Some("d")).is_err(), "{why}: {body:?} was accepted");
@@ -85,6 +87,16 @@ fn bodies_it_cannot_understand_are_refused() {
         edit(&utf16, Some(1), None),
         Err(XmlError::Encoding(_))
     ));
+    // A single-byte encoding named in the declaration is fine.
+    for decl in [
+        "encoding='UTF-8'",
+        "encoding=\"iso-8859-1\"",
+        "standalone='yes'",
+    ] {
+        let body =
+            format!("<?xml version='1.0' {decl}?><teamdrive><command>a</command></teamdrive>");
+        assert!(edit(body.as_bytes(), Some(1), None).is_ok(), "{decl}");
+    }
 }
 
 #[test]
