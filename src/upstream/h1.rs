@@ -322,6 +322,14 @@ impl Head {
     }
 
     fn keeps_alive(&self) -> bool {
+        // Both framings at once smells of response splitting (RFC 9112
+        // §6.3): read it as chunked, then do not trust the connection. A
+        // 101 hands the connection to another protocol.
+        if (self.chunked.is_some() && self.length.is_some())
+            || self.status == StatusCode::SWITCHING_PROTOCOLS
+        {
+            return false;
+        }
         if self.version == Version::HTTP_10 {
             self.keep_alive && !self.close
         } else {

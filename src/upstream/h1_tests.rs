@@ -89,6 +89,11 @@ fn keep_alive_by_version_and_connection_tokens() {
     let h = complete("HTTP/1.1 200 OK\r\nConnection: x-secret, close\r\nX-Secret: 1\r\n\r\n");
     assert!(!h.keeps_alive());
     assert!(h.headers.contains_key("connection"));
+    // Both framings: chunked is read, the connection is not reused.
+    let h = complete("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n");
+    assert_eq!(h.framing(&Method::GET), Framing::Chunked(Chunk::Size));
+    assert!(!h.keeps_alive());
+    assert!(!complete("HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n").keeps_alive());
 }
 
 /// Feeds `wire` to the chunked decoder `step` bytes at a time, as reads
