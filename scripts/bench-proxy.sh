@@ -64,12 +64,7 @@ kind = "utilsio"
 upstream = "http://127.0.0.1:$UP_PORT/api/v1"
 app_id = "bench-app"
 app_hash = "4d7a1f0c2b9e8d6a5f3c1e0b7a9d8c6f4e2a1b3c5d7e9f0a2b4c6d8e0f1a3b5c"
-[routes.teamdrive]
-kind = "teamdrive"
-upstream = "http://127.0.0.1:$UP_PORT"
-auth = "md5"
-key = "bench-service-key"
-distributor = "BENCH"
+$(teamdrive_route "$UP_PORT")
 [routes.tts]
 kind = "tts"
 upstream = "http://127.0.0.1:$UP_PORT"

@@ -34,12 +34,7 @@ listen = "127.0.0.1:$PORT"
 state_dir = "$work/state"
 workers = 1
 $(xrtc_route "$UP_PORT")
-[routes.teamdrive]
-kind = "teamdrive"
-upstream = "http://127.0.0.1:$UP_PORT"
-auth = "md5"
-key = "bench-service-key"
-distributor = "BENCH"
+$(teamdrive_route "$UP_PORT")
 TOML
 cat > "$work/client.py" <<'PY'
 import http.client, sys

@@ -53,6 +53,19 @@ quota = { per_month = 1000000000000 }
 TOML
 }
 
+# teamdrive_route UPSTREAM_PORT: the teamdrive route the measurements use
+# (md5 checksum, a distributor inserted).
+teamdrive_route() {
+  cat <<TOML
+[routes.teamdrive]
+kind = "teamdrive"
+upstream = "http://127.0.0.1:$1"
+auth = "md5"
+key = "bench-service-key"
+distributor = "BENCH"
+TOML
+}
+
 # proxy_conf DIR UPSTREAM_PORT LISTEN_PORT WORKERS [EXTRA_MAIN] > FILE: nginx
 # doing plain reverse proxying to the upstream, connections kept alive (the bar).
 proxy_conf() {

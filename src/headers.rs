@@ -84,6 +84,44 @@ pub fn content_length(h: &HeaderMap) -> Option<u64> {
     digits(h.get(header::CONTENT_LENGTH)?.as_bytes().trim_ascii())
 }
 
+/// Comma-separated tokens of a header value, trimmed.
+pub fn tokens(v: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    v.split(|b| *b == b',').map(|t| t.trim_ascii())
+}
+
+/// The headers of a head parsed by httparse, each value sharing `head`'s
+/// bytes instead of being copied: `spans` gives each name and where its
+/// value lies in `head`. Err names a header whose value is not valid.
+pub fn shared_map(
+    head: &bytes::Bytes,
+    spans: Vec<(HeaderName, usize, usize)>,
+) -> Result<HeaderMap, HeaderName> {
+    let mut map = HeaderMap::with_capacity(spans.len());
+    for (name, start, end) in spans {
+        match http::HeaderValue::from_maybe_shared(head.slice(start..end)) {
+            Ok(value) => map.append(name, value),
+            Err(_) => return Err(name),
+        };
+    }
+    Ok(map)
+}
+
+/// Writes `n` in decimal without a temporary string.
+pub fn decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 /// A length as RFC 9110 §8.6 writes it: digits only. (`str::parse` would
 /// take "+2", which another parser on the path may read differently.)
 pub fn digits(v: &[u8]) -> Option<u64> {
@@ -187,6 +225,15 @@ mod tests {
         // Without [clients], Authorization is the caller's business and passes.
         let out = outgoing(&h, &[header::COOKIE], false);
         assert!(out.contains_key(header::AUTHORIZATION));
+    }
+
+    #[test]
+    fn decimal_writes_every_magnitude() {
+        for n in [0u64, 7, 10, 99, 100, 12345, u64::MAX] {
+            let mut out = b"x".to_vec();
+            decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
     }
 
     #[test]

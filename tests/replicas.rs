@@ -234,27 +234,6 @@ async fn wait_for(gw: &Gw, limit: Duration, done: impl Fn(&Answer) -> bool) -> A
     }
 }
 
-fn tts_route(addr: std::net::SocketAddr) -> String {
-    format!(
-        r#"kind = "tts"
-upstream = "http://{addr}"
-identifier = "{}"
-client_ver = "V4.21.04"
-email = "{}"
-password = "{}"
-access_key = "{}"
-secret = "{}"
-ip_address = "192.0.2.10"
-login_interval = "300ms"
-"#,
-        tts::DEMO_IDENTIFIER,
-        tts::DEMO_EMAIL,
-        tts::DEMO_PASSWORD,
-        tts::DEMO_ACCESS_KEY,
-        tts::DEMO_SECRET,
-    )
-}
-
 async fn tts_call(gw: &Gw, path: &str, body: &str) -> Answer {
     send(
         http::Request::post(gw.url(&format!("/r/{}{path}", tts::DEMO_IDENTIFIER)))
@@ -289,7 +268,14 @@ async fn one_tts_session_serves_every_replica_and_one_relogin_renews_it_for_all(
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut gws = Vec::new();
     for d in &dirs {
-        gws.push(gateway(&toml(d.path(), &shared(&redis, ""), &tts_route(addr))).await);
+        gws.push(
+            gateway(&toml(
+                d.path(),
+                &shared(&redis, ""),
+                &tts_route_toml(addr, ""),
+            ))
+            .await,
+        );
     }
     let all = |n: usize| {
         join_all(
@@ -333,7 +319,12 @@ async fn one_tts_session_serves_every_replica_and_one_relogin_renews_it_for_all(
     }
     // And a replica started later, from the same config, too.
     let late = tempfile::tempdir().unwrap();
-    let gw4 = gateway(&toml(late.path(), &shared(&redis, ""), &tts_route(addr))).await;
+    let gw4 = gateway(&toml(
+        late.path(),
+        &shared(&redis, ""),
+        &tts_route_toml(addr, ""),
+    ))
+    .await;
     assert_eq!(stats_call(&gw4).await.status, 200);
     assert_eq!(
         fake.stats().logins,

@@ -15,23 +15,7 @@ const ID: &str = tts::DEMO_IDENTIFIER;
 const HELD: &str = "[held by countersign]";
 
 fn route(addr: std::net::SocketAddr, extra: &str) -> String {
-    format!(
-        r#"kind = "tts"
-upstream = "http://{addr}"
-identifier = "{ID}"
-client_ver = "V4.21.04"
-email = "{}"
-password = "{}"
-access_key = "{}"
-secret = "{}"
-ip_address = "192.0.2.10"
-login_interval = "300ms"
-{extra}"#,
-        tts::DEMO_EMAIL,
-        tts::DEMO_PASSWORD,
-        tts::DEMO_ACCESS_KEY,
-        tts::DEMO_SECRET,
-    )
+    tts_route_toml(addr, extra)
 }
 
 fn fake_config(tune: impl FnOnce(&mut Config)) -> Config {

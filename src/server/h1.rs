@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
+use http::{HeaderName, Method, Request, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -184,7 +184,7 @@ fn parse(buf: &mut BytesMut, max_body: u64) -> Parsed {
         {
             return Parsed::NotPlain;
         } else if name.eq_ignore_ascii_case(b"connection") {
-            for t in h.value.split(|b| *b == b',').map(|t| t.trim_ascii()) {
+            for t in crate::headers::tokens(h.value) {
                 close |= t.eq_ignore_ascii_case(b"close");
                 keep |= t.eq_ignore_ascii_case(b"keep-alive");
             }
@@ -200,13 +200,9 @@ fn parse(buf: &mut BytesMut, max_body: u64) -> Parsed {
     else {
         return Parsed::NotPlain;
     };
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for (name, start, end) in spans {
-        let Ok(value) = HeaderValue::from_maybe_shared(bytes.slice(start..end)) else {
-            return Parsed::NotPlain;
-        };
-        headers.append(name, value);
-    }
+    let Ok(headers) = crate::headers::shared_map(&bytes, spans) else {
+        return Parsed::NotPlain;
+    };
     let mut req = Request::new(());
     *req.method_mut() = method;
     *req.uri_mut() = uri;
@@ -267,7 +263,7 @@ where
         (true, _) => false,
         (false, Some(n)) => {
             out.extend_from_slice(b"content-length: ");
-            crate::upstream::decimal(out, n);
+            crate::headers::decimal(out, n);
             out.extend_from_slice(b"\r\n");
             false
         }

@@ -15,9 +15,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderName, Method, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -144,7 +144,7 @@ pub fn encode(out: &Outgoing, authority: &str, path_and_query: &str) -> Encoded 
     let wants_length = matches!(out.method, Method::POST | Method::PUT | Method::PATCH);
     if !body.is_empty() || wants_length {
         head.extend_from_slice(b"content-length: ");
-        decimal(&mut head, body.len() as u64);
+        crate::headers::decimal(&mut head, body.len() as u64);
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"\r\n");
@@ -159,22 +159,6 @@ pub fn encode(out: &Outgoing, authority: &str, path_and_query: &str) -> Encoded 
         body,
         method: out.method.clone(),
     }
-}
-
-/// Writes `n` in decimal without a temporary string.
-pub fn decimal(out: &mut Vec<u8>, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut n = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 /// How the answer's body ends.
@@ -273,7 +257,7 @@ async fn read_head(conn: &mut Conn) -> io::Result<Head> {
             }
         }
         conn.buf.reserve(8 * 1024);
-        let n = read_buf(&mut conn.io, &mut conn.buf).await?;
+        let n = conn.io.read_buf(&mut conn.buf).await?;
         if n == 0 {
             let msg = if received {
                 "the upstream closed the connection in the middle of its answer"
@@ -284,11 +268,6 @@ async fn read_head(conn: &mut Conn) -> io::Result<Head> {
         }
         received = true;
     }
-}
-
-async fn read_buf(io: &mut Stream, buf: &mut BytesMut) -> io::Result<usize> {
-    use tokio::io::AsyncReadExt;
-    io.read_buf(buf).await
 }
 
 /// An answer head, with what its framing headers said.
@@ -338,11 +317,6 @@ impl Head {
     }
 }
 
-/// Comma-separated tokens of a header value, trimmed.
-fn tokens(v: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
-    v.split(|b| *b == b',').map(|t| t.trim_ascii())
-}
-
 /// Parses a complete head out of `buf` (removing it), or `None` for more bytes.
 fn parse_head(buf: &mut BytesMut) -> io::Result<Option<Head>> {
     let bad = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
@@ -379,7 +353,7 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<Head>> {
     for h in parsed.headers.iter() {
         let (name, value) = (h.name.as_bytes(), h.value);
         if name.eq_ignore_ascii_case(b"content-length") {
-            for part in tokens(value) {
+            for part in crate::headers::tokens(value) {
                 let n = crate::headers::digits(part).ok_or_else(|| {
                     bad("the upstream sent a Content-Length that is not a number".into())
                 })?;
@@ -392,12 +366,12 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<Head>> {
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // Framing is this hop's: consumed here, never passed on.
-            let last = tokens(value).next_back().unwrap_or(b"");
+            let last = crate::headers::tokens(value).next_back().unwrap_or(b"");
             head.chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
             continue;
         } else if name.eq_ignore_ascii_case(b"connection") {
             let mut others = false;
-            for t in tokens(value) {
+            for t in crate::headers::tokens(value) {
                 if t.eq_ignore_ascii_case(b"close") {
                     head.close = true;
                 } else if t.eq_ignore_ascii_case(b"keep-alive") {
@@ -420,12 +394,8 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<Head>> {
         spans.push((name, start, start + value.len()));
     }
     let bytes = buf.split_to(len).freeze();
-    head.headers.reserve(spans.len());
-    for (name, start, end) in spans {
-        let value = HeaderValue::from_maybe_shared(bytes.slice(start..end))
-            .map_err(|_| bad(format!("the upstream sent a bad value for {name}")))?;
-        head.headers.append(name, value);
-    }
+    head.headers = crate::headers::shared_map(&bytes, spans)
+        .map_err(|name| bad(format!("the upstream sent a bad value for {name}")))?;
     Ok(Some(head))
 }
 

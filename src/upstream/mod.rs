@@ -10,8 +10,6 @@
 
 mod h1;
 
-pub use h1::decimal;
-
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};

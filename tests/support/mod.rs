@@ -324,3 +324,27 @@ pub fn route_toml(state_dir: &std::path::Path, route: &str) -> String {
 }
 
 pub mod redis_server;
+
+/// A TTS route (without its `[routes.x]` line) to the fake at `addr`, with
+/// the fake's demo credentials; `extra` lines go at its end.
+pub fn tts_route_toml(addr: std::net::SocketAddr, extra: &str) -> String {
+    use countersign::fake::tts;
+    format!(
+        r#"kind = "tts"
+upstream = "http://{addr}"
+identifier = "{}"
+client_ver = "V4.21.04"
+email = "{}"
+password = "{}"
+access_key = "{}"
+secret = "{}"
+ip_address = "192.0.2.10"
+login_interval = "300ms"
+{extra}"#,
+        tts::DEMO_IDENTIFIER,
+        tts::DEMO_EMAIL,
+        tts::DEMO_PASSWORD,
+        tts::DEMO_ACCESS_KEY,
+        tts::DEMO_SECRET,
+    )
+}
