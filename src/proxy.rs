@@ -45,8 +45,18 @@ impl tower::Service<Request<Incoming>> for GatewayService {
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let gw = self.0.clone();
-        Box::pin(async move { Ok(handle(&gw, req).await) })
+        Box::pin(async move { Ok(with_header_map(handle(&gw, req).await)) })
     }
+}
+
+/// hyper writes an answer from its map: header lines kept as they came
+/// (`upstream::RawHeaders`) go into it first.
+fn with_header_map(resp: Response<RespBody>) -> Response<RespBody> {
+    let (mut parts, mut body) = resp.into_parts();
+    if let Either::Right(up) = &mut body {
+        crate::upstream::headers_into_map(&mut parts.headers, up);
+    }
+    Response::from_parts(parts, body)
 }
 
 /// What happened to one request, for its log line and metrics.
@@ -353,10 +363,16 @@ async fn forward<B: CallerBody>(
                 e => e,
             })?;
         trace.upstream_status = Some(resp.status().as_u16());
-        if let Some(hold) = route.limits.observe(resp.status(), resp.headers()).await {
+        let (mut head, mut body_in) = resp.into_parts();
+        // A plain success's header lines may pass on as they came: nothing
+        // below reads them (h1's `NOTABLE` names the ones that would). Any
+        // other answer is looked at through the map.
+        if !head.status.is_success() || matches!(then, Then::Inspect) {
+            crate::upstream::headers_into_map(&mut head.headers, &mut body_in);
+        }
+        if let Some(hold) = route.limits.observe(head.status, &head.headers).await {
             tracing::warn!(route = %route.name, hold_s = hold.as_secs_f64(), "upstream asked to slow down; holding the route's requests");
         }
-        let (mut head, body_in) = resp.into_parts();
         headers::strip_response(&mut head.headers);
         let mut peeked = None;
         let mut unread = Some(body_in);

@@ -248,7 +248,9 @@ fn assert_echo(m: &Msg, tag: &str, len: usize) {
 
 /// A raw HTTP/1.1 upstream answering `n=<tag> len=<body bytes>`, framed by the
 /// path: `/chunked` chunked, `/close` delimited by its close, `/slow` after
-/// 300 ms, anything else with a Content-Length. It records every request.
+/// 300 ms, `/headers` with end-to-end and hop-by-hop headers of its own and
+/// a `Date` 30 s old,
+/// anything else with a Content-Length. It records every request.
 struct Upstream {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Msg>>>,
@@ -292,6 +294,11 @@ async fn upstream() -> Upstream {
                             format!("{ok}Transfer-Encoding: chunked\r\n\r\n4\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n", b.len())
                         }
                         "/close" => format!("{ok}Connection: close\r\n\r\n{body}"),
+                        "/headers" => {
+                            let date = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(30));
+                            let h = format!("HTTP/1.1 200 OK\r\nX-Trace-ID: abc\r\nx-multi: one\r\nDate: {date}\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-Multi: two\r\nContent-Length: {}\r\n\r\n", body.len());
+                            if head { h } else { h + &body }
+                        }
                         _ if head => format!("{ok}Content-Length: {}\r\n\r\n", body.len()),
                         _ => format!("{ok}Content-Length: {}\r\n\r\n{body}", body.len()),
                     };
@@ -662,4 +669,40 @@ async fn h2c_with_prior_knowledge_is_served() {
     assert_eq!(up.seen().len(), 2);
     drop(send);
     driver.abort();
+}
+
+#[tokio::test]
+async fn the_upstreams_header_lines_reach_every_caller_once_without_its_framing() {
+    let (_up, gw, _d) = setup().await;
+    let mut w = Wire::connect(gw.addr).await;
+    let check = |a: &Msg, len: usize| {
+        assert_eq!(a.status(), 200, "{a:?}");
+        assert_eq!(a.all("x-trace-id"), ["abc"], "{a:?}");
+        assert_eq!(a.all("x-multi"), ["one", "two"], "{a:?}");
+        // `answer` checks there is one date; it is the upstream's.
+        let date = httpdate::parse_http_date(a.all("date")[0]).unwrap();
+        let age = SystemTime::now().duration_since(date).unwrap_or_default();
+        assert!(
+            age >= Duration::from_secs(20),
+            "not the upstream's date: {a:?}"
+        );
+        assert!(a.all("keep-alive").is_empty(), "hop-by-hop: {a:?}");
+        assert!(a.all("connection").is_empty(), "{a:?}");
+        assert_eq!(a.all("content-length"), [len.to_string()], "{a:?}");
+    };
+    // The fast path writes the lines as they came.
+    w.send(&req("POST", "/headers", "p", "", b"abc")).await;
+    let a = w.answer().await;
+    check(&a, echo("p", 3).len());
+    assert_eq!(a.text(), echo("p", 3));
+    // A HEAD answer keeps the upstream's length.
+    w.send(&req("HEAD", "/headers", "h", "", b"")).await;
+    let a = w.answer_as(Kind::AnswerToHead).await;
+    check(&a, echo("h", 0).len());
+    assert!(a.body.is_empty());
+    // A chunked upload goes through hyper's server, which writes from a map.
+    w.send(b"POST /r/headers?deviceId=d1&n=c HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n").await;
+    let a = w.answer().await;
+    check(&a, echo("c", 2).len());
+    assert_eq!(a.text(), echo("c", 2));
 }

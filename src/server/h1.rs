@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::{HeaderName, Method, Request, StatusCode, Uri, Version};
 use http_body::Body as _;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -231,12 +231,22 @@ async fn write_answer<I>(
 where
     I: AsyncWrite + Unpin,
 {
-    let (parts, mut body) = resp.into_parts();
+    let (mut parts, mut body) = resp.into_parts();
     let status = parts.status;
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let head_only = bodiless || method == Method::HEAD;
+    // Header lines kept as the upstream sent them go out as they are, less
+    // the framing; a HEAD answer keeps its length, which the map's loop knows.
+    let raw = match &mut body {
+        Either::Right(up) if head_only => {
+            crate::upstream::headers_into_map(&mut parts.headers, up);
+            None
+        }
+        Either::Right(up) => up.take_raw(),
+        Either::Left(_) => None,
+    };
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -244,6 +254,10 @@ where
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut has_date = false;
+    if let Some(raw) = &raw {
+        raw.write_to(out);
+        has_date = raw.has_date;
+    }
     for (name, value) in &parts.headers {
         // The framing is this connection's; a HEAD answer keeps the length
         // its GET would have.

@@ -234,7 +234,9 @@ pub async fn exchange(
         keep_alive,
         "answer head from upstream"
     );
-    let mut resp = Response::new(WireBody::new(conn, framing, keep_alive, idle));
+    let mut body = WireBody::new(conn, framing, keep_alive, idle);
+    body.raw = head.raw;
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     *resp.version_mut() = head.version;
     *resp.headers_mut() = head.headers;
@@ -274,8 +276,10 @@ async fn read_head(conn: &mut Conn) -> io::Result<Head> {
 struct Head {
     status: StatusCode,
     version: Version,
-    /// The end-to-end headers; the framing ones are consumed here.
+    /// The end-to-end headers; the framing ones are consumed here. Empty
+    /// when the head is plain and `raw` holds its lines.
     headers: HeaderMap,
+    raw: Option<RawHeaders>,
     /// `Transfer-Encoding` was sent: whether its last coding is chunked.
     chunked: Option<bool>,
     length: Option<u64>,
@@ -342,16 +346,29 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<Head>> {
             Version::HTTP_11
         },
         headers: HeaderMap::new(),
+        raw: None,
         chunked: None,
         length: None,
         close: false,
         keep_alive: false,
     };
-    // Header values share the head's bytes instead of being copied one by one.
     let base = buf.as_ptr() as usize;
-    let mut spans = Vec::with_capacity(parsed.headers.len());
+    // Where the header lines start: the blank line's, when there are none.
+    let start = parsed
+        .headers
+        .first()
+        .map_or(len.saturating_sub(2), |h| h.name.as_ptr() as usize - base);
+    let mut lines = Lines {
+        last: start,
+        at: start,
+        plain: true,
+        skip: [(0, 0); MAX_SKIP],
+        skips: 0,
+        has_date: false,
+    };
     for h in parsed.headers.iter() {
         let (name, value) = (h.name.as_bytes(), h.value);
+        lines.line(buf, base, name, value);
         if name.eq_ignore_ascii_case(b"content-length") {
             for part in crate::headers::tokens(value) {
                 let n = crate::headers::digits(part).ok_or_else(|| {
@@ -364,47 +381,221 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<Head>> {
                 }
                 head.length = Some(n);
             }
+            // The caller's connection writes its own length.
+            lines.leave_out();
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            // Framing is this hop's: consumed here, never passed on.
             let last = crate::headers::tokens(value).next_back().unwrap_or(b"");
             head.chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
-            continue;
+            lines.leave_out();
         } else if name.eq_ignore_ascii_case(b"connection") {
-            let mut others = false;
             for t in crate::headers::tokens(value) {
                 if t.eq_ignore_ascii_case(b"close") {
                     head.close = true;
                 } else if t.eq_ignore_ascii_case(b"keep-alive") {
                     head.keep_alive = true;
-                } else if !t.is_empty() {
-                    others = true;
                 }
             }
-            // A Connection header naming other headers stays, for
-            // `headers::strip_response` to remove those too.
-            if !others {
-                continue;
-            }
+            lines.leave_out();
+            // Other names listed are hop-by-hop too: the map's path removes them.
+            lines.plain &= !names_others(value);
         } else if name.eq_ignore_ascii_case(b"keep-alive") {
-            continue;
+            lines.leave_out();
+        } else if name.eq_ignore_ascii_case(b"date") {
+            lines.has_date = true;
+        } else if NOTABLE
+            .iter()
+            .any(|n| n.len() == name.len() && n.eq_ignore_ascii_case(name))
+        {
+            lines.plain = false;
         }
-        let name = HeaderName::from_bytes(name)
-            .map_err(|_| bad(format!("the upstream sent a bad header name {:?}", h.name)))?;
-        let start = value.as_ptr() as usize - base;
-        spans.push((name, start, start + value.len()));
     }
+    // The lines must run up to the blank line, CRLF throughout.
+    lines.plain &= lines.at + 2 == len && buf.get(len - 2..len) == Some(b"\r\n");
+    let spans = if lines.plain {
+        None
+    } else {
+        Some(spans_of(parsed.headers, base)?)
+    };
     let bytes = buf.split_to(len).freeze();
-    head.headers = crate::headers::shared_map(&bytes, spans)
-        .map_err(|name| bad(format!("the upstream sent a bad value for {name}")))?;
+    match spans {
+        Some(spans) => {
+            head.headers = crate::headers::shared_map(&bytes, spans)
+                .map_err(|name| bad(format!("the upstream sent a bad value for {name}")))?;
+        }
+        None => {
+            for s in &mut lines.skip[..lines.skips] {
+                *s = (s.0 - start, s.1 - start);
+            }
+            head.raw = Some(RawHeaders {
+                bytes: bytes.slice(start..),
+                skip: lines.skip,
+                skips: lines.skips,
+                has_date: lines.has_date,
+            });
+        }
+    }
     Ok(Some(head))
 }
 
+/// A `Connection` value naming headers other than its own options.
+fn names_others(value: &[u8]) -> bool {
+    crate::headers::tokens(value).any(|t| {
+        !t.is_empty() && !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive")
+    })
+}
+
+/// The end-to-end headers of a parsed head, as names and where each value
+/// lies from `base`: the framing ones are this hop's and stay out. A
+/// `Connection` naming other headers stays, for `headers::strip_response`
+/// to remove those with it.
+fn spans_of(
+    headers: &[httparse::Header<'_>],
+    base: usize,
+) -> io::Result<Vec<(HeaderName, usize, usize)>> {
+    let mut spans = Vec::with_capacity(headers.len());
+    for h in headers {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"keep-alive")
+            || (name.eq_ignore_ascii_case(b"connection") && !names_others(h.value))
+        {
+            continue;
+        }
+        let name = HeaderName::from_bytes(name).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the upstream sent a bad header name {:?}", h.name),
+            )
+        })?;
+        // An empty value's slice may not point into the head.
+        let start = if h.value.is_empty() {
+            0
+        } else {
+            h.value.as_ptr() as usize - base
+        };
+        spans.push((name, start, start + h.value.len()));
+    }
+    Ok(spans)
+}
+
+/// An answer's header lines as the upstream sent them, kept when nothing
+/// on the way back needs them as a map (a plain head: see `NOTABLE`). The
+/// caller's HTTP/1 connection writes them as they are, less the framing
+/// lines; anything else asks for `into_map`. Building the map costs more
+/// than the rest of the answer's way back (docs/performance.md).
+pub struct RawHeaders {
+    /// The header lines and the blank line after them.
+    bytes: Bytes,
+    /// The framing lines (`Content-Length`, `Transfer-Encoding`,
+    /// `Connection`, `Keep-Alive`), as ranges of `bytes`.
+    skip: [(usize, usize); MAX_SKIP],
+    skips: usize,
+    /// A `Date` line is among them.
+    pub has_date: bool,
+}
+
+impl RawHeaders {
+    /// Appends the lines that go on to the caller, each ending in CRLF.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let mut at = 0;
+        for &(start, end) in &self.skip[..self.skips] {
+            out.extend_from_slice(&self.bytes[at..start]);
+            at = end;
+        }
+        out.extend_from_slice(&self.bytes[at..self.bytes.len() - 2]);
+    }
+
+    /// The same headers as a map, as a head that is not plain gets them.
+    pub fn into_map(self) -> HeaderMap {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let spans = match httparse::parse_headers(&self.bytes, &mut slots) {
+            Ok(httparse::Status::Complete((_, headers))) => {
+                spans_of(headers, self.bytes.as_ptr() as usize)
+            }
+            _ => Err(io::Error::other("unparsable")),
+        };
+        // These lines parsed once already: a failure here is a bug, and the
+        // answer goes on without them rather than not at all.
+        match spans.map(|s| crate::headers::shared_map(&self.bytes, s)) {
+            Ok(Ok(map)) => map,
+            _ => {
+                tracing::error!("an upstream answer's headers did not parse a second time");
+                HeaderMap::new()
+            }
+        }
+    }
+}
+
+/// Names whose presence means something on the way back reads or removes
+/// headers from the answer: the rate-limit hold (`Limits::observe`), a
+/// session's cookies (`Kind::observe`), the hop-by-hop ones
+/// (`headers::strip_response`). Such an answer's headers go into a map.
+const NOTABLE: &[&[u8]] = &[
+    b"set-cookie",
+    b"x-ratelimit-remaining",
+    b"proxy-connection",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+    b"te",
+    b"trailer",
+    b"upgrade",
+];
+
+/// Lines left out of a plain head when it is passed on: at most this many.
+const MAX_SKIP: usize = 4;
+
+/// While parsing: whether the header lines can be passed on as they came.
+struct Lines {
+    /// Where the last line read starts, and where the next should.
+    last: usize,
+    at: usize,
+    plain: bool,
+    skip: [(usize, usize); MAX_SKIP],
+    skips: usize,
+    has_date: bool,
+}
+
+impl Lines {
+    /// Notes the line holding `name: value`. A line that does not start
+    /// where the last one ended, or does not end in CRLF right after its
+    /// value, makes the head not plain.
+    fn line(&mut self, buf: &[u8], base: usize, name: &[u8], value: &[u8]) {
+        let start = name.as_ptr() as usize - base;
+        // An empty value's slice may not point into the buffer.
+        let end = if value.is_empty() {
+            usize::MAX
+        } else {
+            value.as_ptr() as usize - base + value.len()
+        };
+        if start != self.at || buf.get(end..end.saturating_add(2)) != Some(b"\r\n") {
+            self.plain = false;
+            return;
+        }
+        self.last = start;
+        self.at = end + 2;
+    }
+
+    /// Leaves out the line just read.
+    fn leave_out(&mut self) {
+        if !self.plain {
+            return;
+        }
+        if self.skips == MAX_SKIP {
+            self.plain = false;
+            return;
+        }
+        self.skip[self.skips] = (self.last, self.at);
+        self.skips += 1;
+    }
+}
 /// The answer's body, read from the upstream connection as it is polled.
 pub struct WireBody {
     conn: Option<Conn>,
     framing: Framing,
     keep_alive: bool,
     idle: Option<IdleConns>,
+    /// The head's lines, when it was plain and nobody has asked for a map.
+    raw: Option<RawHeaders>,
 }
 
 impl WireBody {
@@ -414,11 +605,17 @@ impl WireBody {
             framing,
             keep_alive,
             idle: Some(idle),
+            raw: None,
         };
         if framing == Framing::Length(0) {
             body.finish();
         }
         body
+    }
+
+    /// The answer's header lines, if they were kept as they came.
+    pub fn take_raw(&mut self) -> Option<RawHeaders> {
+        self.raw.take()
     }
 
     /// The body ended as framed: the connection may carry the next request.

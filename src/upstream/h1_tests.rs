@@ -15,19 +15,91 @@ fn complete(raw: &str) -> Head {
     }
 }
 
+/// The head's end-to-end headers as a map, however they were kept.
+fn map_of(head: &mut Head) -> HeaderMap {
+    match head.raw.take() {
+        Some(raw) => raw.into_map(),
+        None => head.headers.clone(),
+    }
+}
+
+/// What a plain head passes on to the caller, or `None` if it is not plain.
+fn passed_on(raw: &str) -> Option<String> {
+    let head = complete(raw);
+    head.raw.map(|r| {
+        let mut out = Vec::new();
+        r.write_to(&mut out);
+        String::from_utf8(out).unwrap()
+    })
+}
+
+#[test]
+fn a_plain_head_passes_on_its_lines_less_the_framing() {
+    let raw = "HTTP/1.1 200 OK\r\nServer: up\r\nContent-Length: 2\r\nX-B: 1\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\n\r\n";
+    assert_eq!(
+        passed_on(raw).as_deref(),
+        Some("Server: up\r\nX-B: 1\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\n")
+    );
+    let mut head = complete(raw);
+    assert!(head.raw.as_ref().is_some_and(|r| r.has_date));
+    assert!(head.headers.is_empty(), "no map is built for a plain head");
+    // Asked for, the map holds what the map path would have kept.
+    let map = map_of(&mut head);
+    let names: Vec<_> = map.keys().map(|n| n.as_str()).collect();
+    assert_eq!(names, ["server", "content-length", "x-b", "date"]);
+    assert_eq!(map["content-length"], "2");
+    // No header lines at all.
+    assert_eq!(
+        passed_on("HTTP/1.1 204 No Content\r\n\r\n").as_deref(),
+        Some("")
+    );
+    assert_eq!(
+        passed_on("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").as_deref(),
+        Some("")
+    );
+}
+
+#[test]
+fn heads_something_reads_or_that_are_not_clean_crlf_get_a_map() {
+    for raw in [
+        // Read on the way back: session cookies, rate-limit state, hop-by-hop names.
+        "HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nx-ratelimit-remaining: 0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: 1\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTrailer: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nUpgrade: h2c\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nProxy-Connection: close\r\n\r\n",
+        // Not CRLF right after each value.
+        "HTTP/1.1 200 OK\nX-A: 1\nContent-Length: 0\n\n",
+        "HTTP/1.1 200 OK\r\nX-A: 1  \r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 0\r\n\n",
+        "HTTP/1.1 200 OK\r\nX-Empty:\r\n\r\n",
+        // More framing lines than are tracked.
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nContent-Length: 0\r\nConnection: keep-alive\r\nKeep-Alive: 1\r\nConnection: keep-alive\r\n\r\n",
+    ] {
+        let head = complete(raw);
+        assert!(head.raw.is_none(), "{raw:?} was taken as plain");
+    }
+    let mut head = complete("HTTP/1.1 200 OK\r\nX-Empty:\r\nSet-Cookie: a=1\r\n\r\n");
+    let map = map_of(&mut head);
+    assert_eq!(map["x-empty"], "");
+    assert_eq!(map["set-cookie"], "a=1");
+}
+
 #[test]
 fn a_head_is_parsed_and_the_rest_stays_buffered() {
     let mut buf = BytesMut::from(
         &b"HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nX-Multi: a\r\nX-Multi: b\r\nContent-Length: 5\r\n\r\nhello"[..],
     );
-    let head = match parse_head(&mut buf) {
+    let mut head = match parse_head(&mut buf) {
         Ok(Some(h)) => h,
         _ => panic!("no head"),
     };
     assert_eq!(head.status, StatusCode::CREATED);
     assert_eq!(head.version, Version::HTTP_11);
-    assert_eq!(head.headers["content-type"], "text/plain");
-    let multi: Vec<_> = head.headers.get_all("x-multi").iter().collect();
+    let map = map_of(&mut head);
+    assert_eq!(map["content-type"], "text/plain");
+    let multi: Vec<_> = map.get_all("x-multi").iter().collect();
     assert_eq!(multi, ["a", "b"]);
     assert_eq!(head.framing(&Method::GET), Framing::Length(5));
     assert!(head.keeps_alive());
@@ -45,8 +117,9 @@ fn framing_follows_rfc_9112_section_6_3() {
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n",
     );
     assert_eq!(chunked.framing(&Method::GET), Framing::Chunked(Chunk::Size));
+    let mut chunked = chunked;
     assert!(
-        chunked.headers.get("transfer-encoding").is_none(),
+        map_of(&mut chunked).get("transfer-encoding").is_none(),
         "the framing header is this hop's"
     );
     let not_chunked = complete("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
@@ -85,7 +158,8 @@ fn keep_alive_by_version_and_connection_tokens() {
     assert!(complete("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n").keeps_alive());
     let h = complete("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\n");
     assert!(h.keeps_alive());
-    assert!(h.headers.is_empty(), "hop-by-hop headers are consumed");
+    let mut h = h;
+    assert!(map_of(&mut h).is_empty(), "hop-by-hop headers are consumed");
     // Other names listed stay for headers::strip_response to remove with them.
     let h = complete("HTTP/1.1 200 OK\r\nConnection: x-secret, close\r\nX-Secret: 1\r\n\r\n");
     assert!(!h.keeps_alive());

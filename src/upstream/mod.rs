@@ -10,6 +10,8 @@
 
 mod h1;
 
+pub use h1::RawHeaders;
+
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -126,6 +128,41 @@ impl http_body::Body for UpBody {
         match self {
             UpBody::Wire(b) => b.size_hint(),
             UpBody::Hyper(b) => b.size_hint(),
+        }
+    }
+}
+
+impl UpBody {
+    /// The answer's header lines, when `h1` kept them as they came
+    /// (`h1::RawHeaders`): whoever takes them writes them or puts them in
+    /// the map.
+    pub fn take_raw(&mut self) -> Option<RawHeaders> {
+        match self {
+            UpBody::Wire(b) => b.take_raw(),
+            UpBody::Hyper(_) => None,
+        }
+    }
+}
+
+/// Puts the header lines an answer kept as they came into its map, for
+/// whatever reads or writes the map (hyper's server, a HEAD answer, the
+/// pipeline's inspection of an answer that is not a plain success).
+pub fn headers_into_map(headers: &mut http::HeaderMap, body: &mut UpBody) {
+    if let Some(raw) = body.take_raw() {
+        let map = raw.into_map();
+        if headers.is_empty() {
+            *headers = map;
+        } else {
+            let mut last = None;
+            for (name, value) in map {
+                // `None`: another value of the name before.
+                if name.is_some() {
+                    last = name;
+                }
+                if let Some(name) = &last {
+                    headers.append(name.clone(), value);
+                }
+            }
         }
     }
 }
