@@ -171,6 +171,9 @@ fn parse(buf: &mut BytesMut, max_body: u64) -> Parsed {
     let mut spans = Vec::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
         let name = h.name.as_bytes();
+        // `Host`, the length and this connection's options are read here
+        // and stay out of the map: `headers::outgoing` would drop them, and
+        // nothing before it reads them.
         if name.eq_ignore_ascii_case(b"content-length") {
             // A body over `max_body` goes to hyper, which answers 413
             // without waiting for it.
@@ -178,15 +181,28 @@ fn parse(buf: &mut BytesMut, max_body: u64) -> Parsed {
                 (Some(n), None) if n <= max_body => body_len = Some(n as usize),
                 _ => return Parsed::NotPlain,
             }
+            continue;
+        } else if name.eq_ignore_ascii_case(b"host") || name.eq_ignore_ascii_case(b"keep-alive") {
+            continue;
         } else if name.eq_ignore_ascii_case(b"transfer-encoding")
             || name.eq_ignore_ascii_case(b"expect")
             || name.eq_ignore_ascii_case(b"upgrade")
         {
             return Parsed::NotPlain;
         } else if name.eq_ignore_ascii_case(b"connection") {
+            let mut others = false;
             for t in crate::headers::tokens(h.value) {
-                close |= t.eq_ignore_ascii_case(b"close");
-                keep |= t.eq_ignore_ascii_case(b"keep-alive");
+                let (c, k) = (
+                    t.eq_ignore_ascii_case(b"close"),
+                    t.eq_ignore_ascii_case(b"keep-alive"),
+                );
+                close |= c;
+                keep |= k;
+                others |= !c && !k && !t.is_empty();
+            }
+            // Names it lists are hop-by-hop too: `outgoing` drops them by it.
+            if !others {
+                continue;
             }
         }
         let Ok(name) = HeaderName::from_bytes(name) else {
