@@ -711,11 +711,19 @@ async fn the_upstreams_header_lines_reach_every_caller_once_without_its_framing(
 async fn hop_by_hop_and_listed_caller_headers_never_reach_the_upstream() {
     let (up, gw, _d) = setup().await;
     let mut w = Wire::connect(gw.addr).await;
-    let hops = "Connection: keep-alive, X-Hop\r\nX-Hop: secret\r\nKeep-Alive: timeout=5\r\nX-Keep: 1\r\n";
+    let hops =
+        "Connection: keep-alive, X-Hop\r\nX-Hop: secret\r\nKeep-Alive: timeout=5\r\nX-Keep: 1\r\n";
     w.send(&req("POST", "/echo", "hop", hops, b"abc")).await;
     assert_echo(&w.answer().await, "hop", 3);
     // Options only: the connection stays open and nothing is listed.
-    w.send(&req("POST", "/echo", "opt", "Connection: keep-alive\r\n", b"z")).await;
+    w.send(&req(
+        "POST",
+        "/echo",
+        "opt",
+        "Connection: keep-alive\r\n",
+        b"z",
+    ))
+    .await;
     assert_echo(&w.answer().await, "opt", 1);
     let seen = up.seen();
     for r in &seen {

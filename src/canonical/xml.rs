@@ -38,9 +38,26 @@ struct Child {
 
 #[derive(Default)]
 struct Found {
-    command: Vec<Child>,
-    requesttime: Vec<Child>,
-    distributor: Vec<Child>,
+    command: Seen,
+    requesttime: Seen,
+    distributor: Seen,
+}
+
+/// The first child of a name, and how many there were (more than one is
+/// an error): no list to allocate per request.
+#[derive(Default)]
+struct Seen {
+    first: Option<Child>,
+    count: usize,
+}
+
+impl Seen {
+    fn push(&mut self, child: Child) {
+        if self.first.is_none() {
+            self.first = Some(child);
+        }
+        self.count += 1;
+    }
 }
 
 fn malformed(at: usize, what: &'static str) -> XmlError {
@@ -63,12 +80,31 @@ fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
     }
 }
 
+/// Name bytes by class, looked up once per byte of every tag: bit 1 may
+/// start a name, bit 2 may continue one.
+const NAME: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let start = c.is_ascii_alphabetic() || c == b'_' || c == b':' || c >= 0x80;
+        let more = start || c.is_ascii_digit() || c == b'-' || c == b'.';
+        t[b] = (start as u8) | ((more as u8) << 1);
+        b += 1;
+    }
+    t
+};
+
 fn is_name_start(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_' || b == b':' || b >= 0x80
+    NAME[usize::from(b)] & 1 != 0
 }
 
-fn is_name_char(b: u8) -> bool {
-    is_name_start(b) || b.is_ascii_digit() || b == b'-' || b == b'.'
+/// Where the name characters starting at `i` end.
+fn name_end(body: &[u8], i: usize) -> usize {
+    body[i..]
+        .iter()
+        .position(|b| NAME[usize::from(*b)] & 2 == 0)
+        .map_or(body.len(), |n| i + n)
 }
 
 /// Parses a start or end tag beginning at `at` (the '<'); returns (name, end after '>', self-closing).
@@ -78,9 +114,7 @@ fn tag(body: &[u8], at: usize, closing: bool) -> Result<(&[u8], usize, bool), Xm
     if !body.get(i).copied().is_some_and(is_name_start) {
         return Err(malformed(at, "a tag without a valid name"));
     }
-    while body.get(i).copied().is_some_and(is_name_char) {
-        i += 1;
-    }
+    i = name_end(body, i);
     let name = &body[start..i];
     loop {
         while body.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
@@ -93,9 +127,7 @@ fn tag(body: &[u8], at: usize, closing: bool) -> Result<(&[u8], usize, bool), Xm
                 return Ok((name, i + 2, true))
             }
             Some(&b) if !closing && is_name_start(b) => {
-                while body.get(i).copied().is_some_and(is_name_char) {
-                    i += 1;
-                }
+                i = name_end(body, i);
                 while body.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
                     i += 1;
                 }
@@ -309,18 +341,18 @@ pub fn edit(
     distributor: Option<&str>,
 ) -> Result<(Vec<u8>, Vec<Splice>), XmlError> {
     let found = scan(body)?;
-    let command = match found.command.as_slice() {
-        [c] => c,
-        [] => return Err(XmlError::Shape("has no <command> element")),
+    let command = match (&found.command.first, found.command.count) {
+        (Some(c), 1) => c,
+        (None, _) => return Err(XmlError::Shape("has no <command> element")),
         _ => return Err(XmlError::Shape("has more than one <command> element")),
     };
-    if found.requesttime.len() > 1 {
+    if found.requesttime.count > 1 {
         return Err(XmlError::Shape("has more than one <requesttime> element"));
     }
-    if found.distributor.len() > 1 {
+    if found.distributor.count > 1 {
         return Err(XmlError::Shape("has more than one <distributor> element"));
     }
-    let existing_time = found.requesttime.first();
+    let existing_time = found.requesttime.first.as_ref();
     let mut splices = Vec::new();
     // Where the distributor goes: after the requesttime element, as it will be.
     let mut after_time = existing_time
@@ -350,8 +382,12 @@ pub fn edit(
             }
         }
     }
-    if let (Some(d), true) = (distributor, found.distributor.is_empty()) {
-        let element = format!("<distributor>{}</distributor>", escape(d));
+    if let (Some(d), 0) = (distributor, found.distributor.count) {
+        let d = escape(d);
+        let mut element = String::with_capacity(d.len() + 27);
+        element.push_str("<distributor>");
+        element.push_str(&d);
+        element.push_str("</distributor>");
         if after_time == command.whole.end && existing_time.is_none() {
             inserted_at_command.push_str(&element);
         } else {

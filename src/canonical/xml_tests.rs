@@ -68,6 +68,7 @@ fn bodies_it_cannot_understand_are_refused() {
         ("<teamdrive><requesttime>1</requesttime></teamdrive>", "no command"),
         ("<teamdrive><command>a</command><command>b</command></teamdrive>", "two commands"),
         ("<teamdrive><command>a</command><requesttime>1</requesttime><requesttime>2</requesttime></teamdrive>", "two times"),
+        ("<teamdrive><command>a</command><distributor>x</distributor><distributor/></teamdrive>", "two distributors"),
         ("<teamdrive><command>a</command><requesttime><x/></requesttime></teamdrive>", "time not text"),
         ("<!DOCTYPE x [<!ENTITY e 'v'>]><teamdrive><command>a</command></teamdrive>", "doctype"),
         ("<teamdrive><command>a</command></teamdrive><teamdrive/>", "two roots"),

@@ -88,39 +88,47 @@ impl Teamdrive {
 
 /// The authorisation hash of the API document, lowercase hex.
 pub fn checksum(auth: Auth, key: &[u8], body: &[u8]) -> String {
+    let mut out = String::with_capacity(40);
+    push_checksum(&mut out, auth, key, body);
+    out
+}
+
+/// [`checksum`], appended to `out`.
+fn push_checksum(out: &mut String, auth: Auth, key: &[u8], body: &[u8]) {
     match auth {
         Auth::Md5 => {
             let mut h = Md5::new();
             h.update(body);
             h.update(key);
-            crate::canonical::hex(&h.finalize())
+            crate::canonical::push_hex(out, &h.finalize());
         }
         Auth::HmacSha1 => {
             // HMAC accepts keys of any length; this cannot fail.
             let mut mac =
                 <Hmac<Sha1> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
             mac.update(body);
-            crate::canonical::hex(&mac.finalize().into_bytes())
+            crate::canonical::push_hex(out, &mac.finalize().into_bytes());
         }
     }
 }
 
-/// The query without any `checksum` parameter the caller sent.
-fn without_checksum(pq: &str) -> String {
+/// Appends `pq` to `out` without any `checksum` parameter the caller sent.
+fn push_without_checksum(out: &mut String, pq: &str) {
     let Some((path, query)) = pq.split_once('?') else {
-        return pq.to_string();
+        out.push_str(pq);
+        return;
     };
     if !query.contains("checksum") {
-        return pq.to_string();
+        out.push_str(pq);
+        return;
     }
-    let kept: Vec<&str> = query
+    out.push_str(path);
+    let kept = query
         .split('&')
-        .filter(|p| !p.is_empty() && p.split('=').next() != Some("checksum"))
-        .collect();
-    if kept.is_empty() {
-        path.to_string()
-    } else {
-        format!("{path}?{}", kept.join("&"))
+        .filter(|p| !p.is_empty() && p.split('=').next() != Some("checksum"));
+    for (i, part) in kept.enumerate() {
+        out.push(if i == 0 { '?' } else { '&' });
+        out.push_str(part);
     }
 }
 
@@ -155,15 +163,17 @@ impl Kind for Teamdrive {
         let now = self.settings.set_requesttime.then(|| now_ms() / 1000);
         let (edited, _) = xml::edit(&body, now, self.settings.distributor.as_deref())
             .map_err(|e| ProxyError::BadRequestBody(e.to_string()))?;
-        let sum = checksum(
+        // One string, sized once: the path, the caller's other parameters, the checksum.
+        let mut pq = String::with_capacity(out.path_and_query.len() + 50);
+        push_without_checksum(&mut pq, &out.path_and_query);
+        pq.push(if pq.contains('?') { '&' } else { '?' });
+        pq.push_str("checksum=");
+        push_checksum(
+            &mut pq,
             self.settings.auth,
             self.settings.key.expose().as_bytes(),
             &edited,
         );
-        let mut pq = without_checksum(&out.path_and_query);
-        pq.push(if pq.contains('?') { '&' } else { '?' });
-        pq.push_str("checksum=");
-        pq.push_str(&sum);
         out.path_and_query = pq;
         out.body = Some(edited.into());
         Ok(())
@@ -231,6 +241,22 @@ mod tests {
             out.path_and_query,
             "/yvva/api/api.xml?x=1&checksum=f9c61fe22f8d25a501fa9c3b23179b2c"
         );
+    }
+
+    #[test]
+    fn only_the_callers_checksum_parameters_are_dropped() {
+        for (pq, want) in [
+            ("/a", "/a"),
+            ("/a?x=1", "/a?x=1"),
+            ("/a?checksum=f", "/a"),
+            ("/a?checksum", "/a"),
+            ("/a?x=1&checksum=f&y=2&checksum=g", "/a?x=1&y=2"),
+            ("/a?checksums=1&&x=checksum", "/a?checksums=1&x=checksum"),
+        ] {
+            let mut out = String::new();
+            push_without_checksum(&mut out, pq);
+            assert_eq!(out, want, "{pq}");
+        }
     }
 
     #[test]
