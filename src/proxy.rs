@@ -261,10 +261,11 @@ async fn forward<B: CallerBody>(
     trace.client = check_client(snap, &route.name, &parts.headers)?;
     let (_, rest) = split_route(parts.uri.path());
     headers::check_path(rest)?;
-    let mut path_and_query = match parts.uri.query() {
+    let path_and_query_of = || match parts.uri.query() {
         Some(q) => format!("{rest}?{q}"),
         None => rest.to_string(),
     };
+    let mut path_and_query = path_and_query_of();
     let kind = route.kind.as_ref();
     if let Some(prepare) = kind.prepare() {
         prepare.await?;
@@ -334,20 +335,17 @@ async fn forward<B: CallerBody>(
             None => None,
         };
         route.limits.acquire(deadline).await?;
-        // Keep a copy only while a replay may still need one.
-        let last_try = trace.replayed || session_slot.is_none() || body.is_none();
+        // The first try takes the path and headers; the one replay (rare)
+        // builds them again from the caller's request rather than every
+        // request keeping a copy.
+        if trace.replayed {
+            path_and_query = path_and_query_of();
+            base_headers = headers::outgoing(&parts.headers, kind.owned_headers(), strip_auth);
+        }
         let mut out = Outgoing {
             method: parts.method.clone(),
-            path_and_query: if last_try {
-                std::mem::take(&mut path_and_query)
-            } else {
-                path_and_query.clone()
-            },
-            headers: if last_try {
-                std::mem::take(&mut base_headers)
-            } else {
-                base_headers.clone()
-            },
+            path_and_query: std::mem::take(&mut path_and_query),
+            headers: std::mem::take(&mut base_headers),
             body: body.clone(),
         };
         kind.sign(&mut out, session.as_ref().map(|s| &s.value))?;

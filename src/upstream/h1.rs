@@ -439,6 +439,10 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<Head>> {
 
 /// A `Connection` value naming headers other than its own options.
 fn names_others(value: &[u8]) -> bool {
+    // The common values, without splitting.
+    if value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close") {
+        return false;
+    }
     crate::headers::tokens(value).any(|t| {
         !t.is_empty() && !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive")
     })
