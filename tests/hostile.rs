@@ -158,6 +158,63 @@ async fn slow_callers_are_dropped_after_the_header_read_timeout() {
 }
 
 #[tokio::test]
+async fn a_busy_connection_outlives_the_header_read_timeout_and_then_idles_out() {
+    let (_fake, gw, _d) = setup().await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let body = r#"{items:[{"portalid":"k","payload":"x"}]}"#;
+    let request = format!(
+        "POST /x/v1/item/set HTTP/1.1\r\nHost: g\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // Eight requests 200 ms apart: 1.6 s on one connection whose every head
+    // wait is far below the 500 ms limit.
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    for i in 0..8 {
+        s.write_all(request.as_bytes()).await.unwrap();
+        loop {
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len: usize = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap();
+                if buf.len() >= end + 4 + len {
+                    assert_eq!(status(&text), 200, "request {i}: {text}");
+                    buf.drain(..end + 4 + len);
+                    break;
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut chunk))
+                .await
+                .unwrap_or_else(|_| panic!("request {i}: no answer"))
+                .unwrap();
+            assert!(n > 0, "request {i}: closed after {:?}", started.elapsed());
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Then quiet: closed about 500 ms after the last answer, not later.
+    let quiet = Instant::now();
+    let mut chunk = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut chunk))
+        .await
+        .expect("an idle connection was kept past the header read timeout")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{:?}", &chunk[..n]);
+    assert!(
+        quiet.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        quiet.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn the_client_token_is_never_forwarded() {
     let fake = fake_xrtc(|_| {}).await;
     let dir = tempfile::tempdir().unwrap();
