@@ -9,6 +9,10 @@
 #   scripts/count-instructions.sh            # xrtc and teamdrive, 2000 requests
 #   N=5000 KINDS=xrtc scripts/count-instructions.sh
 #   BIN=target/profiling/countersign scripts/count-instructions.sh   # with symbols, for callgrind_annotate
+#   CONNS=16 scripts/count-instructions.sh   # under load: wrk at 16 connections for DURATION
+#
+# One sequential client pays the event loop's wake-up on every request; under
+# load one wake-up serves many, as in the benchmark. CONNS shows that count.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-2000}
@@ -16,9 +20,12 @@ KINDS=${KINDS:-xrtc teamdrive}
 UP_PORT=${UP_PORT:-18220}
 PORT=${PORT:-18221}
 BIN=${BIN:-target/release/countersign}
+CONNS=${CONNS:-}
+DURATION=${DURATION:-10s}
 . scripts/lib.sh
 install_if_missing valgrind valgrind
 install_if_missing nginx nginx-light
+[ -n "$CONNS" ] && install_if_missing wrk wrk
 [ "$BIN" = target/release/countersign ] && cargo build --release --quiet
 work=$(mktemp -d)
 echo "callgrind output: $work"
@@ -51,6 +58,17 @@ for _ in range(n):
     r = c.getresponse(); r.read()
     assert r.status == 200, r.status
 PY
+payload=$(printf 'x%.0s' $(seq 240))
+cat > "$work/xrtc.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{items:[{"portalid":"bench","payload":"$payload"}]}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+cat > "$work/teamdrive.lua" <<LUA
+wrk.method = "POST"
+wrk.body = "<?xml version='1.0' encoding='UTF-8' ?><teamdrive><command>getuserdata</command><requesttime>1</requesttime><username>bench-user-$payload</username></teamdrive>"
+wrk.headers["Content-Type"] = "text/xml"
+LUA
 nginx -c "$work/up.conf" -p "$work" 2>/dev/null
 
 count() { # label path kind -- command...
@@ -59,14 +77,22 @@ count() { # label path kind -- command...
   valgrind --tool=callgrind --callgrind-out-file="$work/cg.out.%p" "$@" 2>"$work/valgrind.log" &
   local vg=$!
   for _ in $(seq 150); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.2; done
-  python3 "$work/client.py" 200 "$PORT" "$path" "$kind"
-  callgrind_control -z "$vg" >/dev/null 2>&1
-  python3 "$work/client.py" "$N" "$PORT" "$path" "$kind"
+  local n=$N
+  if [ -n "$CONNS" ]; then
+    local url="http://127.0.0.1:$PORT$path"
+    wrk -t1 -c4 -d3s -s "$work/$kind.lua" "$url" >/dev/null
+    callgrind_control -z "$vg" >/dev/null 2>&1
+    n=$(wrk -t2 -c"$CONNS" -d"$DURATION" -s "$work/$kind.lua" "$url" | awk '/requests in/ {print $1}')
+  else
+    python3 "$work/client.py" 200 "$PORT" "$path" "$kind"
+    callgrind_control -z "$vg" >/dev/null 2>&1
+    python3 "$work/client.py" "$N" "$PORT" "$path" "$kind"
+  fi
   callgrind_control -d "$vg" >/dev/null 2>&1
   sleep 1
   local total
   total=$(cat "$work"/cg.out.*.* | awk '/^summary:/ {s += $2} END {print s}')
-  printf '%-28s %8d instructions/request\n' "$label" $((total / N))
+  printf '%-28s %8d instructions/request (%d requests)\n' "$label" $((total / n)) "$n"
   kill "$vg"; wait "$vg" 2>/dev/null || true
   mkdir -p "$work/$label" && mv "$work"/cg.out.* "$work/$label/" 2>/dev/null || true
 }
