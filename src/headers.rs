@@ -41,7 +41,8 @@ fn connection_listed(h: &HeaderMap) -> Vec<HeaderName> {
 /// The caller's headers as they may go upstream, before the kind signs.
 pub fn outgoing(caller: &HeaderMap, owned: &[HeaderName], strip_authorization: bool) -> HeaderMap {
     let listed = connection_listed(caller);
-    let mut out = HeaderMap::with_capacity(caller.len());
+    // Room for what the kind adds when it signs: no regrowth per request.
+    let mut out = HeaderMap::with_capacity(caller.len() + 6);
     for (name, value) in caller {
         let n = name.as_str();
         let drop = HOP_BY_HOP.contains(name)

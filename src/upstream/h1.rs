@@ -121,7 +121,12 @@ pub struct Encoded {
 
 pub fn encode(out: &Outgoing, authority: &str, path_and_query: &str) -> Encoded {
     let body = out.body.clone().unwrap_or_default();
-    let mut head = Vec::with_capacity(256 + path_and_query.len() + out.headers.len() * 48);
+    let inline = if body.len() <= COPY_BODY_MAX {
+        body.len()
+    } else {
+        0
+    };
+    let mut head = Vec::with_capacity(256 + path_and_query.len() + out.headers.len() * 64 + inline);
     head.extend_from_slice(out.method.as_str().as_bytes());
     head.push(b' ');
     head.extend_from_slice(path_and_query.as_bytes());
