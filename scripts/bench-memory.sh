@@ -74,13 +74,8 @@ kill "$idle_pid" 2>/dev/null || true
 sleep 1
 echo "after they closed:                 $(rss) MiB"
 
-payload=$(printf 'x%.0s' $(seq 240))
-cat > "$work/post.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '{items:[{"portalid":"bench","payload":"$payload"}]}'
-wrk.headers["Content-Type"] = "application/json"
-LUA
-wrk -t2 -c64 -d"${SECONDS_LOAD}s" -s "$work/post.lua" "http://127.0.0.1:$CS_PORT/xrtc/v1/item/set" > "$work/wrk.txt" &
+wrk_bodies "$work"
+wrk -t2 -c64 -d"${SECONDS_LOAD}s" -s "$work/xrtc.lua" "http://127.0.0.1:$CS_PORT/xrtc/v1/item/set" > "$work/wrk.txt" &
 wrk_pid=$!
 samples=()
 for t in $(seq 5 5 "$SECONDS_LOAD"); do

@@ -99,13 +99,8 @@ for port in "$CS_PORT" "$CS2_PORT"; do
   done
 done
 
-# ~300-byte XRTC body.
-payload=$(printf 'x%.0s' $(seq 240))
-cat > "$work/post.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '{items:[{"portalid":"bench","payload":"$payload"}]}'
-wrk.headers["Content-Type"] = "application/json"
-LUA
+# ~300-byte XRTC and TeamDrive bodies.
+wrk_bodies "$work"
 # ~1 kB TTS liveLogs body.
 filters=$(for i in $(seq 0 19); do printf '{"url":"https://www.example.com/p/%d","ratio":0.%d5},' "$i" "$i"; done)
 cat > "$work/tts.lua" <<LUA
@@ -117,18 +112,13 @@ cat > "$work/utilsio.lua" <<LUA
 wrk.method = "GET"
 wrk.headers["x-utilsio-device-id"] = "bench-device-0001"
 LUA
-cat > "$work/xml.lua" <<LUA
-wrk.method = "POST"
-wrk.body = "<?xml version='1.0' encoding='UTF-8' ?><teamdrive><command>getuserdata</command><requesttime>1</requesttime><username>bench-user-$payload</username></teamdrive>"
-wrk.headers["Content-Type"] = "text/xml"
-LUA
 
 # wrk prints latencies like 1.23ms / 456.78us / 1.02s; normalise to ms.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; printf "%.3f", v}'; }
 
 run() { # name url [script] -> appends "rps p50 p99" to $work/name
   local out
-  out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$work/${3:-post.lua}" "$2")
+  out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$work/${3:-xrtc.lua}" "$2")
   local rps p50 p99 non2xx
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}' | to_ms)
@@ -140,8 +130,8 @@ run() { # name url [script] -> appends "rps p50 p99" to $work/name
 }
 
 echo "warm-up ..."
-wrk -t1 -c8 -d2s -s "$work/post.lua" "http://127.0.0.1:$CS_PORT/xrtc/v1/item/set" >/dev/null
-wrk -t1 -c8 -d2s -s "$work/post.lua" "http://127.0.0.1:$CS2_PORT/xrtc/v1/item/set" >/dev/null
+wrk -t1 -c8 -d2s -s "$work/xrtc.lua" "http://127.0.0.1:$CS_PORT/xrtc/v1/item/set" >/dev/null
+wrk -t1 -c8 -d2s -s "$work/xrtc.lua" "http://127.0.0.1:$CS2_PORT/xrtc/v1/item/set" >/dev/null
 echo "rounds: $ROUNDS x $DURATION, $CONNS connections, $THREADS wrk threads, $(nproc) cores"
 for r in $(seq "$ROUNDS"); do
   echo "round $r"
@@ -151,7 +141,7 @@ for r in $(seq "$ROUNDS"); do
       nginx) run nginx "http://127.0.0.1:$NGX_PORT/v1/item/set" ;;
       cs-xrtc) run cs-xrtc "http://127.0.0.1:$CS_PORT/xrtc/v1/item/set" ;;
       cs-utilsio) run cs-utilsio "http://127.0.0.1:$CS_PORT/utilsio/subscription" utilsio.lua ;;
-      cs-teamdrive) run cs-teamdrive "http://127.0.0.1:$CS_PORT/teamdrive/yvva/api/api.xml" xml.lua ;;
+      cs-teamdrive) run cs-teamdrive "http://127.0.0.1:$CS_PORT/teamdrive/yvva/api/api.xml" teamdrive.lua ;;
       cs-tts) run cs-tts "http://127.0.0.1:$CS_PORT/tts/www.example.com" tts.lua ;;
       cs-xrtc-redis) run cs-xrtc-redis "http://127.0.0.1:$CS2_PORT/xrtc/v1/item/set" ;;
       *) echo "unknown target $t" >&2; exit 2 ;;

@@ -58,17 +58,7 @@ for _ in range(n):
     r = c.getresponse(); r.read()
     assert r.status == 200, r.status
 PY
-payload=$(printf 'x%.0s' $(seq 240))
-cat > "$work/xrtc.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '{items:[{"portalid":"bench","payload":"$payload"}]}'
-wrk.headers["Content-Type"] = "application/json"
-LUA
-cat > "$work/teamdrive.lua" <<LUA
-wrk.method = "POST"
-wrk.body = "<?xml version='1.0' encoding='UTF-8' ?><teamdrive><command>getuserdata</command><requesttime>1</requesttime><username>bench-user-$payload</username></teamdrive>"
-wrk.headers["Content-Type"] = "text/xml"
-LUA
+wrk_bodies "$work"
 nginx -c "$work/up.conf" -p "$work" 2>/dev/null
 
 count() { # label path kind -- command...

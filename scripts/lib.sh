@@ -88,3 +88,20 @@ http {
 }
 NGINX
 }
+
+# wrk_bodies DIR: DIR/xrtc.lua and DIR/teamdrive.lua, the ~300-byte POST
+# bodies every measurement sends (an XRTC item, a TeamDrive XML command).
+wrk_bodies() {
+  local payload
+  payload=$(printf 'x%.0s' $(seq 240))
+  cat > "$1/xrtc.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{items:[{"portalid":"bench","payload":"$payload"}]}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+  cat > "$1/teamdrive.lua" <<LUA
+wrk.method = "POST"
+wrk.body = "<?xml version='1.0' encoding='UTF-8' ?><teamdrive><command>getuserdata</command><requesttime>1</requesttime><username>bench-user-$payload</username></teamdrive>"
+wrk.headers["Content-Type"] = "text/xml"
+LUA
+}
