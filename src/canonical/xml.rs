@@ -200,7 +200,7 @@ fn scan(body: &[u8]) -> Result<Found, XmlError> {
     check_encoding(body)?;
     let mut found = Found::default();
     // Open elements: (name range, start offset, content start, text-only so far).
-    let mut stack: Vec<(Range<usize>, usize, usize, bool)> = Vec::new();
+    let mut stack = Stack::default();
     let mut root_seen = false;
     let mut i = if body.starts_with(&[0xEF, 0xBB, 0xBF]) {
         3
@@ -221,19 +221,21 @@ fn scan(body: &[u8]) -> Result<Found, XmlError> {
             return Err(malformed(i, "text outside the root element"));
         }
         let rest = &body[lt..];
-        let (end, markup) = if rest.starts_with(b"<?") {
+        // One look at the byte after '<' picks the construct.
+        let after = rest.get(1).copied();
+        let (end, markup) = if after == Some(b'?') {
             (
                 find(body, lt, b"?>")
                     .ok_or(malformed(lt, "an unterminated processing instruction"))?
                     + 2,
                 true,
             )
-        } else if rest.starts_with(b"<!--") {
+        } else if after == Some(b'!') && rest.starts_with(b"<!--") {
             (
                 find(body, lt + 4, b"-->").ok_or(malformed(lt, "an unterminated comment"))? + 3,
                 true,
             )
-        } else if rest.starts_with(b"<![CDATA[") {
+        } else if after == Some(b'!') && rest.starts_with(b"<![CDATA[") {
             if stack.is_empty() {
                 return Err(malformed(lt, "CDATA outside the root element"));
             }
@@ -241,11 +243,11 @@ fn scan(body: &[u8]) -> Result<Found, XmlError> {
                 find(body, lt, b"]]>").ok_or(malformed(lt, "an unterminated CDATA section"))? + 3,
                 true,
             )
-        } else if rest.starts_with(b"<!") {
+        } else if after == Some(b'!') {
             return Err(XmlError::Shape(
                 "may not carry a DOCTYPE or other declarations",
             ));
-        } else if rest.starts_with(b"</") {
+        } else if after == Some(b'/') {
             let (name, end, _) = tag(body, lt, true)?;
             let (open, start, content_start, text_only) = stack
                 .pop()
@@ -311,6 +313,51 @@ fn scan(body: &[u8]) -> Result<Found, XmlError> {
         return Err(XmlError::Shape("has no root element"));
     }
     Ok(found)
+}
+
+/// The open elements: (name range, start offset, content start, text-only
+/// so far). Requests nest two or three deep: the first levels live inline,
+/// with no allocation per request; deeper ones spill to a `Vec`.
+#[derive(Default)]
+struct Stack {
+    inline: [(Range<usize>, usize, usize, bool); 4],
+    depth: usize,
+    spill: Vec<(Range<usize>, usize, usize, bool)>,
+}
+
+impl Stack {
+    fn is_empty(&self) -> bool {
+        self.depth == 0
+    }
+
+    fn len(&self) -> usize {
+        self.depth
+    }
+
+    fn push(&mut self, open: (Range<usize>, usize, usize, bool)) {
+        match self.inline.get_mut(self.depth) {
+            Some(slot) => *slot = open,
+            None => self.spill.push(open),
+        }
+        self.depth += 1;
+    }
+
+    fn pop(&mut self) -> Option<(Range<usize>, usize, usize, bool)> {
+        self.depth = self.depth.checked_sub(1)?;
+        match self.inline.get(self.depth) {
+            Some(slot) => Some(slot.clone()),
+            None => self.spill.pop(),
+        }
+    }
+
+    fn last_mut(&mut self) -> Option<&mut (Range<usize>, usize, usize, bool)> {
+        let top = self.depth.checked_sub(1)?;
+        if top < self.inline.len() {
+            self.inline.get_mut(top)
+        } else {
+            self.spill.last_mut()
+        }
+    }
 }
 
 fn record(found: &mut Found, name: &[u8], child: Child) {

@@ -237,3 +237,19 @@ fn property_random_mutations_are_refused_or_edited_cleanly() {
 fn input_slice<'a>(body: &'a [u8], s: &Splice) -> &'a [u8] {
     &body[s.range.clone()]
 }
+
+#[test]
+fn deep_nesting_is_checked_as_closely_as_shallow() {
+    let deep = "<a><b><c><d><e><f><requesttime>9</requesttime></f></e></d></c></b></a>";
+    let body = format!("<teamdrive><command>x</command><x>{deep}</x></teamdrive>");
+    // The nested requesttime is not the root's: one is inserted after <command>.
+    assert_eq!(
+        run(&body, Some(5), None).unwrap(),
+        format!(
+            "<teamdrive><command>x</command><requesttime>5</requesttime><x>{deep}</x></teamdrive>"
+        )
+    );
+    // A mismatch or an unclosed element deep down is still found.
+    assert!(run(&body.replace("</e>", "</z>"), Some(5), None).is_err());
+    assert!(run(&body.replace("</f>", ""), Some(5), None).is_err());
+}
