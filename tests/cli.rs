@@ -169,6 +169,10 @@ async fn secrets_never_reach_the_logs_at_trace_level() {
     drop(gw);
 
     assert!(logs.contains("TRACE"), "trace logging was on");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "terminal colour codes in a log written to a file"
+    );
     assert!(logs.contains("logged in upstream"));
     let (_, derived) =
         utilsio::app_from_secret(utilsio::DEMO_APP, utilsio::DEMO_SECRET, utilsio::DEMO_SALT)
