@@ -149,21 +149,9 @@ impl UpBody {
 /// pipeline's inspection of an answer that is not a plain success).
 pub fn headers_into_map(headers: &mut http::HeaderMap, body: &mut UpBody) {
     if let Some(raw) = body.take_raw() {
-        let map = raw.into_map();
-        if headers.is_empty() {
-            *headers = map;
-        } else {
-            let mut last = None;
-            for (name, value) in map {
-                // `None`: another value of the name before.
-                if name.is_some() {
-                    last = name;
-                }
-                if let Some(name) = &last {
-                    headers.append(name.clone(), value);
-                }
-            }
-        }
+        // Empty in practice (a raw head has no map yet); `extend` keeps
+        // every value of a repeated name either way.
+        headers.extend(raw.into_map());
     }
 }
 
