@@ -59,8 +59,18 @@ pub fn explain(
     } else {
         format!("/{path}")
     };
-    let (rest, _) = path.split_once('?').unwrap_or((&path, ""));
-    crate::headers::check_path(rest).map_err(|e| ExplainError::Refused(e.to_string()))?;
+    let (raw_rest, query) = match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path.as_str(), None),
+    };
+    let rest = crate::headers::canonical_path(raw_rest, kind.embeds_urls())
+        .map_err(|e| ExplainError::Refused(e.to_string()))?
+        .into_owned();
+    let path = match query {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.clone(),
+    };
+    let rest = rest.as_str();
     let mut base = format!(
         "{}{}",
         rc.upstream.to_string().trim_end_matches('/'),

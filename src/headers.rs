@@ -4,6 +4,8 @@
 //! token stripped, and every header the kind sets removed from the caller's
 //! request first so a caller can never override a credential.
 
+use std::borrow::Cow;
+
 use http::header::{self, HeaderMap, HeaderName};
 
 use crate::error::ProxyError;
@@ -155,44 +157,110 @@ pub fn check_form(
     Ok(())
 }
 
-/// Refuses dot segments (plain or percent-encoded) in the path after the
-/// route prefix: they could walk out of the upstream's base path.
-pub fn check_path(rest: &str) -> Result<(), ProxyError> {
-    // Nearly every path has neither: nothing to decode or compare.
-    if !rest.contains(['.', '%']) {
-        return Ok(());
+/// The one form of the path after the route prefix that countersign both
+/// classifies and forwards, so that an upstream which percent-decodes paths
+/// before routing (nginx, Spring, Express) routes exactly what a kind
+/// recognised. Percent-encoded unreserved characters (RFC 3986 §2.3) are
+/// decoded and every other escape is written with upper-case hex (§6.2.2);
+/// what cannot be made canonical without changing its meaning is refused:
+/// an encoded `/` or `\`, a raw `\`, dot segments (plain or encoded), `;`
+/// path parameters (`..;` walks up on Tomcat), and empty segments (`//`),
+/// except the one after the scheme of an embedded URL (`/https://site/…`)
+/// when the kind defines such paths (`embedded_url`).
+pub fn canonical_path(rest: &str, embedded_url: bool) -> Result<Cow<'_, str>, ProxyError> {
+    let bytes = rest.as_bytes();
+    if bytes.iter().any(|b| matches!(b, b';' | b'\\')) {
+        return Err(refused(if rest.contains(';') {
+            "path parameters (';') are refused"
+        } else {
+            "a '\\' is refused"
+        }));
     }
-    for segment in rest.as_bytes().split(|b| *b == b'/') {
-        if is_dot_segment(segment) {
+    // Nearly every path has no escape: it is checked in place, not copied.
+    if !bytes.contains(&b'%') {
+        segments_ok(rest, embedded_url)?;
+        return Ok(Cow::Borrowed(rest));
+    }
+    let mut out = String::with_capacity(rest.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b != b'%' {
+            out.push(b as char);
+            i += 1;
+            continue;
+        }
+        let hex = |at: usize| bytes.get(at).and_then(|c| (*c as char).to_digit(16));
+        let (Some(hi), Some(lo)) = (hex(i + 1), hex(i + 2)) else {
+            return Err(refused("a '%' must be followed by two hex digits"));
+        };
+        match (hi * 16 + lo) as u8 {
+            b'/' => return Err(refused("an encoded '/' (%2F) is refused")),
+            b'\\' => return Err(refused("an encoded '\\' (%5C) is refused")),
+            c if is_unreserved(c) => out.push(c as char),
+            c => {
+                out.push('%');
+                out.push(HEX_UPPER[usize::from(c >> 4)] as char);
+                out.push(HEX_UPPER[usize::from(c & 15)] as char);
+            }
+        }
+        i += 3;
+    }
+    segments_ok(&out, embedded_url)?;
+    Ok(Cow::Owned(out))
+}
+
+/// No dot segment, and no empty one but a trailing '/' (and the one after
+/// an embedded URL's scheme, where allowed).
+fn segments_ok(path: &str, embedded_url: bool) -> Result<(), ProxyError> {
+    // The leading '/' opens the first segment.
+    let body = path.strip_prefix('/').unwrap_or(path);
+    let mut segments = body.split('/').enumerate().peekable();
+    let mut first = "";
+    while let Some((n, segment)) = segments.next() {
+        if n == 0 {
+            first = segment;
+        }
+        if segment == "." || segment == ".." {
             return Err(ProxyError::BadRequest(
                 "the path must not contain \".\" or \"..\" segments".into(),
             ));
         }
-        if segment
-            .windows(3)
-            .any(|w| w[0] == b'%' && w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f'))
-        {
-            return Err(ProxyError::BadRequest(
-                "the path must not contain an encoded '/' (%2F)".into(),
-            ));
+        let last = segments.peek().is_none();
+        let after_scheme = embedded_url
+            && n == 1
+            && (first.eq_ignore_ascii_case("https:") || first.eq_ignore_ascii_case("http:"));
+        if segment.is_empty() && !last && !after_scheme {
+            return Err(refused("empty path segments ('//') are refused"));
         }
     }
     Ok(())
 }
 
-/// "." or "..", each dot written plain or as %2E (either case).
-fn is_dot_segment(segment: &[u8]) -> bool {
-    let mut dots = 0;
-    let mut rest = segment;
-    while !rest.is_empty() {
-        rest = match rest {
-            [b'.', tail @ ..] => tail,
-            [b'%', b'2', e, tail @ ..] if e.eq_ignore_ascii_case(&b'e') => tail,
-            _ => return false,
-        };
-        dots += 1;
-    }
-    dots == 1 || dots == 2
+fn refused(what: &str) -> ProxyError {
+    ProxyError::BadRequest(format!(
+        "{what}: countersign forwards only paths that every upstream reads the same way"
+    ))
+}
+
+/// RFC 3986 §2.3: ALPHA / DIGIT / "-" / "." / "_" / "~".
+fn is_unreserved(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
+}
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Whether `path` (canonical, after the route prefix) names the call
+/// `expected`, the way a lenient upstream router would match it: ASCII case
+/// ignored, and one trailing '/' too. Kinds recognise their special calls
+/// with it, so that no spelling an upstream treats as the call slips past.
+pub fn is_call(path: &str, expected: &str) -> bool {
+    let path = path.split('?').next().unwrap_or(path);
+    let path = path
+        .strip_suffix('/')
+        .filter(|p| !p.is_empty())
+        .unwrap_or(path);
+    path.eq_ignore_ascii_case(expected)
 }
 
 #[cfg(test)]
@@ -287,12 +355,59 @@ mod tests {
     }
 
     #[test]
-    fn dot_segments_refused() {
-        assert!(check_path("/v1/item/get").is_ok());
-        assert!(check_path("/v1/../admin").is_err());
-        assert!(check_path("/v1/%2E%2e/admin").is_err());
-        assert!(check_path("/v1/./x").is_err());
-        assert!(check_path("/v1%2fadmin").is_err());
-        assert!(check_path("/v1/..x/").is_ok());
+    fn one_canonical_path() {
+        let ok = |p: &str| canonical_path(p, false).map(|c| c.into_owned()).ok();
+        assert_eq!(ok("/v1/item/get").as_deref(), Some("/v1/item/get"));
+        assert_eq!(ok("/v1/auth/logi%6E").as_deref(), Some("/v1/auth/login"));
+        assert_eq!(
+            ok("/x/rotate%5Faccess%5fkey").as_deref(),
+            Some("/x/rotate_access_key")
+        );
+        assert_eq!(ok("/a%2e%2Eb/%7e").as_deref(), Some("/a..b/~"));
+        // Other escapes stay escaped, in upper-case hex.
+        assert_eq!(ok("/k%20%c3%a9%25").as_deref(), Some("/k%20%C3%A9%25"));
+        // A trailing '/' and the root stay as they are.
+        assert_eq!(ok("/v1/item/").as_deref(), Some("/v1/item/"));
+        assert_eq!(ok("/").as_deref(), Some("/"));
+        assert_eq!(ok("/v1/..x/").as_deref(), Some("/v1/..x/"));
+        for bad in [
+            "/v1/../admin",
+            "/v1/%2E%2e/admin",
+            "/v1/./x",
+            "/v1/%2e",
+            "/v1%2fadmin",
+            "/v1%2Fadmin",
+            "/v1/%5c/x",
+            "/v1\\x",
+            "/v1/..;/admin",
+            "/v1/login;jsessionid=1",
+            "/v1//auth/login",
+            "//v1",
+            "/v1/%zz",
+            "/v1/%4",
+            "/https://site/x",
+        ] {
+            assert_eq!(ok(bad), None, "{bad} must be refused");
+        }
+        // The embedded URL of a kind that defines one keeps its '//', only there.
+        let embedded = |p: &str| canonical_path(p, true).map(|c| c.into_owned()).ok();
+        assert_eq!(
+            embedded("/https://www.example.com/a").as_deref(),
+            Some("https://www.example.com/a")
+                .map(|s| format!("/{s}"))
+                .as_deref()
+        );
+        assert_eq!(embedded("/https://site//a"), None);
+        assert_eq!(embedded("/id//customers"), None);
+    }
+
+    #[test]
+    fn calls_match_as_a_lenient_router_would() {
+        assert!(is_call("/v1/auth/login", "/v1/auth/login"));
+        assert!(is_call("/v1/auth/login/", "/v1/auth/login"));
+        assert!(is_call("/V1/Auth/LOGIN", "/v1/auth/login"));
+        assert!(is_call("/v1/auth/login?x=1", "/v1/auth/login"));
+        assert!(!is_call("/v1/auth/login2", "/v1/auth/login"));
+        assert!(!is_call("/v1/auth/logi", "/v1/auth/login"));
     }
 }

@@ -259,14 +259,16 @@ async fn forward<B: CallerBody>(
     let deadline = started + route.upstream.request_timeout;
     let (parts, body) = req.into_parts();
     trace.client = check_client(snap, &route.name, &parts.headers)?;
-    let (_, rest) = split_route(parts.uri.path());
-    headers::check_path(rest)?;
+    let kind = route.kind.as_ref();
+    // One path, both to classify the call and to forward it.
+    let (_, raw_rest) = split_route(parts.uri.path());
+    let rest = headers::canonical_path(raw_rest, kind.embeds_urls())?;
+    let rest = rest.as_ref();
     let path_and_query_of = || match parts.uri.query() {
         Some(q) => format!("{rest}?{q}"),
         None => rest.to_string(),
     };
     let mut path_and_query = path_and_query_of();
-    let kind = route.kind.as_ref();
     if let Some(prepare) = kind.prepare() {
         prepare.await?;
     }

@@ -186,7 +186,15 @@ pub trait Kind: Send + Sync + 'static {
     /// Headers this kind sets; any the caller sent are removed first.
     fn owned_headers(&self) -> &'static [HeaderName];
 
-    /// Classifies the request (method, path after the route prefix, headers).
+    /// Whether this API defines paths that embed a URL (`/https://site/…`),
+    /// whose `//` after the scheme is then not refused as an empty segment.
+    fn embeds_urls(&self) -> bool {
+        false
+    }
+
+    /// Classifies the request (method, canonical path after the route
+    /// prefix, headers). Special calls are recognised with
+    /// [`crate::headers::is_call`], as a lenient upstream router would.
     fn plan(&self, method: &Method, path: &str, headers: &HeaderMap) -> Result<Plan, ProxyError>;
 
     /// Logs in and returns the session value to hold (a cookie header, a session id).

@@ -156,11 +156,19 @@ enum Call {
     Other,
 }
 
+/// The call named by a canonical path, matched as a lenient upstream
+/// router would (ASCII case ignored, one trailing '/' too), so that no
+/// spelling the upstream takes for a rotation or a login slips past.
 fn call_of(path: &str) -> Call {
     let path = path.split('?').next().unwrap_or(path);
-    if path.starts_with("/https://") || path.starts_with("/http://") {
+    let lower = |p: &str, scheme: &str| {
+        p.get(..scheme.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+    };
+    if lower(path, "/https://") || lower(path, "/http://") {
         return Call::Spider;
     }
+    let path = path.strip_suffix('/').unwrap_or(path);
     let mut segments = path.trim_start_matches('/').split('/');
     match (
         segments.next(),
@@ -168,17 +176,24 @@ fn call_of(path: &str) -> Call {
         segments.next(),
         segments.next(),
     ) {
-        (Some(_), Some("customers"), Some(call), None) => match call {
-            "member_login" => Call::Login,
-            "member_logout" => Call::Logout,
-            "terminate_session" => Call::Terminate,
-            "reset_password" => Call::ResetPassword,
-            "rotate_access_key" => Call::RotateAccessKey,
-            "rotate_secret_key" => Call::RotateSecretKey,
-            "push_access_key" => Call::PushAccessKey,
-            "push_secret_key" => Call::PushSecretKey,
-            _ => Call::Other,
-        },
+        (Some(_), Some(customers), Some(call), None)
+            if customers.eq_ignore_ascii_case("customers") =>
+        {
+            const CALLS: [(&str, Call); 8] = [
+                ("member_login", Call::Login),
+                ("member_logout", Call::Logout),
+                ("terminate_session", Call::Terminate),
+                ("reset_password", Call::ResetPassword),
+                ("rotate_access_key", Call::RotateAccessKey),
+                ("rotate_secret_key", Call::RotateSecretKey),
+                ("push_access_key", Call::PushAccessKey),
+                ("push_secret_key", Call::PushSecretKey),
+            ];
+            CALLS
+                .iter()
+                .find(|(name, _)| call.eq_ignore_ascii_case(name))
+                .map_or(Call::Other, |(_, c)| *c)
+        }
         _ => Call::Other,
     }
 }
@@ -343,6 +358,11 @@ impl Kind for Tts {
 
     fn prepare(&self) -> Option<BoxFuture<'_, Result<(), ProxyError>>> {
         (!self.keys.is_loaded()).then(|| Box::pin(self.keys.load()) as BoxFuture<'_, _>)
+    }
+
+    fn embeds_urls(&self) -> bool {
+        // Spider calls: `/<route>/https://<site>/…` (the API's own layout).
+        true
     }
 
     fn plan(&self, method: &Method, path: &str, _: &HeaderMap) -> Result<Plan, ProxyError> {

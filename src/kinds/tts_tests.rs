@@ -32,6 +32,20 @@ fn calls_by_path() {
         call_of("/www.example.com/customers/push_secret_key?x=1"),
         Call::PushSecretKey
     );
+    // Spellings a lenient router takes for the same call.
+    assert_eq!(
+        call_of("/www.example.com/Customers/Rotate_Access_Key/"),
+        Call::RotateAccessKey
+    );
+    assert_eq!(
+        call_of("/www.example.com/customers/member_login/"),
+        Call::Login
+    );
+    assert_eq!(call_of("/HTTPS://www.example.com/"), Call::Spider);
+    assert_eq!(
+        call_of("/www.example.com/customers/rotate_access_key2"),
+        Call::Other
+    );
 }
 
 #[test]

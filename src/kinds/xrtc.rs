@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use super::{fingerprint, now_ms, safe_id, Kind, KindDefaults, Plan};
 use crate::config::{RateLimit, Section};
 use crate::error::ProxyError;
+use crate::headers::is_call;
 use crate::proxy::local_json;
 use crate::secret::Secret;
 use crate::session::LoginCtx;
@@ -32,6 +33,7 @@ pub const DEFAULTS: KindDefaults = KindDefaults {
 };
 
 const LOGIN_PATH: &str = "/v1/auth/login";
+const REGISTRATION: &str = "/v1/auth/registration";
 const OWNED: &[HeaderName] = &[COOKIE];
 /// What a caller's own login gets instead of the real session cookie.
 const PLACEHOLDER_COOKIE: &str = "JSESSIONID=held-by-countersign; Path=/";
@@ -85,7 +87,9 @@ impl Kind for Xrtc {
     }
 
     fn plan(&self, method: &Method, path: &str, _: &HeaderMap) -> Result<Plan, ProxyError> {
-        if path == LOGIN_PATH && method == Method::POST {
+        // Any spelling a lenient upstream router takes for the login is the
+        // login (the path is canonical already: escapes decoded).
+        if is_call(path, LOGIN_PATH) && method == Method::POST {
             // The caller's login is answered here: countersign holds the real session.
             let body = format!("{{\"servertimestamp\":{}}}", now_ms());
             return Ok(Plan::Local(local_json(
@@ -97,7 +101,10 @@ impl Kind for Xrtc {
                 body,
             )));
         }
-        if path.starts_with("/v1/auth/registration") {
+        if path
+            .get(..REGISTRATION.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(REGISTRATION))
+        {
             return Ok(Plan::forward(false, false));
         }
         // Bodies are at most 1 kB upstream: keep them for a replay.
@@ -159,15 +166,13 @@ impl Kind for Xrtc {
         status == StatusCode::UNAUTHORIZED || body.is_some_and(|b| error_code(b) == Some(10011))
     }
 
-    fn observe(&self, headers: &mut HeaderMap, session: Option<&Secret>) -> Option<Secret> {
-        if !headers.contains_key(SET_COOKIE) {
-            return None;
-        }
-        // The load balancer may re-issue its stickiness cookie: keep the jar
-        // current, and never hand the session's cookies to the caller.
-        let updated = session.map(|jar| Secret::new(merge_cookies(jar.expose(), headers)));
+    fn observe(&self, headers: &mut HeaderMap, _session: Option<&Secret>) -> Option<Secret> {
+        // Only countersign's own login answer sets the held session's
+        // cookies: a `Set-Cookie` on any other answer (which a caller can
+        // steer, e.g. a login under another spelling behind a decoding
+        // front) never replaces them, and never reaches the caller either.
         headers.remove(SET_COOKIE);
-        updated.filter(|new| Some(new) != session)
+        None
     }
 }
 

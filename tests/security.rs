@@ -1,0 +1,168 @@
+//! Findings of the security review, each pinned by a test that failed on
+//! the code it was found in.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
+
+mod support;
+
+use bytes::Bytes;
+use countersign::fake::tts::{self, Fake as TtsFake};
+use http_body_util::Full;
+use support::*;
+
+const OTHER_ACCOUNT: &str = "AC1111111111111111";
+const OTHER_KEY: &str = "another-accounts-api-key-00000001";
+
+/// Logs in to the fake XRTC directly as the other account and lists its items.
+async fn others_items(fake: std::net::SocketAddr) -> String {
+    let login = post(
+        &format!("http://{fake}/v1/auth/login"),
+        &format!(r#"{{"accountid":"{OTHER_ACCOUNT}","apikey":"{OTHER_KEY}"}}"#),
+    )
+    .await;
+    assert_eq!(login.status, 200, "{}", login.text());
+    let cookies: Vec<String> = login
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .collect();
+    let req = http::Request::post(format!("http://{fake}/v1/item/get"))
+        .header("cookie", cookies.join("; "))
+        .body(Full::new(Bytes::from_static(br#"{"portals":[]}"#)))
+        .unwrap();
+    let a = send(req).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    a.text()
+}
+
+#[tokio::test]
+async fn a_login_spelled_with_escapes_is_answered_locally_and_never_takes_the_session() {
+    let fake = fake_xrtc(|c| {
+        c.accounts
+            .push((OTHER_ACCOUNT.to_string(), OTHER_KEY.to_string()));
+    })
+    .await;
+    let front = decoding_front::start(fake.addr, None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&xrtc_toml(
+        &format!("http://{}", front.addr),
+        dir.path(),
+        "",
+    ))
+    .await;
+    assert_eq!(set_item(&gw, "before", "mine").await.status, 200);
+
+    // Another account's credentials, under a spelling the front decodes to the login.
+    for path in [
+        "/x/v1/auth/logi%6E",
+        "/x/v1/auth/login/",
+        "/x/v1/Auth/Login",
+    ] {
+        let a = post(
+            &gw.url(path),
+            &format!(r#"{{"accountid":"{OTHER_ACCOUNT}","apikey":"{OTHER_KEY}"}}"#),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{path}: {}", a.text());
+        assert!(
+            a.headers["set-cookie"]
+                .to_str()
+                .unwrap()
+                .contains("held-by-countersign"),
+            "{path} was not answered by countersign"
+        );
+    }
+    assert_eq!(set_item(&gw, "after", "mine").await.status, 200);
+    let stats = fake.fake.stats();
+    assert_eq!(stats.logins.len(), 1, "only countersign's own login");
+    assert!(
+        stats.recent.iter().all(|r| !r.body.contains(OTHER_ACCOUNT)),
+        "a caller's login reached the upstream"
+    );
+    // Nothing landed in the other account.
+    assert_eq!(others_items(fake.addr).await, "{}");
+}
+
+#[tokio::test]
+async fn a_set_cookie_on_an_ordinary_answer_never_replaces_the_held_cookies() {
+    let fake = fake_xrtc(|_| {}).await;
+    let front =
+        decoding_front::start(fake.addr, Some("JSESSIONID=planted-by-upstream; Path=/")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&xrtc_toml(
+        &format!("http://{}", front.addr),
+        dir.path(),
+        "",
+    ))
+    .await;
+    for i in 0..3 {
+        let a = set_item(&gw, "p", &format!("v{i}")).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        assert!(!a.headers.contains_key("set-cookie"));
+    }
+    let stats = fake.fake.stats();
+    assert_eq!(stats.session_denials, 0);
+    assert_eq!(stats.logins.len(), 1);
+    for r in &stats.recent {
+        for (name, value) in &r.headers {
+            assert!(
+                !(name == "cookie" && value.contains("planted")),
+                "the planted cookie was sent: {value}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn odd_path_spellings_are_refused_before_anything_is_sent() {
+    let fake = fake_xrtc(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&xrtc_toml(&format!("http://{}", fake.addr), dir.path(), "")).await;
+    for path in [
+        "/x/v1//item/set",
+        "/x/v1/item/..;/set",
+        "/x/v1/item%2Fset",
+        "/x/v1/item%5cset",
+        "/x/v1/%2e%2E/item/set",
+        "/x/v1/item;x=1/set",
+    ] {
+        let a = post(&gw.url(path), "{items:[]}").await;
+        assert_eq!(a.status, 400, "{path}: {}", a.text());
+        assert_eq!(a.error_code(), Some("bad_request"), "{path}");
+    }
+    assert_eq!(fake.fake.stats().requests, 0);
+}
+
+#[tokio::test]
+async fn a_rotation_spelled_with_escapes_is_still_a_rotation() {
+    let (addr, fake, _stop) = start_fake!(TtsFake::new(tts::Config {
+        login_interval: std::time::Duration::from_millis(300),
+        ..Default::default()
+    }));
+    let front = decoding_front::start(addr, None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&route_toml(dir.path(), &tts_route_toml(front.addr, ""))).await;
+    let id = tts::DEMO_IDENTIFIER;
+    let a = send(
+        http::Request::post(gw.url(&format!("/r/{id}/customers/rotate%5Faccess%5Fkey")))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let new_key = fake.access_key();
+    assert_ne!(new_key, tts::DEMO_ACCESS_KEY, "the upstream rotated");
+    assert!(!a.text().contains(&new_key), "the caller saw the new key");
+    // countersign holds the new key: the next call is accepted.
+    let next = send(
+        http::Request::post(gw.url(&format!("/r/{id}")))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(
+                br#"{"action":"fetchStats","month":"2025-01","output":"json"}"#,
+            )))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(next.status, 200, "{}", next.text());
+}
