@@ -11,9 +11,9 @@ use std::time::Duration;
 use countersign::config::RateLimit;
 use countersign::headers;
 use countersign::kinds::xrtc::{merge_cookies, Settings, Xrtc};
-use countersign::kinds::{Kind, Outgoing};
 use countersign::limits::Gcra;
 use countersign::secret::Secret;
+use countersign::vocab::{Kind, Outgoing};
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue, Method};
 

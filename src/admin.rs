@@ -117,7 +117,7 @@ pub async fn readiness(gw: &Gateway) -> serde_json::Value {
         routes.insert(
             name.clone(),
             serde_json::json!({
-                "kind": r.config.kind.name(),
+                "kind": r.config.kind_name,
                 "session": session,
                 "quota": quota,
                 "rate_limit": rate,

@@ -5,8 +5,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::config::{self, Config, Listen, Problem};
-use crate::kinds::KindConfig;
+use crate::config::{Listen, Problem};
+use crate::keys::Keyring;
+use crate::kinds::{self, BuildEnv, Config, RouteConfig};
 use crate::{fake, server};
 
 #[derive(Debug, thiserror::Error)]
@@ -17,67 +18,70 @@ pub enum DemoError {
     Run(String),
 }
 
+type Stop = tokio::sync::watch::Receiver<bool>;
+
+/// The fake of one kind: how the demo starts it and what it prints for it.
+struct DemoFake {
+    kind: &'static str,
+    /// Serves on the route's upstream address, then on the kind's further
+    /// endpoints' addresses, in order, until `stop` turns true.
+    start: fn(Vec<tokio::net::TcpListener>, Stop),
+    /// Ready-to-paste curl lines for a route of this kind.
+    curl: fn(&mut String, &str, &str),
+}
+
+/// Every kind's fake (a test checks each registry row has one).
+const FAKES: &[DemoFake] = &[
+    DemoFake {
+        kind: "xrtc",
+        start: |mut l, stop| {
+            let fake = fake::xrtc::Fake::new(fake::xrtc::Config::default());
+            tokio::spawn(fake.serve(l.remove(0), None, stopped(stop)));
+        },
+        curl: curl_xrtc,
+    },
+    DemoFake {
+        kind: "utilsio",
+        start: |mut l, stop| {
+            let fake = fake::utilsio::Fake::new(fake::utilsio::Config::default());
+            tokio::spawn(fake.serve(l.remove(0), None, stopped(stop)));
+        },
+        curl: curl_utilsio,
+    },
+    DemoFake {
+        kind: "teamdrive",
+        start: |mut l, stop| {
+            let fake = fake::teamdrive::Fake::new(fake::teamdrive::Config::default());
+            tokio::spawn(fake.serve(l.remove(0), None, stopped(stop)));
+        },
+        curl: curl_teamdrive,
+    },
+    DemoFake {
+        kind: "tts",
+        start: |mut l, stop| {
+            let fake = fake::tts::Fake::new(fake::tts::Config::default());
+            let main = l.remove(0);
+            if let Some(spider) = l.pop() {
+                tokio::spawn(
+                    fake.clone()
+                        .serve_spider(spider, None, stopped(stop.clone())),
+                );
+            }
+            tokio::spawn(fake.serve(main, None, stopped(stop)));
+        },
+        curl: curl_tts,
+    },
+];
+
+async fn stopped(mut stop: Stop) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 pub async fn run(path: &Path) -> Result<(), DemoError> {
-    let cfg = config::load(path).map_err(DemoError::Config)?;
+    let cfg = kinds::load(path).map_err(DemoError::Config)?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     for route in cfg.routes.values() {
-        let authority = route
-            .upstream
-            .authority()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        if route.upstream.scheme_str() != Some("http") {
-            return Err(DemoError::Run(format!(
-                "routes.{}.upstream must be a plain http:// loopback address in the demo config",
-                route.name
-            )));
-        }
-        let listener = tokio::net::TcpListener::bind(&authority)
-            .await
-            .map_err(|e| {
-                DemoError::Run(format!(
-                    "fake for route {} cannot listen on {authority}: {e}",
-                    route.name
-                ))
-            })?;
-        let mut rx = shutdown_rx.clone();
-        let stop = async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        match &route.kind {
-            KindConfig::Xrtc(_) => {
-                let fake = fake::xrtc::Fake::new(fake::xrtc::Config::default());
-                tokio::spawn(fake.serve(listener, None, stop));
-            }
-            KindConfig::Utilsio(_) => {
-                let fake = fake::utilsio::Fake::new(fake::utilsio::Config::default());
-                tokio::spawn(fake.serve(listener, None, stop));
-            }
-            KindConfig::Teamdrive(_) => {
-                let fake = fake::teamdrive::Fake::new(fake::teamdrive::Config::default());
-                tokio::spawn(fake.serve(listener, None, stop));
-            }
-            KindConfig::Tts(t) => {
-                let fake = fake::tts::Fake::new(fake::tts::Config::default());
-                if let Some((spider, _)) = &t.spider_upstream {
-                    let at = spider
-                        .authority()
-                        .map(|a| a.to_string())
-                        .unwrap_or_default();
-                    let spider_listener =
-                        tokio::net::TcpListener::bind(&at).await.map_err(|e| {
-                            DemoError::Run(format!("fake spider cannot listen on {at}: {e}"))
-                        })?;
-                    let mut rx = shutdown_rx.clone();
-                    let stop = async move {
-                        let _ = rx.wait_for(|s| *s).await;
-                    };
-                    tokio::spawn(fake.clone().serve_spider(spider_listener, None, stop));
-                }
-                tokio::spawn(fake.serve(listener, None, stop));
-            }
-        }
-        tracing::info!(route = %route.name, %authority, "fake upstream started");
+        start_fake(route, &shutdown_rx).await?;
     }
     let addr = match cfg.server.listen {
         Listen::Tcp(a) => a,
@@ -108,60 +112,122 @@ fn forget_rotations(state_dir: &Path) {
     }
 }
 
+/// Starts the fake of `route`'s kind on the route's upstream address (and
+/// its kind's further endpoints).
+async fn start_fake(route: &RouteConfig, stop: &Stop) -> Result<(), DemoError> {
+    let fake = FAKES
+        .iter()
+        .find(|f| f.kind == route.kind_name)
+        .ok_or_else(|| {
+            DemoError::Run(format!("the demo has no fake for kind {}", route.kind_name))
+        })?;
+    let keyring = Keyring::detached();
+    let kind = route
+        .kind
+        .build(&BuildEnv {
+            keyring: &keyring,
+            route,
+        })
+        .map_err(|e| DemoError::Run(format!("routes.{}: {e}", route.name)))?;
+    let mut origins = vec![route.upstream.clone()];
+    origins.extend(kind.endpoints().into_iter().map(|(origin, _)| origin));
+    let mut listeners = Vec::new();
+    for origin in origins {
+        if origin.scheme_str() != Some("http") {
+            return Err(DemoError::Run(format!(
+                "routes.{}: {origin} must be a plain http:// loopback address in the demo config",
+                route.name
+            )));
+        }
+        let authority = origin
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let listener = tokio::net::TcpListener::bind(&authority)
+            .await
+            .map_err(|e| {
+                DemoError::Run(format!(
+                    "fake for route {} cannot listen on {authority}: {e}",
+                    route.name
+                ))
+            })?;
+        tracing::info!(route = %route.name, %authority, "fake upstream started");
+        listeners.push(listener);
+    }
+    (fake.start)(listeners, stop.clone());
+    Ok(())
+}
+
 fn curl_lines(cfg: &Config, addr: &str) -> String {
     let mut out = format!("countersign demo: gateway on http://{addr}, fake upstreams behind it.\nPaste these (Ctrl-C stops the demo):\n\n");
     for route in cfg.routes.values() {
-        match route.kind {
-            KindConfig::Xrtc(_) => {
-                let r = &route.name;
-                let _ = writeln!(
-                    out,
-                    "# XRTC: store an item (countersign logs in and holds the cookies)"
-                );
-                let _ = writeln!(out, "curl -s http://{addr}/{r}/v1/item/set -d '{{items:[{{\"portalid\":\"demo\",\"payload\":\"hello\"}}]}}'");
-                let _ = writeln!(out, "# XRTC: read it back");
-                let _ = writeln!(out, "curl -s http://{addr}/{r}/v1/item/get -d '{{portals:[{{\"portalid\":\"demo\"}}]}}'");
-                let _ = writeln!(out, "# XRTC: stream for 5 s; set more items from another shell and watch them arrive");
-                let _ = writeln!(out, "curl -sN http://{addr}/{r}/v1/item/get -d '{{portals:[{{\"portalid\":\"demo\"}}],\"mode\":\"stream\"}}'");
-                let _ = writeln!(out, "# a countersign error: no such route");
-                let _ = writeln!(out, "curl -si http://{addr}/nope/v1/item/get\n");
-            }
-            KindConfig::Utilsio(_) => {
-                let r = &route.name;
-                let _ = writeln!(
-                    out,
-                    "# utilsio: countersign adds appId, the timestamp and the HMAC signature"
-                );
-                let _ = writeln!(
-                    out,
-                    "curl -s http://{addr}/{r}/subscription -H 'x-utilsio-device-id: phone-1'"
-                );
-                let _ = writeln!(out, "curl -s -X DELETE http://{addr}/{r}/subscription -d '{{\"deviceId\":\"phone-1\",\"subscriptionIds\":[\"s2\",\"s1\"]}}'\n");
-            }
-            KindConfig::Tts(_) => {
-                let r = &route.name;
-                let id = fake::tts::DEMO_IDENTIFIER;
-                let _ = writeln!(out, "# TTS: countersign logs in, holds the session, fills the body and adds the checksum");
-                let _ = writeln!(out, "curl -s http://{addr}/{r}/{id} -H 'content-type: application/json' -d '{{\"action\":\"fetchStats\",\"month\":\"2025-01\",\"output\":\"json\"}}'");
-                let _ = writeln!(
-                    out,
-                    "curl -s http://{addr}/{r}/{id}/customers/get_users -d ''"
-                );
-                let _ = writeln!(out, "# TTS spider: a cache purge (POST) and a health check (HEAD, to the spider host)");
-                let _ = writeln!(
-                    out,
-                    "curl -s http://{addr}/{r}/https://{id} --data-urlencode action=purge"
-                );
-                let _ = writeln!(out, "curl -sI http://{addr}/{r}/https://{id}/products\n");
-            }
-            KindConfig::Teamdrive(_) => {
-                let r = &route.name;
-                let _ = writeln!(out, "# TeamDrive: countersign sets <requesttime>, adds <distributor> and the checksum");
-                let _ = writeln!(out, "curl -s http://{addr}/{r}/yvva/api/api.xml -d \"<?xml version='1.0' encoding='UTF-8' ?><teamdrive><command>getuserdata</command><username>demo</username></teamdrive>\"\n");
-            }
+        if let Some(fake) = FAKES.iter().find(|f| f.kind == route.kind_name) {
+            (fake.curl)(&mut out, addr, &route.name);
         }
     }
+    let _ = writeln!(out, "# a countersign error: no such route");
+    let _ = writeln!(out, "curl -si http://{addr}/nope/v1/item/get");
     out
+}
+
+fn curl_xrtc(out: &mut String, addr: &str, r: &str) {
+    let _ = writeln!(
+        out,
+        "# XRTC: store an item (countersign logs in and holds the cookies)"
+    );
+    let _ = writeln!(out, "curl -s http://{addr}/{r}/v1/item/set -d '{{items:[{{\"portalid\":\"demo\",\"payload\":\"hello\"}}]}}'");
+    let _ = writeln!(out, "# XRTC: read it back");
+    let _ = writeln!(
+        out,
+        "curl -s http://{addr}/{r}/v1/item/get -d '{{portals:[{{\"portalid\":\"demo\"}}]}}'"
+    );
+    let _ = writeln!(
+        out,
+        "# XRTC: stream for 5 s; set more items from another shell and watch them arrive"
+    );
+    let _ = writeln!(out, "curl -sN http://{addr}/{r}/v1/item/get -d '{{portals:[{{\"portalid\":\"demo\"}}],\"mode\":\"stream\"}}'\n");
+}
+
+fn curl_utilsio(out: &mut String, addr: &str, r: &str) {
+    let _ = writeln!(
+        out,
+        "# utilsio: countersign adds appId, the timestamp and the HMAC signature"
+    );
+    let _ = writeln!(
+        out,
+        "curl -s http://{addr}/{r}/subscription -H 'x-utilsio-device-id: phone-1'"
+    );
+    let _ = writeln!(out, "curl -s -X DELETE http://{addr}/{r}/subscription -d '{{\"deviceId\":\"phone-1\",\"subscriptionIds\":[\"s2\",\"s1\"]}}'\n");
+}
+
+fn curl_tts(out: &mut String, addr: &str, r: &str) {
+    let id = fake::tts::DEMO_IDENTIFIER;
+    let _ = writeln!(
+        out,
+        "# TTS: countersign logs in, holds the session, fills the body and adds the checksum"
+    );
+    let _ = writeln!(out, "curl -s http://{addr}/{r}/{id} -H 'content-type: application/json' -d '{{\"action\":\"fetchStats\",\"month\":\"2025-01\",\"output\":\"json\"}}'");
+    let _ = writeln!(
+        out,
+        "curl -s http://{addr}/{r}/{id}/customers/get_users -d ''"
+    );
+    let _ = writeln!(
+        out,
+        "# TTS spider: a cache purge (POST) and a health check (HEAD, to the spider host)"
+    );
+    let _ = writeln!(
+        out,
+        "curl -s http://{addr}/{r}/https://{id} --data-urlencode action=purge"
+    );
+    let _ = writeln!(out, "curl -sI http://{addr}/{r}/https://{id}/products\n");
+}
+
+fn curl_teamdrive(out: &mut String, addr: &str, r: &str) {
+    let _ = writeln!(
+        out,
+        "# TeamDrive: countersign sets <requesttime>, adds <distributor> and the checksum"
+    );
+    let _ = writeln!(out, "curl -s http://{addr}/{r}/yvva/api/api.xml -d \"<?xml version='1.0' encoding='UTF-8' ?><teamdrive><command>getuserdata</command><username>demo</username></teamdrive>\"\n");
 }
 
 /// The route table of `countersign check`: every setting, secrets by source only.
@@ -213,7 +279,7 @@ pub fn route_table(cfg: &Config) -> String {
             out,
             "{:<12} {:<9} {:<32} {:<18} {:<12} {:<8} {}",
             r.name,
-            r.kind.name(),
+            r.kind_name,
             format!(
                 "{}{}",
                 r.upstream.to_string().trim_end_matches('/'),
@@ -229,4 +295,20 @@ pub fn route_table(cfg: &Config) -> String {
         let _ = writeln!(out, "client {name}: routes {}", c.routes.join(", "));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_a_demo_fake() {
+        for row in kinds::REGISTRY {
+            assert!(
+                FAKES.iter().any(|f| f.kind == row.name),
+                "kind {} has no fake in the demo's FAKES table",
+                row.name
+            );
+        }
+    }
 }

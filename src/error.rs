@@ -1,14 +1,57 @@
 //! The one place where countersign's own errors become responses:
 //! status + `x-countersign-error: <code>` + `{"error":{"code","message","route"}}`
-//! (DESIGN §5). Upstream errors never pass through here: they reach the
-//! caller unchanged.
+//! (README, "Errors"). Upstream errors never pass through here: they reach
+//! the caller unchanged.
+//!
+//! The modules below the pipeline have small error enums of their own
+//! (`upstream::SendError`, `session::LoginError`, `limits::LimitError`,
+//! `state::StateError`), each converted into a [`ProxyError`] with `From`
+//! where it is defined, its source kept. A [`ProxyError`] is classified once
+//! here: who can fix it ([`ProxyError::class`]) and which metric counts it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
+
+/// The underlying error of a failure, kept for logs (`{:#}` shows the chain).
+pub type Source = Arc<dyn std::error::Error + Send + Sync>;
+
+/// Who can fix an error (pingora's error source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// The caller's request or credentials: 4xx.
+    Caller,
+    /// The upstream, or the way to it (including its login): 5xx.
+    Upstream,
+    /// countersign itself or its state store.
+    Internal,
+}
+
+/// The `class` label of `countersign_upstream_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamClass {
+    Unreachable,
+    Timeout,
+    LoginFailed,
+    LoginThrottled,
+    KeyRotation,
+}
+
+impl UpstreamClass {
+    pub fn label(self) -> &'static str {
+        match self {
+            UpstreamClass::Unreachable => "unreachable",
+            UpstreamClass::Timeout => "timeout",
+            UpstreamClass::LoginFailed => "login_failed",
+            UpstreamClass::LoginThrottled => "login_throttled",
+            UpstreamClass::KeyRotation => "key_rotation",
+        }
+    }
+}
 
 /// An error made by countersign, classified by who can fix it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -35,14 +78,19 @@ pub enum ProxyError {
     LoginFailed(String),
     #[error("the next login is not allowed before {}s (login_interval), past this request's deadline", secs(*.0))]
     LoginThrottled(Duration),
-    #[error("upstream unreachable: {0}")]
-    UpstreamUnreachable(String),
+    #[error("upstream unreachable: {what}")]
+    UpstreamUnreachable {
+        /// What failed, in words an operator can act on.
+        what: String,
+        #[source]
+        source: Option<Source>,
+    },
     #[error("upstream did not answer within {}s (request_timeout)", .0.as_secs_f64())]
     UpstreamTimeout(Duration),
     #[error("key rotation: {0}")]
     KeyRotation(String),
     #[error("state store failed: {0}")]
-    State(String),
+    State(#[source] Source),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -61,7 +109,7 @@ impl ProxyError {
             ProxyError::QuotaExhausted { .. } => "quota_exhausted",
             ProxyError::LoginFailed(_) => "login_failed",
             ProxyError::LoginThrottled(_) => "login_throttled",
-            ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
+            ProxyError::UpstreamUnreachable { .. } => "upstream_unreachable",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
             ProxyError::KeyRotation(_) => "key_rotation_failed",
             ProxyError::State(_) => "state_unavailable",
@@ -81,12 +129,66 @@ impl ProxyError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             ProxyError::LoginFailed(_)
-            | ProxyError::UpstreamUnreachable(_)
+            | ProxyError::UpstreamUnreachable { .. }
             | ProxyError::KeyRotation(_) => StatusCode::BAD_GATEWAY,
             ProxyError::LoginThrottled(_) | ProxyError::State(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+
+    /// An upstream that could not be reached or read, with what failed.
+    pub fn unreachable(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> ProxyError {
+        let source: Box<dyn std::error::Error + Send + Sync> = source.into();
+        let what = format!("{}: {source}", what.into());
+        ProxyError::UpstreamUnreachable {
+            what,
+            source: Some(Arc::from(source)),
+        }
+    }
+
+    /// Who can fix it.
+    pub fn class(&self) -> Class {
+        match self {
+            ProxyError::UnknownRoute(_)
+            | ProxyError::UnauthorizedClient
+            | ProxyError::ForbiddenRoute(_)
+            | ProxyError::BodyTooLarge(_)
+            | ProxyError::BadRequest(_)
+            | ProxyError::BadRequestBody(_)
+            | ProxyError::MethodNotAllowed(_)
+            | ProxyError::RateLimited(_)
+            | ProxyError::QuotaExhausted { .. } => Class::Caller,
+            ProxyError::LoginFailed(_)
+            | ProxyError::LoginThrottled(_)
+            | ProxyError::UpstreamUnreachable { .. }
+            | ProxyError::UpstreamTimeout(_)
+            | ProxyError::KeyRotation(_) => Class::Upstream,
+            ProxyError::State(_) | ProxyError::Internal(_) => Class::Internal,
+        }
+    }
+
+    /// The class it counts under in `countersign_upstream_errors_total`, if any.
+    pub fn upstream_class(&self) -> Option<UpstreamClass> {
+        Some(match self {
+            ProxyError::UpstreamUnreachable { .. } => UpstreamClass::Unreachable,
+            ProxyError::UpstreamTimeout(_) => UpstreamClass::Timeout,
+            ProxyError::LoginFailed(_) => UpstreamClass::LoginFailed,
+            ProxyError::LoginThrottled(_) => UpstreamClass::LoginThrottled,
+            ProxyError::KeyRotation(_) => UpstreamClass::KeyRotation,
+            _ => return None,
+        })
+    }
+
+    /// Counted in `countersign_rate_limited_total`.
+    pub fn is_rate_limit(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::RateLimited(_) | ProxyError::QuotaExhausted { .. }
+        )
     }
 
     /// Whether the caller may try again later with the same request (pingora's retry class).

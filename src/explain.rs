@@ -8,9 +8,10 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-use crate::config::Config;
-use crate::kinds::{self, Kind, Outgoing, Plan};
+use crate::keys::Keyring;
+use crate::kinds::{BuildEnv, Config};
 use crate::secret::Secret;
+use crate::vocab::{Kind, Need, Outgoing, Plan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {
@@ -39,8 +40,14 @@ pub fn explain(
         .routes
         .get(route)
         .ok_or_else(|| ExplainError::UnknownRoute(route.to_string()))?;
-    let kind =
-        kinds::build(&rc.kind, &crate::keys::Keyring::detached()).map_err(ExplainError::Refused)?;
+    let keyring = Keyring::detached();
+    let kind = rc
+        .kind
+        .build(&BuildEnv {
+            keyring: &keyring,
+            route: rc,
+        })
+        .map_err(ExplainError::Refused)?;
     let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
         .map_err(|_| ExplainError::Method(method.to_string()))?;
     let mut caller = HeaderMap::new();
@@ -77,7 +84,7 @@ pub fn explain(
         rc.base_path
     );
     let secrets = kind.secrets();
-    let mut out = format!("route {route} (kind {}) -> {base}\n", rc.kind.name());
+    let mut out = format!("route {route} (kind {}) -> {base}\n", rc.kind_name);
 
     let plan = kind
         .plan(&method, rest, &caller)
@@ -99,14 +106,14 @@ pub fn explain(
             return Ok(out);
         }
         Plan::Forward(f) => {
-            if f.alt_upstream {
-                if let Some((origin, base_path)) = rc.kind.alt_upstream() {
+            if f.endpoint > 0 {
+                if let Some((origin, base_path)) = kind.endpoints().get(f.endpoint - 1) {
                     let alt = format!("{}{base_path}", origin.to_string().trim_end_matches('/'));
-                    let _ = writeln!(out, "this call goes to the second upstream: {alt}");
+                    let _ = writeln!(out, "this call goes to the kind's endpoint {alt}");
                     base = alt;
                 }
             }
-            !matches!(f.session, kinds::Need::Nothing)
+            !matches!(f.session, Need::Nothing)
         }
     };
     if needs_session {

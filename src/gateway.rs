@@ -10,25 +10,38 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, RouteConfig};
 use crate::keys::Keyring;
-use crate::kinds::{self, Kind};
+use crate::kinds::{BuildEnv, Config, RouteConfig};
 use crate::limits::{Gcra, Limits, Quota, SharedLimits, UpstreamHold};
 use crate::session::{SessionSlot, SharedLogin};
 use crate::state::{RedisState, StateStore};
 use crate::upstream::{Upstream, UpstreamError};
+use crate::vocab::Kind;
 
+/// A configured route, ready for requests.
 pub struct Route {
+    /// The route's name: the first path segment, and a metric label.
     pub name: String,
+    /// The kind's hooks, built from the route's settings.
     pub kind: Arc<dyn Kind>,
-    pub upstream: Upstream,
-    /// The kind's second upstream (TTS's `spider_upstream`), same settings.
-    pub alt_upstream: Option<Upstream>,
+    /// Where requests go: the route's `upstream` first, then each of the
+    /// kind's further endpoints ([`Kind::endpoints`]), with the same settings.
+    pub upstreams: Vec<Upstream>,
     /// The held session, for kinds that log in.
     pub session: Option<Arc<SessionSlot>>,
+    /// Rate permit, quota and upstream holds, shared by every route of the credential.
     pub limits: Limits,
+    /// The route's settings as loaded (timeouts, kind defaults), for readyz and explain.
     pub config: RouteConfig,
+    /// The route's own metric handles, so the common answer needs no label lookup.
     pub metrics: crate::metrics::RouteMetrics,
+}
+
+impl Route {
+    /// The route's main upstream.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstreams[0]
+    }
 }
 
 /// An inbound client allowed by `[clients.NAME]`.
@@ -106,16 +119,17 @@ impl Snapshot {
     ) -> Result<Snapshot, UpstreamError> {
         let mut routes = HashMap::new();
         for (name, rc) in &config.routes {
-            let kind = kinds::build(&rc.kind, &registry.keyring).map_err(|reason| {
-                UpstreamError::Kind {
-                    route: name.clone(),
-                    reason,
-                }
+            let env = BuildEnv {
+                keyring: &registry.keyring,
+                route: rc,
+            };
+            let kind = rc.kind.build(&env).map_err(|reason| UpstreamError::Kind {
+                route: name.clone(),
+                reason,
             })?;
             let cred = kind.credential_id();
-            let defaults = kinds::defaults_for(rc.kind.name());
-            let has_session = defaults.is_some_and(|d| d.has_session);
-            let shared_session = defaults.is_some_and(|d| d.shared_session);
+            let has_session = rc.defaults.has_session;
+            let shared_session = rc.defaults.shared_session;
             let session = has_session.then(|| {
                 Registry::get_or(&registry.sessions, &cred, || {
                     SessionSlot::new(
@@ -163,19 +177,13 @@ impl Snapshot {
                     })
                 });
             let hold = Registry::get_or(&registry.holds, &cred, UpstreamHold::default);
-            let alt_upstream = match rc.kind.alt_upstream() {
-                Some((origin, base_path)) => {
-                    let mut alt = rc.clone();
-                    alt.upstream = origin.clone();
-                    alt.base_path = base_path.clone();
-                    Some(Upstream::new(&alt)?)
-                }
-                None => None,
-            };
+            let mut upstreams = vec![Upstream::new(rc)?];
+            for (origin, base_path) in kind.endpoints() {
+                upstreams.push(Upstream::at(rc, &origin, &base_path)?);
+            }
             let route = Route {
                 name: name.clone(),
-                upstream: Upstream::new(rc)?,
-                alt_upstream,
+                upstreams,
                 kind,
                 session,
                 limits: Limits {

@@ -21,9 +21,9 @@ use arc_swap::ArcSwap;
 
 use crate::config::OnStateFailure;
 use crate::error::ProxyError;
-use crate::kinds::fingerprint;
 use crate::secret::Secret;
 use crate::state::{RedisState, StateStore};
+use crate::vocab::fingerprint;
 
 /// The rotatable keys of one credential.
 pub struct HeldKeys {
@@ -124,7 +124,7 @@ impl HeldKeys {
             Ok(v) => v,
             Err(e) => {
                 return match shared.policy {
-                    OnStateFailure::FailClosed => Err(ProxyError::State(e.0)),
+                    OnStateFailure::FailClosed => Err(ProxyError::from(e)),
                     // Redis is down: keep the keys as last read.
                     OnStateFailure::Local => Ok(()),
                 };
@@ -146,7 +146,7 @@ impl HeldKeys {
             let raw = store
                 .get(&self.state_key(name))
                 .await
-                .map_err(|e| ProxyError::State(e.to_string()))?;
+                .map_err(ProxyError::from)?;
             let Some(raw) = raw else { continue };
             let Ok(stored) = serde_json::from_str::<Stored>(&raw) else {
                 tracing::error!(credential = %self.id, key = name, "stored rotated key is unreadable; using the configured one");
@@ -185,7 +185,7 @@ impl HeldKeys {
                 let put = store
                     .put(&self.state_key(name), text)
                     .await
-                    .map_err(|e| ProxyError::State(e.to_string()));
+                    .map_err(ProxyError::from);
                 // Stored first, then announced: a replica that sees the new
                 // version reads the new key.
                 match (put, &self.shared, self.version_key()) {
@@ -194,7 +194,7 @@ impl HeldKeys {
                             self.version.store(v, Ordering::Release);
                             Ok(())
                         }
-                        Err(e) => Err(ProxyError::State(e.0)),
+                        Err(e) => Err(ProxyError::from(e)),
                     },
                     (put, _, _) => put,
                 }

@@ -50,6 +50,7 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod upstream;
+pub mod vocab;
 
 /// Sent as `User-Agent` on requests countersign makes itself (logins).
 pub const USER_AGENT: &str = concat!("countersign/", env!("CARGO_PKG_VERSION"));

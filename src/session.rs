@@ -19,17 +19,38 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, Method};
+use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
 use crate::config::OnStateFailure;
 use crate::error::ProxyError;
-use crate::kinds::{now_ms, Buffered, Kind, Outgoing};
-use crate::limits::Limits;
 use crate::secret::Secret;
+use crate::state::StateError;
 use crate::state::{RedisState, StateStore};
-use crate::upstream::Upstream;
+use crate::vocab::{now_ms, Buffered, Kind, LoginChannel, Outgoing, Transport};
+
+/// Why no session could be had for a request.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoginError {
+    /// The next login is not allowed this soon, and the request cannot wait.
+    #[error("the next login is not allowed for {}s (login_interval)", .0.as_secs_f64())]
+    Throttled(Duration),
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The kind's login failed (the upstream refused it, or could not be reached).
+    #[error(transparent)]
+    Failed(ProxyError),
+}
+
+impl From<LoginError> for ProxyError {
+    fn from(e: LoginError) -> Self {
+        match e {
+            LoginError::Throttled(d) => ProxyError::LoginThrottled(d),
+            LoginError::State(e) => ProxyError::from(e),
+            LoginError::Failed(e) => e,
+        }
+    }
+}
 
 /// A held session as handed to one request.
 #[derive(Clone, Debug)]
@@ -64,7 +85,7 @@ impl LoginAttempt {
 /// What the last finished login attempt left behind, for requests that waited on it.
 #[derive(Default)]
 struct LoginRecord {
-    last_failure: Option<ProxyError>,
+    last_failure: Option<LoginError>,
 }
 
 pub struct SessionSlot {
@@ -205,10 +226,9 @@ impl SessionSlot {
         &self,
         deadline: Instant,
         kind: &dyn Kind,
-        upstream: &Upstream,
-        limits: &Limits,
+        transport: &dyn Transport,
         attempt: &mut LoginAttempt,
-    ) -> Result<Session, ProxyError> {
+    ) -> Result<Session, LoginError> {
         if let Some(s) = self.alive() {
             return Ok(s);
         }
@@ -218,7 +238,7 @@ impl SessionSlot {
         let attempts_before = self.attempts.load(Ordering::Acquire);
         let mut record = tokio::time::timeout_at(deadline, self.login_lock.lock())
             .await
-            .map_err(|_| ProxyError::LoginThrottled(self.login_interval))?;
+            .map_err(|_| LoginError::Throttled(self.login_interval))?;
         if let Some(s) = self.alive() {
             return Ok(s);
         }
@@ -232,7 +252,7 @@ impl SessionSlot {
             Leased::Token(t) => Some(t),
             Leased::NotShared => None,
         };
-        let result = self.log_in(deadline, kind, upstream, limits).await;
+        let result = self.log_in(deadline, kind, transport).await;
         let result = match result {
             Ok(value) => Ok(self.publish(value).await),
             Err(e) => Err(e),
@@ -244,7 +264,7 @@ impl SessionSlot {
         }
         if !matches!(
             result,
-            Err(ProxyError::LoginThrottled(_)) | Err(ProxyError::State(_))
+            Err(LoginError::Throttled(_)) | Err(LoginError::State(_))
         ) {
             *attempt = if result.is_ok() {
                 LoginAttempt::Ok
@@ -264,7 +284,7 @@ impl SessionSlot {
                 tracing::info!(credential = %self.id, generation = session.generation, "logged in upstream");
                 Ok(session)
             }
-            Err(e @ (ProxyError::LoginThrottled(_) | ProxyError::State(_))) => Err(e),
+            Err(e @ (LoginError::Throttled(_) | LoginError::State(_))) => Err(e),
             Err(e) => {
                 tracing::warn!(credential = %self.id, error = %e, "upstream login failed");
                 self.logins_failed.fetch_add(1, Ordering::Relaxed);
@@ -279,17 +299,15 @@ impl SessionSlot {
         &self,
         deadline: Instant,
         kind: &dyn Kind,
-        upstream: &Upstream,
-        limits: &Limits,
-    ) -> Result<Secret, ProxyError> {
+        transport: &dyn Transport,
+    ) -> Result<Secret, LoginError> {
         self.space(deadline).await?;
-        let ctx = LoginCtx {
+        let channel = LoginCtx {
             slot: self,
-            upstream,
-            limits,
+            transport,
             deadline,
         };
-        let result = kind.login(&ctx).await;
+        let result = kind.login(&channel).await.map_err(LoginError::Failed);
         self.login_finished().await;
         result
     }
@@ -326,7 +344,7 @@ impl SessionSlot {
     }
 
     /// A session another replica logged in and shared, if there is a live one.
-    async fn adopt(&self) -> Result<Option<Session>, ProxyError> {
+    async fn adopt(&self) -> Result<Option<Session>, LoginError> {
         let Some((sh, key)) = self.shared_session() else {
             return Ok(None);
         };
@@ -352,7 +370,7 @@ impl SessionSlot {
 
     /// The login lease across replicas: waits while another replica holds it
     /// (adopting the session it shares, when it does).
-    async fn lease(&self, deadline: Instant) -> Result<Leased, ProxyError> {
+    async fn lease(&self, deadline: Instant) -> Result<Leased, LoginError> {
         let Some(sh) = &self.shared else {
             return Ok(Leased::NotShared);
         };
@@ -370,7 +388,7 @@ impl SessionSlot {
             }
             let now = Instant::now();
             if now + LEASE_POLL > deadline {
-                return Err(ProxyError::LoginThrottled(self.login_interval));
+                return Err(LoginError::Throttled(self.login_interval));
             }
             tokio::time::sleep(LEASE_POLL).await;
         }
@@ -392,7 +410,7 @@ impl SessionSlot {
     /// Called with the login lock held. With Redis, by Redis's clock for
     /// every replica; while Redis is down under the `local` policy, this
     /// replica spaces its own logins `expected_replicas` times wider.
-    async fn space(&self, deadline: Instant) -> Result<(), ProxyError> {
+    async fn space(&self, deadline: Instant) -> Result<(), LoginError> {
         if let Some(sh) = &self.shared {
             loop {
                 match sh
@@ -407,7 +425,7 @@ impl SessionSlot {
                     Ok(wait) => {
                         let earliest = Instant::now() + wait;
                         if earliest > deadline {
-                            return Err(ProxyError::LoginThrottled(wait));
+                            return Err(LoginError::Throttled(wait));
                         }
                         tokio::time::sleep_until(earliest).await;
                     }
@@ -429,17 +447,17 @@ impl SessionSlot {
                 self.last_login_ms.load(Ordering::Relaxed).to_string(),
             )
             .await
-            .map_err(|e| ProxyError::State(e.to_string()))
+            .map_err(LoginError::from)
     }
 
     /// Spacing by this process's own record of its last login.
-    async fn space_local(&self, deadline: Instant, interval: Duration) -> Result<(), ProxyError> {
+    async fn space_local(&self, deadline: Instant, interval: Duration) -> Result<(), LoginError> {
         let last = *self.last_login.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(last) = last {
             let earliest = last + interval;
             let now = Instant::now();
             if earliest > deadline {
-                return Err(ProxyError::LoginThrottled(earliest - now));
+                return Err(LoginError::Throttled(earliest - now));
             }
             tokio::time::sleep_until(earliest).await;
         }
@@ -473,12 +491,12 @@ impl SessionSlot {
         }
     }
 
-    async fn load_last_login(&self) -> Result<(), ProxyError> {
+    async fn load_last_login(&self) -> Result<(), LoginError> {
         let stored = self
             .store
             .get(&self.store_key())
             .await
-            .map_err(|e| ProxyError::State(e.to_string()))?;
+            .map_err(LoginError::from)?;
         let Some(ms) = stored.and_then(|v| v.trim().parse::<u64>().ok()) else {
             return Ok(());
         };
@@ -534,53 +552,35 @@ impl SharedLogin {
 
     /// Redis failed: under `fail_closed` the request fails with 503
     /// `state_unavailable`; under `local` the caller goes on alone.
-    fn on_failure(&self, e: crate::state::StateError) -> Result<(), ProxyError> {
+    fn on_failure(&self, e: StateError) -> Result<(), LoginError> {
         match self.state.policy {
-            OnStateFailure::FailClosed => Err(ProxyError::State(e.0)),
+            OnStateFailure::FailClosed => Err(LoginError::State(e)),
             OnStateFailure::Local => Ok(()),
         }
     }
 }
 
-/// What a kind's login may do: send requests through the route's limits, and
-/// wait for spacing before a second login in the same attempt (TTS's
-/// terminate-then-login).
-pub struct LoginCtx<'a> {
+/// What a kind's login may do ([`LoginChannel`]): send through the route's
+/// transport, and space a second login of the same attempt.
+struct LoginCtx<'a> {
     slot: &'a SessionSlot,
-    upstream: &'a Upstream,
-    limits: &'a Limits,
+    transport: &'a dyn Transport,
     deadline: Instant,
 }
 
-/// Login answers are small; a bigger one is refused rather than held.
-const LOGIN_BODY_MAX: usize = 256 * 1024;
-
-impl LoginCtx<'_> {
-    /// Sends one request (taking a rate permit and a quota unit) and reads its answer.
-    pub async fn send(&self, out: Outgoing) -> Result<Buffered, ProxyError> {
-        self.limits.acquire(self.deadline).await?;
-        let answer = self
-            .upstream
-            .send_buffered(out, self.deadline, LOGIN_BODY_MAX)
-            .await?;
-        self.limits.observe(answer.status, &answer.headers).await;
-        Ok(answer)
+impl LoginChannel for LoginCtx<'_> {
+    fn send(&self, out: Outgoing) -> BoxFuture<'_, Result<Buffered, ProxyError>> {
+        self.transport.send(out, self.deadline)
     }
 
-    /// For a second login in one attempt: spaces it `login_interval` after
-    /// the previous one's completion (now) and records it.
-    pub async fn space_next_login(&self) -> Result<(), ProxyError> {
-        self.slot.login_finished().await;
-        self.slot.space(self.deadline).await
+    fn space_next_login(&self) -> BoxFuture<'_, Result<(), ProxyError>> {
+        Box::pin(async move {
+            self.slot.login_finished().await;
+            Ok(self.slot.space(self.deadline).await?)
+        })
     }
 
-    /// A POST with a body and headers, for login hooks.
-    pub fn post(path: &str, headers: HeaderMap, body: impl Into<Bytes>) -> Outgoing {
-        Outgoing {
-            method: Method::POST,
-            path_and_query: path.to_string(),
-            headers,
-            body: Some(body.into()),
-        }
+    fn deadline(&self) -> Instant {
+        self.deadline
     }
 }

@@ -37,7 +37,7 @@ fn kubernetes_example_parses_and_its_config_is_valid() {
         "/run/secrets/countersign",
         &secrets.path().display().to_string(),
     );
-    let parsed = countersign::config::from_toml(&config).unwrap_or_else(|p| panic!("{p:#?}"));
+    let parsed = countersign::kinds::from_toml(&config).unwrap_or_else(|p| panic!("{p:#?}"));
     assert_eq!(parsed.secret_files.len(), 1, "the key is a watched file");
 
     let containers = &docs[2]["spec"]["template"]["spec"]["containers"];

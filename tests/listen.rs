@@ -14,7 +14,7 @@ use support::*;
 async fn unix_socket_listener_serves_with_mode_0660() {
     let fake = fake_xrtc(|_| {}).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = countersign::config::from_toml(&xrtc_toml(
+    let config = countersign::kinds::from_toml(&xrtc_toml(
         &format!("http://{}", fake.addr),
         &dir.path().join("s"),
         "",

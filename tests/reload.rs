@@ -25,7 +25,7 @@ async fn reload_keeps_sessions_rejects_bad_configs_and_follows_new_credentials()
         "login_interval = \"100ms\"",
     );
     std::fs::write(&path, &base).unwrap();
-    let gw = gateway_from(countersign::config::load(&path).unwrap()).await;
+    let gw = gateway_from(countersign::kinds::load(&path).unwrap()).await;
     assert_eq!(set_item(&gw, "r", "1").await.status, 200);
     assert_eq!(fake.fake.stats().logins.len(), 1);
 
@@ -120,7 +120,7 @@ async fn a_rotated_secret_file_is_picked_up_without_a_signal() {
         &format!("api_key = {{ file = \"{}\" }}", key_file.display()),
     );
     std::fs::write(&path, &toml).unwrap();
-    let gw = gateway_from(countersign::config::load(&path).unwrap()).await;
+    let gw = gateway_from(countersign::kinds::load(&path).unwrap()).await;
     tokio::spawn(countersign::server::reload_on_file_change(
         gw.gateway.clone(),
         path.clone(),

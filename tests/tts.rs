@@ -470,7 +470,7 @@ fn explain_shows_the_checksum_input_with_secrets_redacted() {
     let dir = tempfile::tempdir().unwrap();
     let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
     let toml = route_toml(dir.path(), &route(addr, ""));
-    let config = countersign::config::from_toml(&toml).unwrap();
+    let config = countersign::kinds::from_toml(&toml).unwrap();
     let text = countersign::explain::explain(
         &config,
         "r",

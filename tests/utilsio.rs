@@ -192,7 +192,7 @@ fn check_refuses_a_non_hex_salt_without_printing_it() {
             "app_secret = \"s\"\napp_salt = \"not-hex-SALTVALUE\"",
         ),
     );
-    let problems = countersign::config::from_toml(&text).unwrap_err();
+    let problems = countersign::kinds::from_toml(&text).unwrap_err();
     let shown: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
     assert!(
         shown

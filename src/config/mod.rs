@@ -18,14 +18,56 @@ use http::Uri;
 pub use section::{parse_size, Problem, Section};
 pub use state::{redact_url, OnStateFailure, StateConfig};
 
-use crate::kinds::{self, KindConfig};
 use crate::secret::Secret;
 
+/// What the config needs to know of the kinds, which live in a layer above
+/// (`kinds::Catalog` implements it): each kind's defaults, and the reading
+/// of its own keys into `K`, its parsed settings.
+pub trait KindCatalog {
+    /// A kind's parsed settings, kept in [`RouteConfig::kind`].
+    type Settings: Clone + std::fmt::Debug;
+    /// Every kind's name, for the "not a kind" problem.
+    fn names(&self) -> Vec<&'static str>;
+    fn defaults(&self, kind: &str) -> Option<KindDefaults>;
+    /// Reads the kind's own keys from the route's table; problems go to `s`.
+    fn parse(&self, kind: &str, s: &mut Section<'_>) -> Option<Self::Settings>;
+}
+
+/// What a kind implies when the route does not say otherwise (README,
+/// "Configuration").
+#[derive(Debug, Clone, Copy)]
+pub struct KindDefaults {
+    pub rate_limit: Option<RateLimit>,
+    pub quota_per_month: Option<u64>,
+    pub has_session: bool,
+    /// With a shared state store, one session serves every replica (the
+    /// upstream allows one per credential); otherwise each replica holds its own.
+    pub shared_session: bool,
+    /// `session_idle` when the route does not set it.
+    pub session_idle: Duration,
+    /// `login_interval` when the route does not set it.
+    pub login_interval: Duration,
+}
+
+impl KindDefaults {
+    /// A kind with no session, rate limit or quota of its own.
+    pub const PLAIN: KindDefaults = KindDefaults {
+        rate_limit: None,
+        quota_per_month: None,
+        has_session: false,
+        shared_session: false,
+        session_idle: Duration::from_secs(60),
+        login_interval: Duration::from_secs(5),
+    };
+}
+
+/// The whole configuration; `K` is a route's parsed kind settings (the
+/// kinds layer's `kinds::Config` fixes it).
 #[derive(Debug, Clone)]
-pub struct Config {
+pub struct Config<K> {
     pub server: ServerConfig,
     pub clients: BTreeMap<String, ClientConfig>,
-    pub routes: BTreeMap<String, RouteConfig>,
+    pub routes: BTreeMap<String, RouteConfig<K>>,
     /// Every `{ file = … }` secret, watched for rotation (Kubernetes replaces the file).
     pub secret_files: Vec<PathBuf>,
 }
@@ -76,8 +118,12 @@ pub struct RateLimit {
 }
 
 #[derive(Debug, Clone)]
-pub struct RouteConfig {
+pub struct RouteConfig<K> {
     pub name: String,
+    /// The kind's name, as written in `kind = "..."`.
+    pub kind_name: String,
+    /// What the kind's defaults are (has it a session, is it shared).
+    pub defaults: KindDefaults,
     /// Scheme and authority of the upstream; `base_path` holds its path without the trailing '/'.
     pub upstream: Uri,
     pub base_path: String,
@@ -88,13 +134,14 @@ pub struct RouteConfig {
     pub login_interval: Duration,
     pub session_idle: Duration,
     pub ca_file: Option<PathBuf>,
-    pub kind: KindConfig,
+    /// The kind's own settings, read by the kind.
+    pub kind: K,
     /// `(key, source)` of each secret, e.g. `("api_key", "env:XRTC_API_KEY")`, for `check`.
     pub secret_sources: Vec<(String, String)>,
 }
 
 /// Loads `path`, then the `COUNTERSIGN_*` environment over it.
-pub fn load(path: &Path) -> Result<Config, Vec<Problem>> {
+pub fn load<C: KindCatalog>(path: &Path, kinds: &C) -> Result<Config<C::Settings>, Vec<Problem>> {
     if !path.exists() {
         return Err(vec![Problem {
             path: path.display().to_string(),
@@ -104,18 +151,24 @@ pub fn load(path: &Path) -> Result<Config, Vec<Problem>> {
     let figment = Figment::new()
         .merge(Toml::file(path))
         .merge(Env::prefixed("COUNTERSIGN_").split("__"));
-    from_figment(figment)
+    from_figment(figment, kinds)
 }
 
 /// Parses TOML text alone (tests, `demo`), environment overrides included.
-pub fn from_toml(text: &str) -> Result<Config, Vec<Problem>> {
+pub fn from_toml<C: KindCatalog>(
+    text: &str,
+    kinds: &C,
+) -> Result<Config<C::Settings>, Vec<Problem>> {
     let figment = Figment::new()
         .merge(Toml::string(text))
         .merge(Env::prefixed("COUNTERSIGN_").split("__"));
-    from_figment(figment)
+    from_figment(figment, kinds)
 }
 
-fn from_figment(figment: Figment) -> Result<Config, Vec<Problem>> {
+fn from_figment<C: KindCatalog>(
+    figment: Figment,
+    kinds: &C,
+) -> Result<Config<C::Settings>, Vec<Problem>> {
     let root: Dict = match figment.extract() {
         Ok(d) => d,
         Err(e) => {
@@ -129,14 +182,18 @@ fn from_figment(figment: Figment) -> Result<Config, Vec<Problem>> {
         }
     };
     let mut problems = Vec::new();
-    let config = parse_root(root, &mut problems);
+    let config = parse_root(root, kinds, &mut problems);
     match config {
         Some(c) if problems.is_empty() => Ok(c),
         _ => Err(problems),
     }
 }
 
-fn parse_root(root: Dict, problems: &mut Vec<Problem>) -> Option<Config> {
+fn parse_root<C: KindCatalog>(
+    root: Dict,
+    kinds: &C,
+    problems: &mut Vec<Problem>,
+) -> Option<Config<C::Settings>> {
     let mut top = Section::new("", root, problems);
     let server_dict = top.table("server").unwrap_or_default();
     let server = top.child("server", server_dict, parse_server);
@@ -145,7 +202,7 @@ fn parse_root(root: Dict, problems: &mut Vec<Problem>) -> Option<Config> {
         let mut routes = BTreeMap::new();
         for name in routes_dict.keys() {
             if let Some(d) = s.table(name) {
-                if let Some(r) = s.child(name, d, |rs| parse_route(name, rs)) {
+                if let Some(r) = s.child(name, d, |rs| parse_route(name, rs, kinds)) {
                     routes.insert(name.clone(), r);
                 }
             }
@@ -264,7 +321,11 @@ fn parse_client(s: &mut Section<'_>, routes: &Dict) -> Option<ClientConfig> {
     })
 }
 
-fn parse_route(name: &str, s: &mut Section<'_>) -> Option<RouteConfig> {
+fn parse_route<C: KindCatalog>(
+    name: &str,
+    s: &mut Section<'_>,
+    kinds: &C,
+) -> Option<RouteConfig<C::Settings>> {
     let valid_name = !name.is_empty()
         && name
             .bytes()
@@ -281,12 +342,12 @@ fn parse_route(name: &str, s: &mut Section<'_>) -> Option<RouteConfig> {
     });
     let defaults = kind_name
         .as_deref()
-        .and_then(kinds::defaults_for)
+        .and_then(|k| kinds.defaults(k))
         .or_else(|| {
             if let Some(k) = &kind_name {
                 s.problem(
                     "kind",
-                    format!("\"{k}\" is not a kind ({})", kinds::NAMES.join(", ")),
+                    format!("\"{k}\" is not a kind ({})", kinds.names().join(", ")),
                 );
             }
             None
@@ -317,7 +378,7 @@ fn parse_route(name: &str, s: &mut Section<'_>) -> Option<RouteConfig> {
     }
     let login_interval = s
         .duration("login_interval")
-        .unwrap_or(Duration::from_secs(5));
+        .unwrap_or_else(|| defaults.map_or(Duration::from_secs(5), |d| d.login_interval));
     let session_idle = s
         .duration("session_idle")
         .unwrap_or_else(|| defaults.map_or(Duration::from_secs(60), |d| d.session_idle));
@@ -327,10 +388,12 @@ fn parse_route(name: &str, s: &mut Section<'_>) -> Option<RouteConfig> {
             s.problem("ca_file", format!("file {} not found", p.display()));
         }
     }
-    let kind = kind_name.as_deref().and_then(|k| kinds::parse(k, s));
+    let kind = kind_name.as_deref().and_then(|k| kinds.parse(k, s));
     let (upstream, base_path) = upstream?;
     Some(RouteConfig {
         name: name.to_string(),
+        kind_name: kind_name?,
+        defaults: defaults?,
         upstream,
         base_path,
         connect_timeout,
@@ -390,6 +453,3 @@ pub fn parse_upstream(text: &str) -> Result<(Uri, String), String> {
     let base = uri.path().trim_end_matches('/').to_string();
     Ok((origin, base))
 }
-
-#[cfg(test)]
-mod tests;

@@ -4,25 +4,22 @@
 //! `checksum` query parameter is the lowercase hex md5(body ‖ key) or
 //! HMAC-SHA1(key, body) over exactly the bytes sent.
 
-use futures_util::future::BoxFuture;
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderName, Method};
 use md5::{Digest, Md5};
 use sha1::Sha1;
 
-use super::{fingerprint, now_ms, Kind, KindDefaults, Outgoing, Plan};
+use super::{BuildEnv, KindRef, KindRow, KindSettings};
 use crate::canonical::xml;
-use crate::config::Section;
+use crate::config::{KindDefaults, Section};
 use crate::error::ProxyError;
 use crate::secret::Secret;
-use crate::session::LoginCtx;
+use crate::vocab::{fingerprint, now_ms, Kind, Outgoing, Plan};
 
-pub const DEFAULTS: KindDefaults = KindDefaults {
-    rate_limit: None,
-    quota_per_month: None,
-    has_session: false,
-    shared_session: false,
-    session_idle: std::time::Duration::from_secs(60),
+pub const ROW: KindRow = KindRow {
+    name: "teamdrive",
+    defaults: KindDefaults::PLAIN,
+    parse: |s| Settings::parse(s).map(|k| std::sync::Arc::new(k) as KindRef),
 };
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -73,6 +70,12 @@ impl Settings {
             distributor,
             set_requesttime,
         })
+    }
+}
+
+impl KindSettings for Settings {
+    fn build(&self, _: &BuildEnv<'_>) -> Result<std::sync::Arc<dyn Kind>, String> {
+        Ok(std::sync::Arc::new(Teamdrive::new(self.clone())))
     }
 }
 
@@ -137,7 +140,7 @@ impl Kind for Teamdrive {
         format!("teamdrive-{}", fingerprint(&self.settings.key))
     }
 
-    fn owned_headers(&self) -> &'static [HeaderName] {
+    fn owned_headers(&self) -> &[HeaderName] {
         &[]
     }
 
@@ -148,10 +151,6 @@ impl Kind for Teamdrive {
             ));
         }
         Ok(Plan::forward(false, true))
-    }
-
-    fn login<'a>(&'a self, _: &'a LoginCtx<'a>) -> BoxFuture<'a, Result<Secret, ProxyError>> {
-        Box::pin(async { Err(ProxyError::Internal("teamdrive holds no session".into())) })
     }
 
     fn secrets(&self) -> Vec<(&'static str, Secret)> {
@@ -190,10 +189,6 @@ impl Kind for Teamdrive {
             Auth::HmacSha1 => "HMAC-SHA1 with the key over the body",
         };
         vec![(what.into(), body.into_owned())]
-    }
-
-    fn session_expired(&self, _: http::StatusCode, _: &HeaderMap, _: Option<&[u8]>) -> bool {
-        false
     }
 }
 

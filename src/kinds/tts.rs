@@ -18,15 +18,21 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri
 use http_body_util::Full;
 
 use super::tts_body::{self, Fill, Format};
-use super::{
-    fingerprint, safe_id, Buffered, Forward, Kind, KindDefaults, Need, Outgoing, Plan, Then,
-};
-use crate::config::Section;
+use super::{BuildEnv, KindRef, KindRow, KindSettings};
+use crate::config::{KindDefaults, Section};
 use crate::error::ProxyError;
 use crate::keys::{HeldKeys, Keyring};
-use crate::proxy::local_json;
 use crate::secret::Secret;
-use crate::session::LoginCtx;
+use crate::vocab::{
+    fingerprint, local_json, safe_id, Buffered, Forward, Kind, LoginChannel, Need, Outgoing, Plan,
+    Then,
+};
+
+pub const ROW: KindRow = KindRow {
+    name: "tts",
+    defaults: DEFAULTS,
+    parse: |s| Settings::parse(s).map(|k| Arc::new(k) as KindRef),
+};
 
 pub const DEFAULTS: KindDefaults = KindDefaults {
     rate_limit: None,
@@ -36,6 +42,7 @@ pub const DEFAULTS: KindDefaults = KindDefaults {
     shared_session: true,
     // "inactive session time-out is 43200 minutes" (the login answer).
     session_idle: Duration::from_secs(43_200 * 60),
+    login_interval: Duration::from_secs(5),
 };
 
 const ACCESS_KEY: HeaderName = HeaderName::from_static("x-tts-cc-access-key");
@@ -198,6 +205,12 @@ fn call_of(path: &str) -> Call {
     }
 }
 
+impl KindSettings for Settings {
+    fn build(&self, env: &BuildEnv<'_>) -> Result<Arc<dyn Kind>, String> {
+        Ok(Arc::new(Tts::new(self.clone(), env.keyring)))
+    }
+}
+
 pub struct Tts {
     settings: Settings,
     /// The access key and secret in use: the configured ones until rotated.
@@ -270,7 +283,7 @@ impl Tts {
 
     /// A JSON call countersign makes itself (login, terminate_session).
     fn own_call(&self, name: &str) -> Result<Outgoing, ProxyError> {
-        let mut out = LoginCtx::post(
+        let mut out = Outgoing::post(
             &format!("/{}/customers/{name}", self.settings.identifier),
             HeaderMap::new(),
             "",
@@ -282,8 +295,11 @@ impl Tts {
         Ok(out)
     }
 
-    async fn login_once(&self, ctx: &LoginCtx<'_>) -> Result<Result<Secret, Buffered>, ProxyError> {
-        let answer = ctx.send(self.own_call("member_login")?).await?;
+    async fn login_once(
+        &self,
+        channel: &dyn LoginChannel,
+    ) -> Result<Result<Secret, Buffered>, ProxyError> {
+        let answer = channel.send(self.own_call("member_login")?).await?;
         if answer.status.is_success() {
             let v: Option<serde_json::Value> = serde_json::from_slice(&answer.body).ok();
             if let Some(id) = v
@@ -348,7 +364,7 @@ impl Kind for Tts {
         credential_id(&self.settings)
     }
 
-    fn owned_headers(&self) -> &'static [HeaderName] {
+    fn owned_headers(&self) -> &[HeaderName] {
         if self.settings.module.is_some() {
             &OWNED_WITH_MODULE
         } else {
@@ -358,6 +374,10 @@ impl Kind for Tts {
 
     fn prepare(&self) -> Option<BoxFuture<'_, Result<(), ProxyError>>> {
         (!self.keys.is_loaded()).then(|| Box::pin(self.keys.load()) as BoxFuture<'_, _>)
+    }
+
+    fn endpoints(&self) -> Vec<(Uri, String)> {
+        self.settings.spider_upstream.iter().cloned().collect()
     }
 
     fn embeds_urls(&self) -> bool {
@@ -371,7 +391,7 @@ impl Kind for Tts {
             Ok(Plan::Forward(Forward {
                 session,
                 buffer_body: true,
-                alt_upstream: false,
+                endpoint: 0,
                 then,
             }))
         };
@@ -379,7 +399,8 @@ impl Kind for Tts {
             Call::Spider if method == Method::HEAD => Ok(Plan::Forward(Forward {
                 session: Need::Nothing,
                 buffer_body: false,
-                alt_upstream: true,
+                // The spider host when one is configured ([`Kind::endpoints`]).
+                endpoint: usize::from(self.settings.spider_upstream.is_some()),
                 then: Then::Pass,
             })),
             Call::Login => Ok(Plan::LocalWithSession),
@@ -411,9 +432,12 @@ impl Kind for Tts {
         local_json(StatusCode::OK, Vec::new(), body.to_string())
     }
 
-    fn login<'a>(&'a self, ctx: &'a LoginCtx<'a>) -> BoxFuture<'a, Result<Secret, ProxyError>> {
+    fn login<'a>(
+        &'a self,
+        channel: &'a dyn LoginChannel,
+    ) -> BoxFuture<'a, Result<Secret, ProxyError>> {
         Box::pin(async move {
-            let answer = match self.login_once(ctx).await? {
+            let answer = match self.login_once(channel).await? {
                 Ok(session) => return Ok(session),
                 Err(answer) => answer,
             };
@@ -427,15 +451,15 @@ impl Kind for Tts {
                 )));
             }
             tracing::info!(credential = %self.credential_id(), "an active session exists upstream; terminating it to log in");
-            let terminated = ctx.send(self.own_call("terminate_session")?).await?;
+            let terminated = channel.send(self.own_call("terminate_session")?).await?;
             if !terminated.status.is_success() {
                 return Err(ProxyError::LoginFailed(format!(
                     "terminating the active session failed: {}",
                     upstream_text(&terminated)
                 )));
             }
-            ctx.space_next_login().await?;
-            match self.login_once(ctx).await? {
+            channel.space_next_login().await?;
+            match self.login_once(channel).await? {
                 Ok(session) => Ok(session),
                 Err(answer) => Err(ProxyError::LoginFailed(upstream_text(&answer))),
             }

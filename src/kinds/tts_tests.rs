@@ -51,14 +51,14 @@ fn calls_by_path() {
 #[test]
 fn session_headers_only_with_a_session() {
     let tts = Tts::new(settings(), &Keyring::detached());
-    let mut out = LoginCtx::post("/www.example.com/customers/get_users", HeaderMap::new(), "");
+    let mut out = Outgoing::post("/www.example.com/customers/get_users", HeaderMap::new(), "");
     tts.sign(&mut out, Some(&Secret::new("sess-1"))).unwrap();
     assert_eq!(out.headers["session-id"], "sess-1");
     assert_eq!(out.headers["member-email"], "member@example.com");
     assert_eq!(out.headers["x-tts-cc-access-key"], "AK-config-0001");
     assert_eq!(out.headers["client_ver"], "V4.21.04");
     assert_eq!(out.headers["x-tts-module"], "SPIDER");
-    let mut out = LoginCtx::post(
+    let mut out = Outgoing::post(
         "/www.example.com/customers/reset_password",
         HeaderMap::new(),
         "",
@@ -91,7 +91,10 @@ fn login_body_carries_the_member_and_a_checksum() {
 
 #[test]
 fn plans() {
-    let tts = Tts::new(settings(), &Keyring::detached());
+    let mut with_spider = settings();
+    with_spider.spider_upstream =
+        Some(crate::config::parse_upstream("http://spider.example.com").unwrap());
+    let tts = Tts::new(with_spider, &Keyring::detached());
     let h = HeaderMap::new();
     let plan = |m: Method, p: &str| tts.plan(&m, p, &h).unwrap();
     assert!(matches!(
@@ -101,7 +104,7 @@ fn plans() {
     assert!(matches!(
         plan(Method::HEAD, "/https://www.example.com/x"),
         Plan::Forward(Forward {
-            alt_upstream: true,
+            endpoint: 1,
             session: Need::Nothing,
             ..
         })
@@ -109,7 +112,7 @@ fn plans() {
     assert!(matches!(
         plan(Method::POST, "/https://www.example.com"),
         Plan::Forward(Forward {
-            alt_upstream: false,
+            endpoint: 0,
             session: Need::Session,
             ..
         })

@@ -11,18 +11,16 @@ use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use sha2::Sha256;
 
-use super::{fingerprint, now_ms, Kind, KindDefaults, Outgoing, Plan};
-use crate::config::Section;
+use super::{BuildEnv, KindRef, KindRow, KindSettings};
+use crate::config::{KindDefaults, Section};
 use crate::error::ProxyError;
 use crate::secret::Secret;
-use crate::session::LoginCtx;
+use crate::vocab::{fingerprint, now_ms, Kind, Outgoing, Plan};
 
-pub const DEFAULTS: KindDefaults = KindDefaults {
-    rate_limit: None,
-    quota_per_month: None,
-    has_session: false,
-    shared_session: false,
-    session_idle: std::time::Duration::from_secs(60),
+pub const ROW: KindRow = KindRow {
+    name: "utilsio",
+    defaults: KindDefaults::PLAIN,
+    parse: |s| Settings::parse(s).map(|k| std::sync::Arc::new(k) as KindRef),
 };
 
 static TIMESTAMP: HeaderName = HeaderName::from_static("x-utilsio-timestamp");
@@ -111,6 +109,12 @@ pub fn derive_key(secret: &Secret, salt_hex: &Secret) -> Result<Secret, String> 
     scrypt::scrypt(secret.expose().as_bytes(), &salt, &params, &mut out)
         .map_err(|e| e.to_string())?;
     Ok(Secret::new(hex::encode(out)))
+}
+
+impl KindSettings for Settings {
+    fn build(&self, _: &BuildEnv<'_>) -> Result<std::sync::Arc<dyn Kind>, String> {
+        Ok(std::sync::Arc::new(Utilsio::new(self.clone())?))
+    }
 }
 
 pub struct Utilsio {
@@ -212,20 +216,13 @@ impl Kind for Utilsio {
         format!("utilsio-{app}-{}", fingerprint(&self.key))
     }
 
-    fn owned_headers(&self) -> &'static [HeaderName] {
+    fn owned_headers(&self) -> &[HeaderName] {
         &OWNED
     }
 
     fn plan(&self, _: &Method, _: &str, _: &HeaderMap) -> Result<Plan, ProxyError> {
         // The deviceId and subscriptionIds may be in the body: keep it (small JSON).
         Ok(Plan::forward(false, true))
-    }
-
-    fn login<'a>(
-        &'a self,
-        _: &'a LoginCtx<'a>,
-    ) -> futures_util::future::BoxFuture<'a, Result<Secret, ProxyError>> {
-        Box::pin(async { Err(ProxyError::Internal("utilsio holds no session".into())) })
     }
 
     fn secrets(&self) -> Vec<(&'static str, Secret)> {
@@ -295,10 +292,6 @@ impl Kind for Utilsio {
             )],
             _ => Vec::new(),
         }
-    }
-
-    fn session_expired(&self, _: http::StatusCode, _: &HeaderMap, _: Option<&[u8]>) -> bool {
-        false
     }
 }
 

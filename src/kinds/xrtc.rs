@@ -11,13 +11,18 @@ use futures_util::future::BoxFuture;
 use http::header::{CONTENT_TYPE, COOKIE, SET_COOKIE, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
-use super::{fingerprint, now_ms, safe_id, Kind, KindDefaults, Plan};
-use crate::config::{RateLimit, Section};
+use super::{BuildEnv, KindRef, KindRow, KindSettings};
+use crate::config::{KindDefaults, RateLimit, Section};
 use crate::error::ProxyError;
 use crate::headers::is_call;
-use crate::proxy::local_json;
 use crate::secret::Secret;
-use crate::session::LoginCtx;
+use crate::vocab::{fingerprint, local_json, now_ms, safe_id, Kind, LoginChannel, Outgoing, Plan};
+
+pub const ROW: KindRow = KindRow {
+    name: "xrtc",
+    defaults: DEFAULTS,
+    parse: |s| Settings::parse(s).map(|k| std::sync::Arc::new(k) as KindRef),
+};
 
 pub const DEFAULTS: KindDefaults = KindDefaults {
     rate_limit: Some(RateLimit {
@@ -30,6 +35,7 @@ pub const DEFAULTS: KindDefaults = KindDefaults {
     // The API binds cookies to the client's address: each replica logs in itself.
     shared_session: false,
     session_idle: Duration::from_secs(60),
+    login_interval: Duration::from_secs(5),
 };
 
 const LOGIN_PATH: &str = "/v1/auth/login";
@@ -58,6 +64,12 @@ impl Settings {
     }
 }
 
+impl KindSettings for Settings {
+    fn build(&self, _: &BuildEnv<'_>) -> Result<std::sync::Arc<dyn Kind>, String> {
+        Ok(std::sync::Arc::new(Xrtc::new(self.clone())))
+    }
+}
+
 pub struct Xrtc {
     settings: Settings,
 }
@@ -82,7 +94,7 @@ impl Kind for Xrtc {
         format!("xrtc-{}", safe_id(&self.settings.account_id))
     }
 
-    fn owned_headers(&self) -> &'static [HeaderName] {
+    fn owned_headers(&self) -> &[HeaderName] {
         OWNED
     }
 
@@ -111,12 +123,15 @@ impl Kind for Xrtc {
         Ok(Plan::forward(true, true))
     }
 
-    fn login<'a>(&'a self, ctx: &'a LoginCtx<'a>) -> BoxFuture<'a, Result<Secret, ProxyError>> {
+    fn login<'a>(
+        &'a self,
+        channel: &'a dyn LoginChannel,
+    ) -> BoxFuture<'a, Result<Secret, ProxyError>> {
         Box::pin(async move {
             let request = self
                 .login_request()
                 .ok_or_else(|| ProxyError::Internal("xrtc has a login request".into()))?;
-            let answer = ctx.send(request).await?;
+            let answer = channel.send(request).await?;
             if !answer.status.is_success() {
                 return Err(ProxyError::LoginFailed(upstream_error_text(
                     answer.status,
@@ -133,7 +148,7 @@ impl Kind for Xrtc {
         })
     }
 
-    fn login_request(&self) -> Option<super::Outgoing> {
+    fn login_request(&self) -> Option<Outgoing> {
         let body = serde_json::json!({
             "accountid": self.settings.account_id,
             "apikey": self.settings.api_key.expose(),
@@ -142,14 +157,14 @@ impl Kind for Xrtc {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(USER_AGENT, HeaderValue::from_static(crate::USER_AGENT));
-        Some(LoginCtx::post(LOGIN_PATH, headers, body))
+        Some(Outgoing::post(LOGIN_PATH, headers, body))
     }
 
     fn secrets(&self) -> Vec<(&'static str, Secret)> {
         vec![("api_key", self.settings.api_key.clone())]
     }
 
-    fn sign(&self, out: &mut super::Outgoing, session: Option<&Secret>) -> Result<(), ProxyError> {
+    fn sign(&self, out: &mut Outgoing, session: Option<&Secret>) -> Result<(), ProxyError> {
         if let Some(jar) = session {
             let value = HeaderValue::from_str(jar.expose())
                 .map_err(|_| ProxyError::Internal("held cookie is not a valid header".into()))?;
@@ -166,7 +181,7 @@ impl Kind for Xrtc {
         status == StatusCode::UNAUTHORIZED || body.is_some_and(|b| error_code(b) == Some(10011))
     }
 
-    fn observe(&self, headers: &mut HeaderMap, _session: Option<&Secret>) -> Option<Secret> {
+    fn screen_answer(&self, headers: &mut HeaderMap, _session: Option<&Secret>) -> Option<Secret> {
         // Only countersign's own login answer sets the held session's
         // cookies: a `Set-Cookie` on any other answer (which a caller can
         // steer, e.g. a login under another spelling behind a decoding

@@ -24,6 +24,32 @@ mod shared;
 
 pub use shared::SharedLimits;
 
+use crate::error::ProxyError;
+use crate::state::StateError;
+
+/// Why a request may not go upstream now.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LimitError {
+    #[error("the next rate permit is {}s away, past the route's wait", .0.as_secs_f64())]
+    RateLimited(Duration),
+    #[error("the monthly quota of {limit} requests is used up")]
+    QuotaExhausted { limit: u64, retry_after: Duration },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl From<LimitError> for ProxyError {
+    fn from(e: LimitError) -> Self {
+        match e {
+            LimitError::RateLimited(d) => ProxyError::RateLimited(d),
+            LimitError::QuotaExhausted { limit, retry_after } => {
+                ProxyError::QuotaExhausted { limit, retry_after }
+            }
+            LimitError::State(e) => ProxyError::from(e),
+        }
+    }
+}
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,7 +57,6 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use crate::config::RateLimit;
-use crate::error::ProxyError;
 use crate::state::StateStore;
 
 /// Generic cell rate algorithm with reservations.
@@ -128,7 +153,7 @@ impl Quota {
     }
 
     /// Takes one unit, or says when the quota renews.
-    pub async fn take(self: &Arc<Self>) -> Result<(), ProxyError> {
+    pub async fn take(self: &Arc<Self>) -> Result<(), LimitError> {
         {
             // Unix seconds straight from the clock: building a date here
             // cost ~200 instructions per request, for one comparison.
@@ -184,17 +209,13 @@ impl Quota {
     }
 
     /// A new month to load, the quota used up, or a new block to reserve durably.
-    async fn take_slow(&self) -> Result<(), ProxyError> {
+    async fn take_slow(&self) -> Result<(), LimitError> {
         let _one_at_a_time = self.persist.lock().await;
         let now = OffsetDateTime::now_utc();
         let month = month_key(now);
         if self.lock().month != month {
             let key = format!("{}{month}", self.key_prefix);
-            let stored = self
-                .store
-                .get(&key)
-                .await
-                .map_err(|e| ProxyError::State(e.to_string()))?;
+            let stored = self.store.get(&key).await.map_err(LimitError::from)?;
             let used = stored.and_then(|v| v.trim().parse().ok()).unwrap_or(0);
             let month_end = now.unix_timestamp() + until_next_month(now).as_secs() as i64;
             *self.lock() = QuotaState {
@@ -209,7 +230,7 @@ impl Quota {
         let (used, month) = {
             let mut st = self.lock();
             if st.used >= self.limit {
-                return Err(ProxyError::QuotaExhausted {
+                return Err(LimitError::QuotaExhausted {
                     limit: self.limit,
                     retry_after: until_next_month(now),
                 });
@@ -226,7 +247,7 @@ impl Quota {
         self.store
             .put(&format!("{}{month}", self.key_prefix), reserved.to_string())
             .await
-            .map_err(|e| ProxyError::State(e.to_string()))?;
+            .map_err(LimitError::from)?;
         let mut st = self.lock();
         st.reserved = reserved;
         st.used += 1;
@@ -245,7 +266,7 @@ impl Quota {
     }
 
     /// Writes the exact count (clean shutdown), releasing the unused reservation.
-    pub async fn flush(&self) -> Result<(), ProxyError> {
+    pub async fn flush(&self) -> Result<(), LimitError> {
         let _one_at_a_time = self.persist.lock().await;
         let (used, reserved, month) = {
             let st = self.lock();
@@ -257,7 +278,7 @@ impl Quota {
         self.store
             .put(&format!("{}{month}", self.key_prefix), used.to_string())
             .await
-            .map_err(|e| ProxyError::State(e.to_string()))?;
+            .map_err(LimitError::from)?;
         self.lock().reserved = used;
         Ok(())
     }
@@ -292,7 +313,7 @@ impl UpstreamHold {
     }
 
     /// Reads the upstream's rate-limit headers. Returns the hold it imposed.
-    pub fn observe(&self, status: http::StatusCode, headers: &http::HeaderMap) -> Option<Duration> {
+    pub fn heed(&self, status: http::StatusCode, headers: &http::HeaderMap) -> Option<Duration> {
         let text = |name: &str| {
             headers
                 .get(name)
@@ -349,7 +370,7 @@ pub struct Limits {
 impl Limits {
     /// Takes a rate permit and a quota unit, waiting for the permit up to the
     /// route's `wait` and the request's deadline.
-    pub async fn acquire(&self, deadline: Instant) -> Result<(), ProxyError> {
+    pub async fn acquire(&self, deadline: Instant) -> Result<(), LimitError> {
         if let Some(shared) = &self.shared {
             return shared.acquire(deadline, &self.hold).await;
         }
@@ -361,7 +382,7 @@ impl Limits {
                 .map_or(Duration::ZERO, |(_, wait)| *wait)
                 .min(deadline.saturating_duration_since(now));
             if held > budget {
-                return Err(ProxyError::RateLimited(held));
+                return Err(LimitError::RateLimited(held));
             }
             if let Some((gcra, _)) = &self.rate {
                 gcra.block_until(now + held);
@@ -374,7 +395,7 @@ impl Limits {
                 let max_wait = (*wait).min(deadline.saturating_duration_since(now));
                 Some(
                     gcra.reserve(now, max_wait)
-                        .map_err(ProxyError::RateLimited)?,
+                        .map_err(LimitError::RateLimited)?,
                 )
             }
             None => None,
@@ -393,12 +414,12 @@ impl Limits {
 impl Limits {
     /// Reads the upstream's rate-limit headers; a hold it imposes applies to
     /// this replica at once and, with Redis, to every other one too.
-    pub async fn observe(
+    pub async fn heed(
         &self,
         status: http::StatusCode,
         headers: &http::HeaderMap,
     ) -> Option<Duration> {
-        let hold = self.hold.observe(status, headers)?;
+        let hold = self.hold.heed(status, headers)?;
         if let Some(shared) = &self.shared {
             shared.share_hold(hold).await;
         }
@@ -449,13 +470,13 @@ mod tests {
         let ok = http::StatusCode::OK;
         let many = http::StatusCode::TOO_MANY_REQUESTS;
         assert_eq!(
-            hold.observe(ok, &headers(&[("x-ratelimit-remaining", "5".into())])),
+            hold.heed(ok, &headers(&[("x-ratelimit-remaining", "5".into())])),
             None
         );
         assert_eq!(hold.remaining(Instant::now()), None);
         // 429 with Retry-After in seconds.
         assert_eq!(
-            hold.observe(many, &headers(&[("retry-after", "7".into())])),
+            hold.heed(many, &headers(&[("retry-after", "7".into())])),
             Some(Duration::from_secs(7))
         );
         let left = hold.remaining(Instant::now()).unwrap();
@@ -463,7 +484,7 @@ mod tests {
         // Remaining 0 with a reset as Unix seconds (the TTS document's form).
         let hold = UpstreamHold::default();
         let reset = OffsetDateTime::now_utc().unix_timestamp() + 30;
-        let got = hold.observe(
+        let got = hold.heed(
             ok,
             &headers(&[
                 ("x-ratelimit-remaining", "0".into()),
@@ -473,12 +494,9 @@ mod tests {
         assert!(got.is_some_and(|d| d > Duration::from_secs(28)), "{got:?}");
         // A 429 with nothing to go by still waits a second; absurd values are capped.
         let hold = UpstreamHold::default();
+        assert_eq!(hold.heed(many, &headers(&[])), Some(Duration::from_secs(1)));
         assert_eq!(
-            hold.observe(many, &headers(&[])),
-            Some(Duration::from_secs(1))
-        );
-        assert_eq!(
-            hold.observe(many, &headers(&[("retry-after", "999999999".into())])),
+            hold.heed(many, &headers(&[("retry-after", "999999999".into())])),
             Some(MAX_HOLD)
         );
         // Requests are refused with the hold as Retry-After when they cannot wait.
@@ -492,6 +510,7 @@ mod tests {
             .acquire(Instant::now() + Duration::from_secs(30))
             .await
             .unwrap_err();
+        let err = crate::error::ProxyError::from(err);
         assert_eq!(err.code(), "rate_limited");
         assert!(err.retry_after().unwrap() > Duration::from_secs(3000));
     }
@@ -562,10 +581,10 @@ mod tests {
         for _ in 0..3 {
             q.take().await.unwrap();
         }
-        let e = q.take().await.unwrap_err();
-        assert_eq!(e.code(), "quota_exhausted");
+        let code = |e: LimitError| crate::error::ProxyError::from(e).code();
+        assert_eq!(code(q.take().await.unwrap_err()), "quota_exhausted");
         let q2 = Arc::new(Quota::new(3, "acct", store.clone()));
-        assert_eq!(q2.take().await.unwrap_err().code(), "quota_exhausted");
+        assert_eq!(code(q2.take().await.unwrap_err()), "quota_exhausted");
     }
 
     #[tokio::test]

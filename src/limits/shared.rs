@@ -17,9 +17,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
+use super::LimitError;
 use super::{month_key, until_next_month, Gcra, UpstreamHold};
 use crate::config::{OnStateFailure, RateLimit};
-use crate::error::ProxyError;
 use crate::state::{Permit, PermitRequest, RedisState};
 
 pub struct SharedLimits {
@@ -82,7 +82,7 @@ impl SharedLimits {
 
     /// Takes a rate permit and a quota unit for every replica at once,
     /// waiting for the permit up to the route's `wait` and the deadline.
-    pub async fn acquire(&self, deadline: Instant, hold: &UpstreamHold) -> Result<(), ProxyError> {
+    pub async fn acquire(&self, deadline: Instant, hold: &UpstreamHold) -> Result<(), LimitError> {
         let now = Instant::now();
         let wait = self.rate.map_or(Duration::ZERO, |r| r.wait);
         let max_wait = wait.min(deadline.saturating_duration_since(now));
@@ -106,7 +106,7 @@ impl SharedLimits {
             Ok(a) => a,
             Err(e) => {
                 return match self.state.policy {
-                    OnStateFailure::FailClosed => Err(ProxyError::State(e.0)),
+                    OnStateFailure::FailClosed => Err(LimitError::from(e)),
                     OnStateFailure::Local => self.acquire_local(deadline, hold).await,
                 }
             }
@@ -122,10 +122,10 @@ impl SharedLimits {
                 }
                 Ok(())
             }
-            Permit::RateLimited(d) => Err(ProxyError::RateLimited(d)),
+            Permit::RateLimited(d) => Err(LimitError::RateLimited(d)),
             Permit::QuotaExhausted { used } => {
                 self.last_used.store(used, Ordering::Relaxed);
-                Err(ProxyError::QuotaExhausted {
+                Err(LimitError::QuotaExhausted {
                     limit: self.quota.unwrap_or(0),
                     retry_after: until_next_month(utc),
                 })
@@ -138,21 +138,21 @@ impl SharedLimits {
         &self,
         deadline: Instant,
         hold: &UpstreamHold,
-    ) -> Result<(), ProxyError> {
+    ) -> Result<(), LimitError> {
         self.state.metrics.fallbacks.inc();
         let now = Instant::now();
         let wait = self.rate.map_or(Duration::ZERO, |r| r.wait);
         let max_wait = wait.min(deadline.saturating_duration_since(now));
         if let Some(held) = hold.remaining(now) {
             if held > max_wait {
-                return Err(ProxyError::RateLimited(held));
+                return Err(LimitError::RateLimited(held));
             }
             if let Some(g) = &self.fallback_rate {
                 g.block_until(now + held);
             }
         }
         let send_at = match &self.fallback_rate {
-            Some(g) => Some(g.reserve(now, max_wait).map_err(ProxyError::RateLimited)?),
+            Some(g) => Some(g.reserve(now, max_wait).map_err(LimitError::RateLimited)?),
             None => hold.remaining(now).map(|h| now + h),
         };
         if let Some(limit) = self.quota {
@@ -164,7 +164,7 @@ impl SharedLimits {
                     (p < share).then_some(p + 1)
                 });
             if took.is_err() {
-                return Err(ProxyError::QuotaExhausted {
+                return Err(LimitError::QuotaExhausted {
                     limit,
                     retry_after: until_next_month(OffsetDateTime::now_utc()),
                 });

@@ -5,6 +5,9 @@
 
 mod h1;
 mod prefixed;
+mod run;
+
+pub use run::run;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,8 +21,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use crate::config::Config;
 use crate::gateway::Gateway;
+use crate::kinds::Config;
 use crate::proxy::GatewayService;
 use crate::state::{FileStore, RedisState, StateStore};
 
@@ -42,13 +45,14 @@ pub enum RunError {
 /// `server.state` names one, else the embedded store in `state_dir`.
 pub fn gateway(config: Config) -> Result<Arc<Gateway>, RunError> {
     if let Some(sc) = &config.server.state {
-        let shared = Arc::new(RedisState::connect(sc).map_err(|e| RunError::State(e.0))?);
+        let shared = Arc::new(RedisState::connect(sc).map_err(|e| RunError::State(e.to_string()))?);
         tracing::info!(state = %sc.display, on_state_failure = sc.on_failure.as_str(), "shared state store: Redis");
         let store: Arc<dyn StateStore> = shared.clone();
         return Ok(Arc::new(Gateway::new(config, store, Some(shared))?));
     }
     let store: Arc<dyn StateStore> = Arc::new(
-        FileStore::open(Path::new(&config.server.state_dir)).map_err(|e| RunError::State(e.0))?,
+        FileStore::open(Path::new(&config.server.state_dir))
+            .map_err(|e| RunError::State(e.to_string()))?,
     );
     Ok(Arc::new(Gateway::new(config, store, None)?))
 }
@@ -252,7 +256,7 @@ pub async fn reload_on_sighup(gateway: Arc<Gateway>, path: std::path::PathBuf) {
 /// One reload attempt; returns whether the new config is now serving.
 pub fn reload(gateway: &Gateway, path: &Path) -> bool {
     use crate::metrics::ReloadResult;
-    let outcome = crate::config::load(path)
+    let outcome = crate::kinds::load(path)
         .map_err(|problems| {
             problems
                 .iter()

@@ -22,15 +22,14 @@ impl FileStore {
     /// Opens (creating if needed) the directory and checks that it is writable.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
         fs::create_dir_all(dir).map_err(|e| {
-            StateError(format!(
-                "state_dir {} cannot be created: {e}",
-                dir.display()
-            ))
+            StateError::caused(format!("state_dir {} cannot be created", dir.display()), e)
         })?;
         let probe = dir.join(".countersign-write-test");
         File::create(&probe)
             .and_then(|_| fs::remove_file(&probe))
-            .map_err(|e| StateError(format!("state_dir {} is not writable: {e}", dir.display())))?;
+            .map_err(|e| {
+                StateError::caused(format!("state_dir {} is not writable", dir.display()), e)
+            })?;
         Ok(FileStore {
             dir: Arc::new(dir.to_path_buf()),
             seq: AtomicU64::new(0),
@@ -74,11 +73,11 @@ impl StateStore for FileStore {
         Box::pin(async move {
             let read = tokio::task::spawn_blocking(move || fs::read_to_string(&path))
                 .await
-                .map_err(|e| StateError(e.to_string()))?;
+                .map_err(|e| StateError::caused("the state store's reader stopped", e))?;
             match read {
                 Ok(v) => Ok(Some(v)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(StateError(format!("reading {key}: {e}"))),
+                Err(e) => Err(StateError::caused(format!("reading {key}"), e)),
             }
         })
     }
@@ -95,8 +94,8 @@ impl StateStore for FileStore {
                 })
             })
             .await
-            .map_err(|e| StateError(e.to_string()))?
-            .map_err(|e| StateError(format!("writing {key}: {e}")))
+            .map_err(|e| StateError::caused("the state store's writer stopped", e))?
+            .map_err(|e| StateError::caused(format!("writing {key}"), e))
         })
     }
 }

@@ -16,9 +16,40 @@ pub use shared::{Permit, PermitRequest, RedisState};
 
 use futures_util::future::BoxFuture;
 
+/// A state store failed: what it was doing, and why.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct StateError(pub String);
+#[error("{what}")]
+pub struct StateError {
+    what: String,
+    #[source]
+    source: Option<crate::error::Source>,
+}
+
+impl StateError {
+    pub fn new(what: impl Into<String>) -> Self {
+        StateError {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// `what` failed because of `source` (kept, and named in the message).
+    pub fn caused(
+        what: impl std::fmt::Display,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StateError {
+            what: format!("{what}: {source}"),
+            source: Some(std::sync::Arc::new(source)),
+        }
+    }
+}
+
+impl From<StateError> for crate::error::ProxyError {
+    fn from(e: StateError) -> Self {
+        crate::error::ProxyError::State(std::sync::Arc::new(e))
+    }
+}
 
 /// A durable key-value store. `put` returns only once the value would survive a
 /// crash of the process or the machine.

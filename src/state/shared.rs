@@ -174,11 +174,18 @@ struct Scripts {
     session_drop: Script,
 }
 
+/// Why one Redis call failed.
+enum Failure {
+    Redis(redis::RedisError),
+    Timeout,
+}
+
 impl RedisState {
     /// Sets up the connection; nothing is sent until the first call, so a
     /// gateway starts (and reports not ready) while Redis is still down.
     pub fn connect(cfg: &StateConfig) -> Result<Self, StateError> {
-        let bad = |e: redis::RedisError| StateError(format!("server.state {}: {e}", cfg.display));
+        let bad =
+            |e: redis::RedisError| StateError::caused(format!("server.state {}", cfg.display), e);
         let mut info = cfg.url.expose().into_connection_info().map_err(bad)?;
         if let Some(pw) = &cfg.password {
             let settings = info.redis_settings().clone().set_password(pw.expose());
@@ -187,7 +194,7 @@ impl RedisState {
         let client = match &cfg.ca_file {
             Some(path) => {
                 let pem = std::fs::read(path).map_err(|e| {
-                    StateError(format!("server.state_ca_file {}: {e}", path.display()))
+                    StateError::caused(format!("server.state_ca_file {}", path.display()), e)
                 })?;
                 redis::Client::build_with_tls(
                     info,
@@ -260,7 +267,7 @@ impl RedisState {
     ) -> Result<T, StateError> {
         let open = *self.retry_at.lock().unwrap_or_else(|p| p.into_inner());
         if open.is_some_and(|at| Instant::now() < at) {
-            return Err(StateError(format!(
+            return Err(StateError::new(format!(
                 "Redis state store {} is unreachable (retrying every {}s)",
                 self.display,
                 PROBE_EVERY.as_secs()
@@ -268,11 +275,8 @@ impl RedisState {
         }
         let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!(
-                "no answer within state_timeout ({} ms)",
-                self.timeout.as_millis()
-            )),
+            Ok(Err(e)) => Err(Failure::Redis(e)),
+            Err(_) => Err(Failure::Timeout),
         };
         match result {
             Ok(v) => {
@@ -283,7 +287,14 @@ impl RedisState {
                 }
                 Ok(v)
             }
-            Err(why) => {
+            Err(failure) => {
+                let why = match &failure {
+                    Failure::Redis(e) => e.to_string(),
+                    Failure::Timeout => format!(
+                        "no answer within state_timeout ({} ms)",
+                        self.timeout.as_millis()
+                    ),
+                };
                 self.metrics.failures.inc();
                 *self.retry_at.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some(Instant::now() + PROBE_EVERY);
@@ -301,10 +312,11 @@ impl RedisState {
                         }
                     );
                 }
-                Err(StateError(format!(
-                    "Redis state store {} failed ({what}): {why}",
-                    self.display
-                )))
+                let what = format!("Redis state store {} failed ({what})", self.display);
+                Err(match failure {
+                    Failure::Redis(e) => StateError::caused(what, e),
+                    Failure::Timeout => StateError::new(format!("{what}: {why}")),
+                })
             }
         }
     }

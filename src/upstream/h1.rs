@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::{BoxError, IdleConns};
-use crate::kinds::Outgoing;
+use crate::vocab::Outgoing;
 
 /// Answer heads are bounded like callers' heads: 100 headers, 64 KiB.
 const MAX_HEADERS: usize = 100;

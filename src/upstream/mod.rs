@@ -35,7 +35,7 @@ use tokio::time::Instant;
 
 use crate::config::RouteConfig;
 use crate::error::ProxyError;
-use crate::kinds::{Buffered, Outgoing};
+use crate::vocab::{BodyOverLimit, Buffered, Outgoing};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A request body going upstream: buffered, or the caller's stream capped at `max_body`.
@@ -49,6 +49,47 @@ pub enum UpstreamError {
     Tls(String),
     #[error("routes.{route}: {reason}")]
     Kind { route: String, reason: String },
+}
+
+/// Why a request got no answer head from the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("the request path is not valid: {0}")]
+    BadPath(String),
+    #[error("{what}")]
+    Unreachable {
+        what: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    #[error("no answer within request_timeout ({}s)", .0.as_secs_f64())]
+    Timeout(Duration),
+    /// The caller's streamed body went over `max_body` on the way.
+    #[error("the request body exceeds max_body ({0} bytes)")]
+    BodyTooLarge(u64),
+}
+
+impl SendError {
+    fn unreachable(what: impl Into<String>) -> Self {
+        SendError::Unreachable {
+            what: what.into(),
+            source: None,
+        }
+    }
+}
+
+impl From<SendError> for ProxyError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::BadPath(_) => ProxyError::BadRequest(e.to_string()),
+            SendError::Unreachable { what, source } => ProxyError::UpstreamUnreachable {
+                what,
+                source: source.map(Arc::from),
+            },
+            SendError::Timeout(d) => ProxyError::UpstreamTimeout(d),
+            SendError::BodyTooLarge(max) => ProxyError::BodyTooLarge(max),
+        }
+    }
 }
 
 type Pool = Client<HttpsConnector<HttpConnector>, OutBody>;
@@ -158,7 +199,7 @@ pub fn headers_into_map(headers: &mut http::HeaderMap, body: &mut UpBody) {
 /// Why no HTTP/1 connection came: the upstream chose HTTP/2, or a failure.
 enum Connect {
     ChoseH2,
-    Failed(ProxyError),
+    Failed(SendError),
 }
 
 pub struct Upstream {
@@ -202,7 +243,18 @@ fn system_roots() -> Arc<RootCertStore> {
 }
 
 impl Upstream {
-    pub fn new(route: &RouteConfig) -> Result<Self, UpstreamError> {
+    /// The route's upstream.
+    pub fn new<K>(route: &RouteConfig<K>) -> Result<Self, UpstreamError> {
+        Upstream::at(route, &route.upstream, &route.base_path)
+    }
+
+    /// Another upstream of the route (an endpoint of its kind), with the
+    /// route's timeouts and trust roots.
+    pub fn at<K>(
+        route: &RouteConfig<K>,
+        origin: &Uri,
+        base_path: &str,
+    ) -> Result<Self, UpstreamError> {
         let mut roots = (*system_roots()).clone();
         if let Some(path) = &route.ca_file {
             let err = |reason: String| UpstreamError::CaFile {
@@ -238,12 +290,11 @@ impl Upstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let (scheme, authority) = match (route.upstream.scheme(), route.upstream.authority()) {
+        let (scheme, authority) = match (origin.scheme(), origin.authority()) {
             (Some(s), Some(a)) => (s.clone(), a.clone()),
             _ => {
                 return Err(UpstreamError::Tls(format!(
-                    "upstream {} has no scheme or host",
-                    route.upstream
+                    "upstream {origin} has no scheme or host"
                 )))
             }
         };
@@ -270,7 +321,7 @@ impl Upstream {
             authority,
             connector: https,
             pools: thread_local::ThreadLocal::new(),
-            base_path: route.base_path.clone(),
+            base_path: base_path.to_string(),
             request_timeout: route.request_timeout,
         })
     }
@@ -286,15 +337,14 @@ impl Upstream {
     }
 
     /// The request path below the upstream's base path, checked.
-    fn path_and_query(&self, path_and_query: String) -> Result<PathAndQuery, ProxyError> {
+    fn path_and_query(&self, path_and_query: String) -> Result<PathAndQuery, SendError> {
         if self.base_path.is_empty() {
             PathAndQuery::from_maybe_shared(Bytes::from(path_and_query))
-                .map_err(|e| ProxyError::BadRequest(format!("the request path is not valid: {e}")))
+                .map_err(|e| SendError::BadPath(e.to_string()))
         } else {
             let full = format!("{}{}", self.base_path, path_and_query);
-            PathAndQuery::try_from(full.as_str()).map_err(|_| {
-                ProxyError::BadRequest(format!("\"{path_and_query}\" is not a valid request path"))
-            })
+            PathAndQuery::try_from(full.as_str())
+                .map_err(|_| SendError::BadPath(format!("\"{path_and_query}\"")))
         }
     }
 
@@ -305,12 +355,12 @@ impl Upstream {
         mut out: Outgoing,
         stream: Option<BoxBody<Bytes, BoxError>>,
         deadline: Instant,
-    ) -> Result<Response<UpBody>, ProxyError> {
+    ) -> Result<Response<UpBody>, SendError> {
         let pq = self.path_and_query(std::mem::take(&mut out.path_and_query))?;
         if stream.is_none() && !self.h2.load(Ordering::Relaxed) {
             let req = h1::encode(&out, self.authority.as_str(), pq.as_str());
             match tokio::time::timeout_at(deadline, self.send_h1(&req)).await {
-                Err(_) => return Err(ProxyError::UpstreamTimeout(self.request_timeout)),
+                Err(_) => return Err(SendError::Timeout(self.request_timeout)),
                 Ok(Ok(resp)) => return Ok(resp.map(UpBody::Wire)),
                 Ok(Err(Connect::Failed(e))) => return Err(e),
                 Ok(Err(Connect::ChoseH2)) => {}
@@ -325,15 +375,15 @@ impl Upstream {
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.authority.clone());
         parts.path_and_query = Some(pq);
-        let uri = Uri::from_parts(parts).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+        let uri = Uri::from_parts(parts).map_err(|e| SendError::BadPath(e.to_string()))?;
         let mut req = Request::new(body);
         *req.method_mut() = out.method;
         *req.uri_mut() = uri;
         *req.headers_mut() = out.headers;
         match tokio::time::timeout_at(deadline, self.pool().request(req)).await {
-            Err(_) => Err(ProxyError::UpstreamTimeout(self.request_timeout)),
+            Err(_) => Err(SendError::Timeout(self.request_timeout)),
             Ok(Ok(resp)) => Ok(resp.map(UpBody::Hyper)),
-            Ok(Err(e)) => Err(classify(&e, self.request_timeout)),
+            Ok(Err(e)) => Err(classify(e, self.request_timeout)),
         }
     }
 
@@ -352,16 +402,16 @@ impl Upstream {
                 let conn = self.connect().await?;
                 h1::exchange(conn, req, self.idle.clone())
                     .await
-                    .map_err(|e| Connect::Failed(ProxyError::UpstreamUnreachable(e.message)))
+                    .map_err(|e| Connect::Failed(SendError::unreachable(e.message)))
             }
-            Err(e) => Err(Connect::Failed(ProxyError::UpstreamUnreachable(e.message))),
+            Err(e) => Err(Connect::Failed(SendError::unreachable(e.message))),
         }
     }
 
     /// A new connection: resolve, TCP within `connect_timeout` (each address
     /// in turn), then TLS for `https`.
     async fn connect(&self) -> Result<h1::Conn, Connect> {
-        let failed = |m: String| Connect::Failed(ProxyError::UpstreamUnreachable(m));
+        let failed = |m: String| Connect::Failed(SendError::unreachable(m));
         let addrs = tokio::net::lookup_host(self.addr.as_str())
             .await
             .map_err(|e| failed(format!("cannot resolve {}: {e}", self.addr)))?;
@@ -376,11 +426,7 @@ impl Upstream {
                     break;
                 }
                 Ok(Err(e)) => last = e.to_string(),
-                Err(_) => {
-                    return Err(Connect::Failed(ProxyError::UpstreamTimeout(
-                        self.request_timeout,
-                    )))
-                }
+                Err(_) => return Err(Connect::Failed(SendError::Timeout(self.request_timeout))),
             }
         }
         let Some(tcp) = tcp else {
@@ -408,13 +454,16 @@ impl Upstream {
         out: Outgoing,
         deadline: Instant,
         max: usize,
-    ) -> Result<Buffered, ProxyError> {
+    ) -> Result<Buffered, SendError> {
         let resp = self.send(out, None, deadline).await?;
         let (parts, body) = resp.into_parts();
         let body = tokio::time::timeout_at(deadline, Limited::new(body, max).collect())
             .await
-            .map_err(|_| ProxyError::UpstreamTimeout(self.request_timeout))?
-            .map_err(|e| ProxyError::UpstreamUnreachable(format!("reading the answer: {e}")))?
+            .map_err(|_| SendError::Timeout(self.request_timeout))?
+            .map_err(|e| SendError::Unreachable {
+                what: format!("reading the answer: {e}"),
+                source: Some(e),
+            })?
             .to_bytes();
         Ok(Buffered {
             status: parts.status,
@@ -426,25 +475,28 @@ impl Upstream {
 
 /// Maps a client error to who is at fault: a body over `max_body` is the
 /// caller's; a connect timeout is a timeout; everything else is "unreachable".
-fn classify(e: &hyper_util::client::legacy::Error, timeout: Duration) -> ProxyError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+fn classify(e: hyper_util::client::legacy::Error, timeout: Duration) -> SendError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     let mut last = e.to_string();
     while let Some(s) = source {
-        if let Some(limit) = s.downcast_ref::<http_body_util::LengthLimitError>() {
-            let _ = limit;
-            return ProxyError::BodyTooLarge(0);
+        if let Some(over) = s.downcast_ref::<BodyOverLimit>() {
+            return SendError::BodyTooLarge(over.0);
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::TimedOut {
-                return ProxyError::UpstreamTimeout(timeout);
+                return SendError::Timeout(timeout);
             }
         }
         last = s.to_string();
         source = s.source();
     }
-    if e.is_connect() {
-        ProxyError::UpstreamUnreachable(format!("cannot connect: {last}"))
+    let what = if e.is_connect() {
+        format!("cannot connect: {last}")
     } else {
-        ProxyError::UpstreamUnreachable(last)
+        last
+    };
+    SendError::Unreachable {
+        what,
+        source: Some(Box::new(e)),
     }
 }

@@ -97,12 +97,12 @@ impl Drop for Gw {
 
 /// Starts a gateway from TOML text (listen is ignored: port 0 on loopback).
 pub async fn gateway(toml: &str) -> Gw {
-    let config = countersign::config::from_toml(toml)
+    let config = countersign::kinds::from_toml(toml)
         .unwrap_or_else(|p| panic!("test config rejected: {p:#?}"));
     gateway_from(config).await
 }
 
-pub async fn gateway_from(config: countersign::config::Config) -> Gw {
+pub async fn gateway_from(config: countersign::kinds::Config) -> Gw {
     let gateway = countersign::server::gateway(config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -1,3 +1,7 @@
+//! Loading a config: common keys, each kind's own keys, defaults, problems.
+
+use std::time::Duration;
+
 use super::*;
 
 const GOOD: &str = r#"

@@ -1,0 +1,211 @@
+//! The request pipeline. [`handle`] finds the route, runs the phases of
+//! [`phases`] and writes the request's log line and metrics; every
+//! countersign error becomes a response in `error.rs`; upstream answers
+//! pass through unchanged.
+//!
+//! The phases, in order (each a plain async fn in `phases.rs`):
+//! `admit` (client token, canonical path) → `plan` (the kind classifies the
+//! call) → `read_body` (buffered and capped only where the kind needs it) →
+//! `attempt` (session, rate permit + quota unit, sign, send) → `classify`
+//! (an expired session means [`phases::Outcome::Replay`], once) → `finish`
+//! (clear the session, or let the kind inspect the answer) → stream back.
+
+mod body;
+mod phases;
+
+pub use body::CallerBody;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::error::{ProxyError, UpstreamClass};
+use crate::gateway::{Gateway, Route};
+use crate::headers;
+use crate::metrics;
+use crate::session::LoginAttempt;
+use crate::upstream::UpBody;
+
+/// What the caller gets back: our own small bodies, or the upstream's stream.
+pub type RespBody = Either<Full<Bytes>, UpBody>;
+
+/// The tower service hyper drives, one clone per connection.
+#[derive(Clone)]
+pub struct GatewayService(pub Arc<Gateway>);
+
+impl tower::Service<Request<Incoming>> for GatewayService {
+    type Response = Response<RespBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let gw = self.0.clone();
+        Box::pin(async move { Ok(with_header_map(handle(&gw, req).await)) })
+    }
+}
+
+/// hyper writes an answer from its map: header lines kept as they came
+/// (`upstream::RawHeaders`) go into it first.
+fn with_header_map(resp: Response<RespBody>) -> Response<RespBody> {
+    let (mut parts, mut body) = resp.into_parts();
+    if let Either::Right(up) = &mut body {
+        crate::upstream::headers_into_map(&mut parts.headers, up);
+    }
+    Response::from_parts(parts, body)
+}
+
+/// What happened to one request, for its log line and metrics.
+#[derive(Debug)]
+pub(crate) struct RequestLog {
+    pub client: Option<String>,
+    pub upstream_status: Option<u16>,
+    pub login: LoginAttempt,
+    pub replayed: bool,
+}
+
+/// Serves one request: the route's phases, then the log line and metrics.
+pub async fn handle<B: CallerBody>(gw: &Gateway, req: Request<B>) -> Response<RespBody> {
+    let started = Instant::now();
+    let snap = gw.snapshot.load_full();
+    let method = req.method().clone();
+    // A clone shares the URI's bytes: the route and path for the log line
+    // borrow from it, with no allocation per request.
+    let uri = req.uri().clone();
+    let (route_name, path_for_log) = split_route(uri.path());
+    let mut log = RequestLog {
+        client: None,
+        upstream_status: None,
+        login: LoginAttempt::None,
+        replayed: false,
+    };
+    let known = snap.route(route_name);
+    // Hostile shapes are refused before routing: an absolute-form URI's path
+    // says nothing about which route the caller meant.
+    let result = match (
+        headers::check_form(&method, req.uri(), req.version()),
+        known,
+    ) {
+        (Err(e), _) => Err(e),
+        (Ok(()), None) => Err(ProxyError::UnknownRoute(route_name.to_string())),
+        (Ok(()), Some(route)) => phases::run(&snap, route, req, started, &mut log).await,
+    };
+    let (resp, error) = match result {
+        Ok(r) => (r, None),
+        Err(e) => {
+            tracing::debug!(route = %route_name, code = e.code(), error = %e, "countersign error");
+            (e.into_response(route_name).map(Either::Left), Some(e))
+        }
+    };
+    let took = started.elapsed();
+    record(
+        gw,
+        known.map(|r| r.as_ref()),
+        &resp,
+        error.as_ref(),
+        &log,
+        took,
+    );
+    tracing::info!(
+        client = log.client.as_deref().unwrap_or("-"),
+        route = %route_name,
+        method = %method,
+        path = %path_for_log,
+        status = resp.status().as_u16(),
+        upstream_status = log.upstream_status,
+        error = error.as_ref().map(ProxyError::code),
+        duration_ms = took.as_secs_f64() * 1000.0,
+        login = log.login.as_str(),
+        replay = log.replayed,
+        "request"
+    );
+    resp
+}
+
+/// The request's metrics; an error is classified once, by [`ProxyError`].
+fn record(
+    gw: &Gateway,
+    known: Option<&Route>,
+    resp: &Response<RespBody>,
+    error: Option<&ProxyError>,
+    log: &RequestLog,
+    took: std::time::Duration,
+) {
+    let m = &gw.metrics;
+    // An unknown route name is the caller's text: never a label value.
+    let route = known.map_or("", |r| r.name.as_str());
+    // The common answer uses the route's own handles: no label lookup.
+    if let Some(r) = known {
+        r.metrics.duration.observe(took.as_secs_f64());
+        if resp.status() == StatusCode::OK && !log.replayed && log.login == LoginAttempt::None {
+            r.metrics.ok.inc();
+            return;
+        }
+    } else {
+        m.duration
+            .get_or_create(&metrics::route(route))
+            .observe(took.as_secs_f64());
+    }
+    let label = metrics::route(route);
+    m.requests
+        .get_or_create(&metrics::RouteStatus {
+            route: route.to_string(),
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    if log.replayed {
+        m.replays.get_or_create(&label).inc();
+    }
+    if log.login != LoginAttempt::None {
+        m.logins
+            .get_or_create(&metrics::RouteResult {
+                route: route.to_string(),
+                result: log.login.as_str(),
+            })
+            .inc();
+    }
+    let Some(error) = error else { return };
+    if error.is_rate_limit() {
+        m.rate_limited.get_or_create(&label).inc();
+    }
+    if let Some(class) = error.upstream_class() {
+        m.upstream_errors
+            .get_or_create(&metrics::RouteClass {
+                route: route.to_string(),
+                class: UpstreamClass::label(class),
+            })
+            .inc();
+    }
+}
+
+/// `/xrtc/v1/item/get` -> (`xrtc`, `/v1/item/get`); `/xrtc` -> (`xrtc`, `/`).
+fn split_route(path: &str) -> (&str, &str) {
+    let p = path.strip_prefix('/').unwrap_or(path);
+    match p.find('/') {
+        Some(i) => (&p[..i], &p[i..]),
+        None => (p, "/"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_route_and_rest() {
+        assert_eq!(split_route("/xrtc/v1/item/get"), ("xrtc", "/v1/item/get"));
+        assert_eq!(split_route("/xrtc"), ("xrtc", "/"));
+        assert_eq!(split_route("/xrtc/"), ("xrtc", "/"));
+        assert_eq!(split_route("/"), ("", "/"));
+    }
+}

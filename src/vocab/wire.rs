@@ -1,0 +1,62 @@
+//! The request as it will be sent, a whole answer, and countersign's own answers.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, Method, Response, StatusCode};
+use http_body_util::Full;
+
+/// The request as it will be sent, before the kind signs it.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub method: Method,
+    /// Path relative to the upstream's base path, starting with '/', plus `?query`.
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    /// The buffered body when the plan asked for one; `None` means it streams.
+    pub body: Option<Bytes>,
+}
+
+impl Outgoing {
+    /// A POST with a body and headers (logins and other calls a kind makes itself).
+    pub fn post(path: &str, headers: HeaderMap, body: impl Into<Bytes>) -> Outgoing {
+        Outgoing {
+            method: Method::POST,
+            path_and_query: path.to_string(),
+            headers,
+            body: Some(body.into()),
+        }
+    }
+}
+
+/// A response the pipeline already holds entirely (login answers, peeked errors).
+pub struct Buffered {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A response countersign makes itself (e.g. a kind answering locally).
+pub fn local_json(
+    status: StatusCode,
+    headers: Vec<(HeaderName, String)>,
+    body: String,
+) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    for (name, value) in headers {
+        if let Ok(v) = http::HeaderValue::from_str(&value) {
+            resp.headers_mut().append(name, v);
+        }
+    }
+    resp
+}
+
+/// A caller's streamed body went over `max_body` (the limit, in bytes):
+/// the error its stream ends with, so the upstream client can tell it from
+/// a failure of the upstream's.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body exceeds max_body ({0} bytes)")]
+pub struct BodyOverLimit(pub u64);
