@@ -46,29 +46,45 @@ impl Route {
 
 /// An inbound client allowed by `[clients.NAME]`.
 pub struct Client {
+    /// The `[clients.NAME]` name, for the log line.
     pub name: String,
     /// SHA-256 of the token: compared in constant time, never kept in clear.
     pub token_digest: [u8; 32],
+    /// Routes this client may use (403 for the others).
     pub routes: Vec<String>,
 }
 
+/// One immutable view of the config and its routes: a request takes it once
+/// at its start, so it never mixes old keys with new limits.
 pub struct Snapshot {
+    /// By name, for `/readyz`, `explain` and tests.
     pub routes: HashMap<String, Arc<Route>>,
     /// The same routes for the request path: a handful, found by a scan
     /// that costs less than hashing the name.
     by_name: Vec<Arc<Route>>,
+    /// Inbound access control; empty: any caller may use every route.
     pub clients: Vec<Client>,
+    /// `server.max_body`, read on every request.
     pub max_body: u64,
+    /// The config this snapshot was built from (reload compares against it).
     pub config: Config,
 }
 
-/// Long-lived per-credential state, reused across snapshots.
+/// Long-lived per-credential state, reused across snapshots: each map is
+/// keyed by credential identity, so two routes sharing a credential share
+/// the entry, and a reload that keeps the credential keeps its state.
 pub struct Registry {
+    /// Held login sessions.
     sessions: Mutex<HashMap<String, Arc<SessionSlot>>>,
+    /// Local rate limiters (no Redis), by credential and limit.
     rates: Mutex<HashMap<String, Arc<Gcra>>>,
+    /// Local monthly quotas (no Redis), by quota identity and limit.
     quotas: Mutex<HashMap<String, Arc<Quota>>>,
+    /// "Slow down" holds the upstream imposed, by credential.
     holds: Mutex<HashMap<String, Arc<UpstreamHold>>>,
+    /// Limits decided in Redis for every replica, by credential and limit.
     shared_limits: Mutex<HashMap<String, Arc<SharedLimits>>>,
+    /// Keys an upstream rotated, stored before use.
     keyring: Keyring,
     /// Redis, when replicas share credentials: limits, logins, sessions and
     /// rotated keys are then decided there.
@@ -225,9 +241,13 @@ impl Snapshot {
 
 /// The gateway shared by every connection.
 pub struct Gateway {
+    /// The config and routes in force; swapped whole by a reload.
     pub snapshot: ArcSwap<Snapshot>,
+    /// The Prometheus registry and its families, for `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// What outlives a reload: sessions, limits, quotas, rotated keys.
     pub registry: Registry,
+    /// Where durable state goes (files in `state_dir`, or Redis).
     pub store: Arc<dyn StateStore>,
 }
 

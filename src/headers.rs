@@ -1,4 +1,4 @@
-//! Header and path hygiene between the caller and the upstream (DESIGN §3):
+//! Header and path hygiene between the caller and the upstream (README, "How a call goes through"):
 //! hop-by-hop headers dropped both ways, `Host` left to the upstream URL, no
 //! `Forwarded`/`X-Forwarded-*`/`Via` leaking internal addresses, the client
 //! token stripped, and every header the kind sets removed from the caller's

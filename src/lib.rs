@@ -4,32 +4,19 @@
 //! quotas. Secrets live only here.
 //!
 //! # Layout
-//! - `config`: figment (TOML + `COUNTERSIGN_` env) into a validated [`config::Config`];
-//!   every problem reported with its key path.
-//! - `secret`: the one [`secret::Secret`] type (redacted, zeroized) and `{env|file}` references.
-//! - `server`: listener, accept loop, graceful drain; `server::h1` serves
-//!   plain HTTP/1.1 requests itself and hands the rest to hyper.
-//! - `gateway`: the hot-swappable snapshot of routes, and per-credential state kept across it.
-//! - `proxy`: the request pipeline, top to bottom.
-//! - `headers`: header and path hygiene.
-//! - `upstream`: the way out: `upstream::h1` (HTTP/1.1 on per-thread idle
-//!   connections) or hyper-util's pooled client (streamed bodies, HTTP/2);
-//!   rustls, timeouts, error classes.
-//! - `session`: single-flight, spaced logins; the held session per credential
-//!   (with Redis: a login lease and spacing across replicas, the TTS session shared).
-//! - `limits`: rate limits (GCRA with reservations) and durable monthly quotas;
-//!   `limits::shared` takes both (and upstream holds) for every replica through Redis.
-//! - `keys`: keys an upstream rotates at runtime, stored durably before use.
-//! - `state`: the [`state::StateStore`] trait, the embedded file store and the
-//!   Redis store with its Lua scripts ([`state::RedisState`]).
-//! - `kinds`: one file per upstream API (`xrtc`, …): the hooks of [`kinds::Kind`].
-//! - `admin`: `/healthz`, `/readyz`, `/metrics` on the admin listener.
-//! - `metrics`: the Prometheus metrics, owned by the gateway.
-//! - `canonical`: pure body transformations (TeamDrive XML edits), property-tested.
-//! - `error`: the one place where errors become responses.
-//! - `fake`: strict fakes of the upstream APIs, sharing no code with `kinds`.
-//! - `explain`: the request countersign would send, secrets redacted, nothing sent.
-//! - `demo`: the fakes plus a gateway in front of them, for `countersign demo`.
+//! Layers that only point down (`tests/layers.rs` keeps them so;
+//! `docs/architecture.md` walks them):
+//!
+//! | layer | modules | |
+//! |---|---|---|
+//! | commands | `main.rs` | arguments, logging, exit codes; calls the library |
+//! | edges | [`server`], [`admin`], [`demo`], [`explain`] | listeners, the HTTP/1 fast path, drain, reload ([`server::run`]); `/healthz` `/readyz` `/metrics`; the demo; `explain` |
+//! | pipeline | [`proxy`], [`gateway`] | a request's phases (admit, plan, read_body, attempt, classify, finish); the hot-swapped snapshot of routes |
+//! | kinds | [`kinds`] | one file per API, one row each in [`kinds::REGISTRY`] |
+//! | machinery | [`upstream`], [`session`], [`limits`], [`keys`], [`state`] | the way out (h1 client, pools, TLS); held logins; rate limits and quotas; rotated keys; the file and Redis stores |
+//! | vocabulary | [`vocab`] | the [`vocab::Kind`] trait, the plan, the outgoing request, local answers, identities, the clock |
+//! | foundations | [`secret`], [`error`], [`config`], [`headers`], [`canonical`], [`metrics`] | one `Secret` type; the one place errors become responses; config with key paths; header and path hygiene; pure body transformations; metric families |
+//! | beside | [`fake`] | strict fakes of the upstream APIs, sharing no code with `kinds` |
 
 pub mod admin;
 pub mod canonical;

@@ -1,6 +1,6 @@
 //! Prometheus metrics (prometheus-client, OpenMetrics text), owned by the
 //! gateway rather than a global, so tests can run several gateways at once.
-//! Names are DESIGN §6's, plus what an operator alerts on: login failures,
+//! Names are the README's ("Operations"), plus what an operator alerts on: login failures,
 //! upstream errors by class, replays.
 
 use prometheus_client::encoding::EncodeLabelSet;

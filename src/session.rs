@@ -584,3 +584,7 @@ impl LoginChannel for LoginCtx<'_> {
         self.deadline
     }
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

@@ -6,7 +6,7 @@
 //! winning, literals too large for a double printing as `Infinity`.
 //!
 //! Parsing accepts RFC 8259 JSON and refuses what CPython would accept but
-//! DESIGN forbids: `NaN`/`Infinity` literals and lone surrogate escapes.
+//! the README forbids: `NaN`/`Infinity` literals and lone surrogate escapes.
 
 use sha2::{Digest, Sha256};
 

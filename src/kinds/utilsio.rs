@@ -1,4 +1,4 @@
-//! utilsio (`utilsio-api.txt`, facts from its official SDK in DESIGN §4):
+//! utilsio (`utilsio-api.txt`, facts from its official SDK, in the README's utilsio section):
 //! every request carries `X-utilsio-Timestamp` (Unix seconds; `timestamp_unit
 //! = "ms"` switches) and `X-utilsio-Signature` = lowercase hex
 //! HMAC-SHA256(key, `{deviceId}-{appId}-{timestamp}[-{additionalData}]`).

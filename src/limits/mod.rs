@@ -58,6 +58,7 @@ use tokio::time::Instant;
 
 use crate::config::RateLimit;
 use crate::state::StateStore;
+use crate::vocab::{Clock, SystemClock};
 
 /// Generic cell rate algorithm with reservations.
 pub struct Gcra {
@@ -107,9 +108,14 @@ impl Gcra {
 
 /// A monthly request quota kept in the state store.
 pub struct Quota {
+    /// Requests allowed per UTC month.
     limit: u64,
+    /// `quota.<id>.`: the month (`YYYY-MM`) completes the state key.
     key_prefix: String,
+    /// Where the reserved count is kept durably.
     store: Arc<dyn StateStore>,
+    /// The UTC clock that decides the month (injectable for tests).
+    clock: Arc<dyn Clock>,
     /// The counters. A plain mutex, never held across an await: most
     /// requests only count within the reservation and never wait on I/O.
     state: std::sync::Mutex<QuotaState>,
@@ -136,9 +142,20 @@ impl Quota {
             limit,
             key_prefix: format!("quota.{id}."),
             store,
+            clock: Arc::new(SystemClock),
             state: std::sync::Mutex::new(QuotaState::default()),
             persist: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The same quota judged by another clock (tests cross a month boundary).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn now_utc(&self) -> OffsetDateTime {
+        OffsetDateTime::from(self.clock.now())
     }
 
     /// A block is 0.01 % of the month's quota (at most 10,000 units): a crash
@@ -157,9 +174,7 @@ impl Quota {
         {
             // Unix seconds straight from the clock: building a date here
             // cost ~200 instructions per request, for one comparison.
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
+            let now = self.clock.unix_seconds();
             let mut st = self.lock();
             if now < st.month_end && st.used < st.reserved {
                 st.used += 1;
@@ -211,7 +226,7 @@ impl Quota {
     /// A new month to load, the quota used up, or a new block to reserve durably.
     async fn take_slow(&self) -> Result<(), LimitError> {
         let _one_at_a_time = self.persist.lock().await;
-        let now = OffsetDateTime::now_utc();
+        let now = self.now_utc();
         let month = month_key(now);
         if self.lock().month != month {
             let key = format!("{}{month}", self.key_prefix);
@@ -256,7 +271,7 @@ impl Quota {
 
     /// Units used this month (for /readyz and metrics).
     pub async fn used(&self) -> u64 {
-        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let now = self.clock.unix_seconds();
         let st = self.lock();
         if now < st.month_end {
             st.used
@@ -359,8 +374,11 @@ impl UpstreamHold {
 
 /// The rate limit and quota of one route's credential.
 pub struct Limits {
+    /// The rate limiter and how long a request may queue for a permit.
     pub rate: Option<(Arc<Gcra>, Duration)>,
+    /// The monthly quota, counted durably.
     pub quota: Option<Arc<Quota>>,
+    /// The upstream's own "not before" (429 Retry-After, exhausted windows).
     pub hold: Arc<UpstreamHold>,
     /// With Redis: the rate, quota and hold of every replica (`rate` and
     /// `quota` are then `None`).
@@ -656,6 +674,42 @@ mod tests {
         .into_iter()
         .sum();
         assert_eq!(granted, 50);
+    }
+
+    #[tokio::test]
+    async fn the_quota_renews_when_the_utc_month_turns() {
+        use crate::vocab::ManualClock;
+        let store: Arc<dyn StateStore> = Arc::new(crate::state::MemoryStore::default());
+        let eve = time::macros::datetime!(2026-12-31 23:59:58 UTC);
+        let clock = Arc::new(ManualClock::at(eve.into()));
+        let q = Arc::new(Quota::new(3, "acct", store.clone()).with_clock(clock.clone()));
+        for _ in 0..3 {
+            q.take().await.unwrap();
+        }
+        match q.take().await {
+            Err(LimitError::QuotaExhausted { retry_after, .. }) => {
+                assert_eq!(retry_after, Duration::from_secs(2))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(q.used().await, 3);
+        // Three seconds later it is January: a new count, in a new key.
+        clock.advance(Duration::from_secs(3));
+        assert_eq!(q.used().await, 0, "December's count is not January's");
+        q.take().await.unwrap();
+        assert_eq!(q.used().await, 1);
+        let stored = |m: &str| {
+            let store = store.clone();
+            let key = format!("quota.acct.{m}");
+            async move { store.get(&key).await.unwrap() }
+        };
+        assert_eq!(stored("2026-12").await.as_deref(), Some("3"));
+        assert!(stored("2027-01").await.is_some());
+        // Back on the same day a restart reads January's count, not December's.
+        q.flush().await.unwrap();
+        let again = Arc::new(Quota::new(3, "acct", store.clone()).with_clock(clock.clone()));
+        again.take().await.unwrap();
+        assert_eq!(again.used().await, 2);
     }
 
     #[test]

@@ -9,9 +9,11 @@
 //! (never secrets), e.g. `login.xrtc-AC0987654321012345-1a2b3c4d5e6f`.
 
 mod file;
+mod memory;
 mod shared;
 
 pub use file::FileStore;
+pub use memory::MemoryStore;
 pub use shared::{Permit, PermitRequest, RedisState};
 
 use futures_util::future::BoxFuture;

@@ -66,6 +66,26 @@ impl Clock for SystemClock {
     }
 }
 
+/// A clock that moves only when told to (tests: a month boundary, expiry).
+#[derive(Debug)]
+pub struct ManualClock(std::sync::Mutex<SystemTime>);
+
+impl ManualClock {
+    pub fn at(t: SystemTime) -> Self {
+        ManualClock(std::sync::Mutex::new(t))
+    }
+
+    pub fn advance(&self, d: Duration) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) += d;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> SystemTime {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
