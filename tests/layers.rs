@@ -43,7 +43,9 @@ fn module_of(rel: &Path) -> String {
         .unwrap()
         .as_os_str()
         .to_string_lossy();
-    first.trim_end_matches(".rs").to_string()
+    // `session_tests.rs` is `session`'s test module (`#[path]`).
+    let name = first.trim_end_matches(".rs");
+    name.strip_suffix("_tests").unwrap_or(name).to_string()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
