@@ -8,6 +8,7 @@
 //! is used here, so a test where both sides agree proves something.
 
 mod lenient;
+pub mod oauth1;
 pub mod oauth2;
 pub mod teamdrive;
 pub mod tts;
