@@ -9,6 +9,8 @@
 
 pub mod cli;
 mod lenient;
+pub mod oauth1;
+pub mod oauth2;
 pub mod teamdrive;
 pub mod tts;
 pub mod utilsio;
