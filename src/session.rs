@@ -26,8 +26,8 @@ use crate::config::OnStateFailure;
 use crate::error::ProxyError;
 use crate::secret::Secret;
 use crate::state::StateError;
-use crate::state::{RedisState, StateStore};
-use crate::vocab::{now_ms, Buffered, Kind, LoginChannel, Outgoing, Transport};
+use crate::state::{RedisState, SharedTimes, StateStore};
+use crate::vocab::{now_ms, Buffered, Credential, Kind, LoginChannel, Outgoing, Transport};
 
 /// Why no session could be had for a request.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -62,6 +62,18 @@ pub struct Session {
 struct Held {
     session: Session,
     last_used: Instant,
+    /// The upstream stops taking it then (a token's `expires_in`).
+    expires_at: Option<Instant>,
+    /// The first request from then on renews it; others keep using it.
+    renew_at: Option<Instant>,
+}
+
+/// The held session as a request finds it.
+enum Found {
+    None,
+    Fresh(Session),
+    /// Still valid, but due for renewal.
+    Due(Session),
 }
 
 /// Whether `ensure` sent a login for this request, and how it went (for metrics and logs).
@@ -156,12 +168,41 @@ impl SessionSlot {
         self.session_idle - self.session_idle / 10
     }
 
-    /// The held session if it is alive now.
+    /// The held session if it is alive now (whether or not due for renewal).
     pub fn alive(&self) -> Option<Session> {
+        match self.found() {
+            Found::Fresh(s) | Found::Due(s) => Some(s),
+            Found::None => None,
+        }
+    }
+
+    fn found(&self) -> Found {
+        let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(h) = cur.as_ref() else {
+            return Found::None;
+        };
+        let now = Instant::now();
+        if now.saturating_duration_since(h.last_used) >= self.idle_limit()
+            || h.expires_at.is_some_and(|at| now >= at)
+        {
+            return Found::None;
+        }
+        if h.renew_at.is_some_and(|at| now >= at) {
+            return Found::Due(h.session.clone());
+        }
+        Found::Fresh(h.session.clone())
+    }
+
+    /// How long the held session stays valid, when it expires (for /readyz).
+    pub fn expires_in(&self) -> Option<Duration> {
         let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
         cur.as_ref()
-            .filter(|h| h.last_used.elapsed() < self.idle_limit())
-            .map(|h| h.session.clone())
+            .and_then(|h| h.expires_at)
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    fn install(&self, held: Held) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(held);
     }
 
     pub fn is_held(&self) -> bool {
@@ -229,8 +270,10 @@ impl SessionSlot {
         transport: &dyn Transport,
         attempt: &mut LoginAttempt,
     ) -> Result<Session, LoginError> {
-        if let Some(s) = self.alive() {
-            return Ok(s);
+        match self.found() {
+            Found::Fresh(s) => return Ok(s),
+            Found::Due(s) => return Ok(self.renew(s, deadline, kind, transport, attempt).await),
+            Found::None => {}
         }
         if let Some(s) = self.adopt().await? {
             return Ok(s);
@@ -252,9 +295,9 @@ impl SessionSlot {
             Leased::Token(t) => Some(t),
             Leased::NotShared => None,
         };
-        let result = self.log_in(deadline, kind, transport).await;
+        let result = self.log_in(deadline, deadline, kind, transport).await;
         let result = match result {
-            Ok(value) => Ok(self.publish(value).await),
+            Ok(credential) => Ok(self.publish(credential).await),
             Err(e) => Err(e),
         };
         if let (Some(token), Some(sh)) = (lease, &self.shared) {
@@ -274,11 +317,9 @@ impl SessionSlot {
             self.attempts.fetch_add(1, Ordering::AcqRel);
         }
         match result {
-            Ok(session) => {
-                *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(Held {
-                    session: session.clone(),
-                    last_used: Instant::now(),
-                });
+            Ok(held) => {
+                let session = held.session.clone();
+                self.install(held);
                 record.last_failure = None;
                 self.logins_ok.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(credential = %self.id, generation = session.generation, "logged in upstream");
@@ -294,14 +335,79 @@ impl SessionSlot {
         }
     }
 
-    /// Spacing, then the kind's login; the next login is spaced from its end.
-    async fn log_in(
+    /// Renews a session that is still valid but due: one renewal at a
+    /// time, and only when a login is allowed now; whoever does not renew,
+    /// and whoever's renewal fails, keeps using the current one until it
+    /// expires (a token endpoint that is down must not fail requests a
+    /// valid token could serve).
+    async fn renew(
         &self,
+        current: Session,
         deadline: Instant,
         kind: &dyn Kind,
         transport: &dyn Transport,
-    ) -> Result<Secret, LoginError> {
-        self.space(deadline).await?;
+        attempt: &mut LoginAttempt,
+    ) -> Session {
+        let Ok(_one_at_a_time) = self.login_lock.try_lock() else {
+            return current;
+        };
+        match self.found() {
+            Found::Fresh(s) => return s,
+            Found::None => return current,
+            Found::Due(_) => {}
+        }
+        // Another replica may have renewed it already.
+        if let Ok(Some(s)) = self.adopt().await {
+            if s.generation != current.generation {
+                return s;
+            }
+        }
+        let lease = match self.lease_now().await {
+            Some(lease) => lease,
+            None => return current,
+        };
+        // Spaced like any login, but never waited for: the current one serves.
+        let result = self.log_in(Instant::now(), deadline, kind, transport).await;
+        if let (Some(token), Some(sh)) = (lease, &self.shared) {
+            let _ = sh.state.unlock(&sh.lock_key, &token).await;
+        }
+        match result {
+            Ok(credential) => {
+                let held = self.publish(credential).await;
+                let session = held.session.clone();
+                self.install(held);
+                *attempt = LoginAttempt::Ok;
+                self.logins_ok.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(credential = %self.id, generation = session.generation, "renewed the held session before it expired");
+                session
+            }
+            Err(LoginError::Throttled(_)) => current,
+            Err(e) => {
+                if !matches!(e, LoginError::State(_)) {
+                    *attempt = LoginAttempt::Failed;
+                    self.logins_failed.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::error!(
+                    credential = %self.id,
+                    error = %e,
+                    valid_for_s = self.expires_in().map(|d| d.as_secs()),
+                    "COULD NOT RENEW THE HELD SESSION; using the current one until it expires"
+                );
+                current
+            }
+        }
+    }
+
+    /// Spacing (waiting until `space_by` at most), then the kind's login;
+    /// the next login is spaced from its end.
+    async fn log_in(
+        &self,
+        space_by: Instant,
+        deadline: Instant,
+        kind: &dyn Kind,
+        transport: &dyn Transport,
+    ) -> Result<Credential, LoginError> {
+        self.space(space_by).await?;
         let channel = LoginCtx {
             slot: self,
             transport,
@@ -313,12 +419,34 @@ impl SessionSlot {
     }
 
     /// Gives a new session its generation: from Redis when the session is
-    /// shared (every replica adopts it from there), else a local count.
-    async fn publish(&self, value: Secret) -> Session {
+    /// shared (every replica adopts it from there, with its expiry), else a
+    /// local count.
+    async fn publish(&self, credential: Credential) -> Held {
+        let now = Instant::now();
+        let wall = now_ms();
+        let Credential {
+            value,
+            expires_in,
+            renew_in,
+        } = credential;
+        let held = |generation| Held {
+            session: Session {
+                generation,
+                value: value.clone(),
+            },
+            last_used: now,
+            expires_at: expires_in.map(|d| now + d),
+            renew_at: renew_in.map(|d| now + d),
+        };
         if let Some((sh, key)) = self.shared_session() {
+            let times = SharedTimes {
+                ttl: expires_in.unwrap_or(self.session_idle),
+                expires_at_ms: expires_in.map(|d| wall + d.as_millis() as u64),
+                renew_at_ms: renew_in.map(|d| wall + d.as_millis() as u64),
+            };
             match sh
                 .state
-                .session_put(key, &sh.generation_key, &value, self.session_idle)
+                .session_put(key, &sh.generation_key, &value, &times)
                 .await
             {
                 Ok(generation) => {
@@ -327,7 +455,7 @@ impl SessionSlot {
                         self.dead.store(0, Ordering::Release);
                     }
                     self.generations.fetch_max(generation, Ordering::AcqRel);
-                    return Session { generation, value };
+                    return held(generation);
                 }
                 Err(e) => {
                     tracing::error!(credential = %self.id, error = %e, "could not share the new session; other replicas will not see it")
@@ -335,7 +463,7 @@ impl SessionSlot {
             }
         }
         let generation = self.generations.fetch_add(1, Ordering::AcqRel) + 1;
-        Session { generation, value }
+        held(generation)
     }
 
     fn shared_session(&self) -> Option<(&SharedLogin, &str)> {
@@ -352,20 +480,53 @@ impl SessionSlot {
             Ok(found) => found,
             Err(e) => return sh.on_failure(e).map(|_| None),
         };
-        let Some((generation, value)) = found else {
+        let Some(shared) = found else {
             return Ok(None);
         };
+        let generation = shared.generation;
         if generation <= self.dead.load(Ordering::Acquire) {
             return Ok(None);
         }
+        // Its times, by the wall clock all replicas share, as local instants.
+        let now = Instant::now();
+        let wall = now_ms();
+        let at = |ms: u64| now + Duration::from_millis(ms.saturating_sub(wall));
+        let expires_at = shared.expires_at_ms.map(at);
+        if expires_at.is_some_and(|t| t <= now) {
+            return Ok(None);
+        }
         self.generations.fetch_max(generation, Ordering::AcqRel);
-        let session = Session { generation, value };
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(Held {
+        let session = Session {
+            generation,
+            value: shared.value,
+        };
+        self.install(Held {
             session: session.clone(),
-            last_used: Instant::now(),
+            last_used: now,
+            expires_at,
+            renew_at: shared.renew_at_ms.map(at),
         });
         tracing::debug!(credential = %self.id, generation, "using the session another replica shared");
         Ok(Some(session))
+    }
+
+    /// The login lease for a renewal: taken at once or not at all (another
+    /// replica renewing is as good). `Some(None)`: not shared, go ahead.
+    async fn lease_now(&self) -> Option<Option<String>> {
+        let Some(sh) = &self.shared else {
+            return Some(None);
+        };
+        let token = format!("{:032x}", rand::random::<u128>());
+        match sh
+            .state
+            .try_lock(&sh.lock_key, &token, LEASE_RENEW_TTL)
+            .await
+        {
+            Ok(true) => Some(Some(token)),
+            Ok(false) => None,
+            // Redis down: renew locally if the policy allows going on alone.
+            Err(e) => sh.on_failure(e).ok().map(|_| None),
+        }
     }
 
     /// The login lease across replicas: waits while another replica holds it
@@ -510,6 +671,10 @@ impl SessionSlot {
         Ok(())
     }
 }
+
+/// How long a renewal's lease lasts at most (a renewal ends by its request's
+/// deadline; the lease expires by itself if the replica dies).
+const LEASE_RENEW_TTL: Duration = Duration::from_secs(60);
 
 /// How often a replica waiting for another's login lease asks again.
 const LEASE_POLL: Duration = Duration::from_millis(50);

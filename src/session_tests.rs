@@ -12,12 +12,15 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::state::MemoryStore;
-use crate::vocab::{Buffered, Kind, LoginChannel, Outgoing, Plan, Transport};
+use crate::vocab::{Buffered, Credential, Kind, LoginChannel, Outgoing, Plan, Transport};
 
-/// A kind whose login takes `takes` and returns `s1`, `s2`, … in turn.
+/// A kind whose login takes `takes` and returns `s1`, `s2`, … in turn
+/// (valid for `lifetime` when set), or fails while `failing` is set.
 struct Counting {
     logins: AtomicUsize,
     takes: Duration,
+    lifetime: Option<(Duration, Duration)>,
+    failing: std::sync::atomic::AtomicBool,
     /// When each login started, as the paused clock says.
     started: std::sync::Mutex<Vec<Instant>>,
 }
@@ -27,6 +30,19 @@ impl Counting {
         Arc::new(Counting {
             logins: AtomicUsize::new(0),
             takes,
+            lifetime: None,
+            failing: false.into(),
+            started: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Tokens that expire in `expires_in`, renewed `refresh_before` ahead.
+    fn tokens(takes: Duration, expires_in: Duration, refresh_before: Duration) -> Arc<Self> {
+        Arc::new(Counting {
+            logins: AtomicUsize::new(0),
+            takes,
+            lifetime: Some((expires_in, refresh_before)),
+            failing: false.into(),
             started: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -49,12 +65,22 @@ impl Kind for Counting {
         Ok(Plan::forward(true, true))
     }
 
-    fn login<'a>(&'a self, _: &'a dyn LoginChannel) -> BoxFuture<'a, Result<Secret, ProxyError>> {
+    fn login<'a>(
+        &'a self,
+        _: &'a dyn LoginChannel,
+    ) -> BoxFuture<'a, Result<Credential, ProxyError>> {
         Box::pin(async move {
             self.started.lock().unwrap().push(Instant::now());
             tokio::time::sleep(self.takes).await;
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(ProxyError::LoginFailed("the token endpoint is down".into()));
+            }
             let n = self.logins.fetch_add(1, Ordering::SeqCst) + 1;
-            Ok(Secret::new(format!("s{n}")))
+            let value = Secret::new(format!("s{n}"));
+            Ok(match self.lifetime {
+                Some((expires_in, before)) => Credential::expiring(value, expires_in, before),
+                None => Credential::held(value),
+            })
         })
     }
 
@@ -178,4 +204,95 @@ async fn a_login_that_cannot_be_spaced_within_the_deadline_is_throttled_not_sent
         .await;
     assert!(matches!(e, Err(LoginError::Throttled(_))), "{e:?}");
     assert_eq!(kind.count(), 1);
+}
+
+fn token_slot() -> Arc<SessionSlot> {
+    // Tokens never go idle; login spacing of 1 s, as for oauth2.
+    Arc::new(SessionSlot::new(
+        "stub".into(),
+        Duration::from_secs(1),
+        Duration::from_secs(365 * 86_400),
+        Arc::new(MemoryStore::default()),
+        None,
+    ))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_is_renewed_ahead_of_expiry_by_one_request_while_the_others_use_it() {
+    let slot = token_slot();
+    let expires_in = Duration::from_secs(100);
+    let kind = Counting::tokens(
+        Duration::from_millis(300),
+        expires_in,
+        Duration::from_secs(60),
+    );
+    assert_eq!(ensure(&slot, &kind).await.unwrap().value.expose(), "s1");
+    assert_eq!(slot.expires_in(), Some(expires_in));
+    tokio::time::advance(Duration::from_secs(39)).await;
+    assert_eq!(ensure(&slot, &kind).await.unwrap().value.expose(), "s1");
+    // 40 s in, 60 s before expiry: the first request renews (its login takes
+    // 300 ms); ten more arriving meanwhile use s1 at once, without waiting.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let renewing = {
+        let (slot, kind) = (slot.clone(), kind.clone());
+        tokio::spawn(async move {
+            ensure(&slot, &kind)
+                .await
+                .unwrap()
+                .value
+                .expose()
+                .to_string()
+        })
+    };
+    tokio::task::yield_now().await;
+    let before = Instant::now();
+    for _ in 0..10 {
+        assert_eq!(ensure(&slot, &kind).await.unwrap().value.expose(), "s1");
+    }
+    assert_eq!(Instant::now(), before, "nobody waited for the renewal");
+    assert_eq!(renewing.await.unwrap(), "s2");
+    assert_eq!(kind.count(), 2);
+    assert_eq!(ensure(&slot, &kind).await.unwrap().value.expose(), "s2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_renewal_keeps_the_valid_token_until_it_expires() {
+    let slot = token_slot();
+    let kind = Counting::tokens(
+        Duration::ZERO,
+        Duration::from_secs(100),
+        Duration::from_secs(60),
+    );
+    assert_eq!(ensure(&slot, &kind).await.unwrap().value.expose(), "s1");
+    kind.failing.store(true, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(50)).await;
+    // Due, the endpoint is down: the held token still serves.
+    assert_eq!(ensure(&slot, &kind).await.unwrap().value.expose(), "s1");
+    tokio::time::advance(Duration::from_secs(49)).await;
+    assert_eq!(ensure(&slot, &kind).await.unwrap().value.expose(), "s1");
+    // Expired, still down: now the caller hears it.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let e = ensure(&slot, &kind).await.unwrap_err();
+    assert!(
+        matches!(e, LoginError::Failed(ProxyError::LoginFailed(_))),
+        "{e:?}"
+    );
+    kind.failing.store(false, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(ensure(&slot, &kind).await.unwrap().value.expose(), "s2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_short_lived_token_is_renewed_at_half_its_life() {
+    let slot = token_slot();
+    let kind = Counting::tokens(
+        Duration::ZERO,
+        Duration::from_secs(30),
+        Duration::from_secs(60),
+    );
+    assert_eq!(ensure(&slot, &kind).await.unwrap().value.expose(), "s1");
+    tokio::time::advance(Duration::from_millis(14_999)).await;
+    assert_eq!(ensure(&slot, &kind).await.unwrap().value.expose(), "s1");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(ensure(&slot, &kind).await.unwrap().value.expose(), "s2");
 }

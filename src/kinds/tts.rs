@@ -24,8 +24,8 @@ use crate::error::ProxyError;
 use crate::keys::{HeldKeys, Keyring};
 use crate::secret::Secret;
 use crate::vocab::{
-    fingerprint, local_json, safe_id, Buffered, Forward, Kind, LoginChannel, Need, Outgoing, Plan,
-    Then,
+    fingerprint, local_json, safe_id, Buffered, Credential, Forward, Kind, LoginChannel, Need,
+    Outgoing, Plan, Then,
 };
 
 pub const ROW: KindRow = KindRow {
@@ -435,10 +435,10 @@ impl Kind for Tts {
     fn login<'a>(
         &'a self,
         channel: &'a dyn LoginChannel,
-    ) -> BoxFuture<'a, Result<Secret, ProxyError>> {
+    ) -> BoxFuture<'a, Result<Credential, ProxyError>> {
         Box::pin(async move {
             let answer = match self.login_once(channel).await? {
-                Ok(session) => return Ok(session),
+                Ok(session) => return Ok(Credential::held(session)),
                 Err(answer) => answer,
             };
             if !says(&answer.body, ACTIVE_SESSION) {
@@ -460,7 +460,7 @@ impl Kind for Tts {
             }
             channel.space_next_login().await?;
             match self.login_once(channel).await? {
-                Ok(session) => Ok(session),
+                Ok(session) => Ok(Credential::held(session)),
                 Err(answer) => Err(ProxyError::LoginFailed(upstream_text(&answer))),
             }
         })

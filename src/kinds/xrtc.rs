@@ -16,7 +16,9 @@ use crate::config::{KindDefaults, RateLimit, Section};
 use crate::error::ProxyError;
 use crate::headers::is_call;
 use crate::secret::Secret;
-use crate::vocab::{fingerprint, local_json, now_ms, safe_id, Kind, LoginChannel, Outgoing, Plan};
+use crate::vocab::{
+    fingerprint, local_json, now_ms, safe_id, Credential, Kind, LoginChannel, Outgoing, Plan,
+};
 
 pub const ROW: KindRow = KindRow {
     name: "xrtc",
@@ -126,7 +128,7 @@ impl Kind for Xrtc {
     fn login<'a>(
         &'a self,
         channel: &'a dyn LoginChannel,
-    ) -> BoxFuture<'a, Result<Secret, ProxyError>> {
+    ) -> BoxFuture<'a, Result<Credential, ProxyError>> {
         Box::pin(async move {
             let request = self
                 .login_request()
@@ -144,7 +146,7 @@ impl Kind for Xrtc {
                     "the login answer set no JSESSIONID cookie".into(),
                 ));
             }
-            Ok(Secret::new(jar))
+            Ok(Credential::held(Secret::new(jar)))
         })
     }
 

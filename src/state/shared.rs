@@ -110,7 +110,7 @@ return 0
 const SESSION_PUT: &str = r"
 local g = redis.call('INCR', KEYS[2])
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'gen', g, 'value', ARGV[1])
+redis.call('HSET', KEYS[1], 'gen', g, 'value', ARGV[1], 'exp', ARGV[3], 'renew', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return g
 ";
@@ -121,6 +121,24 @@ if ARGV[1] == '' or redis.call('HGET', KEYS[1], 'gen') == ARGV[1] then
 end
 return 0
 ";
+
+/// A session one replica logged in and shared with the others.
+pub struct SharedSession {
+    pub generation: u64,
+    pub value: Secret,
+    /// Unix ms when it stops working, if it expires.
+    pub expires_at_ms: Option<u64>,
+    /// Unix ms from when it is renewed.
+    pub renew_at_ms: Option<u64>,
+}
+
+/// How long a shared session is kept, and its times (Unix ms).
+pub struct SharedTimes {
+    /// Redis drops it after this.
+    pub ttl: Duration,
+    pub expires_at_ms: Option<u64>,
+    pub renew_at_ms: Option<u64>,
+}
 
 /// The answer to a permit request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -402,14 +420,23 @@ impl RedisState {
             .map(|_| ())
     }
 
-    /// The shared session, as (generation, value).
-    pub async fn session_get(&self, key: &str) -> Result<Option<(u64, Secret)>, StateError> {
+    /// The shared session, if there is one.
+    pub async fn session_get(&self, key: &str) -> Result<Option<SharedSession>, StateError> {
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("HMGET");
-        cmd.arg(key).arg("gen").arg("value");
-        let (generation, value): (Option<u64>, Option<String>) =
+        cmd.arg(key).arg("gen").arg("value").arg("exp").arg("renew");
+        type Row = (Option<u64>, Option<String>, Option<u64>, Option<u64>);
+        let (generation, value, exp, renew): Row =
             self.run("session_get", cmd.query_async(&mut conn)).await?;
-        Ok(generation.zip(value.map(Secret::new)))
+        let nonzero = |v: Option<u64>| v.filter(|ms| *ms > 0);
+        Ok(generation
+            .zip(value)
+            .map(|(generation, value)| SharedSession {
+                generation,
+                value: Secret::new(value),
+                expires_at_ms: nonzero(exp),
+                renew_at_ms: nonzero(renew),
+            }))
     }
 
     /// Publishes a new session; returns its generation (unique per credential, forever).
@@ -418,14 +445,16 @@ impl RedisState {
         key: &str,
         gen_key: &str,
         value: &Secret,
-        ttl: Duration,
+        times: &SharedTimes,
     ) -> Result<u64, StateError> {
         let mut conn = self.conn.clone();
         let mut call = self.scripts.session_put.prepare_invoke();
         call.key(key)
             .key(gen_key)
             .arg(value.expose())
-            .arg(ttl.as_millis().max(1) as u64);
+            .arg(times.ttl.as_millis().max(1) as u64)
+            .arg(times.expires_at_ms.unwrap_or(0))
+            .arg(times.renew_at_ms.unwrap_or(0));
         self.run("session_put", call.invoke_async(&mut conn)).await
     }
 

@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderName, Method, Response, StatusCode};
 use http_body_util::Full;
 use tokio::time::Instant;
 
-use super::{local_json, Buffered, Outgoing, Plan};
+use super::{local_json, Buffered, Credential, Outgoing, Plan};
 use crate::error::ProxyError;
 use crate::secret::Secret;
 
@@ -63,13 +63,13 @@ pub trait Kind: Send + Sync + 'static {
     /// [`crate::headers::is_call`], as a lenient upstream router would.
     fn plan(&self, method: &Method, path: &str, headers: &HeaderMap) -> Result<Plan, ProxyError>;
 
-    /// Logs in and returns the session value to hold (a cookie header, a
-    /// session id). Login spacing is already done. Only kinds whose
-    /// defaults say `has_session` are asked.
+    /// Logs in and returns what to hold (a cookie header, a session id, a
+    /// token) and for how long. Login spacing is already done. Only kinds
+    /// whose defaults say `has_session` are asked.
     fn login<'a>(
         &'a self,
         _channel: &'a dyn LoginChannel,
-    ) -> BoxFuture<'a, Result<Secret, ProxyError>> {
+    ) -> BoxFuture<'a, Result<Credential, ProxyError>> {
         Box::pin(async { Err(ProxyError::Internal("this kind holds no session".into())) })
     }
 

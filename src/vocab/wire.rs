@@ -34,6 +34,49 @@ pub struct Buffered {
     pub body: Bytes,
 }
 
+/// What a login gives the session machinery to hold: the value (a cookie
+/// jar, a session id, a token, credentials), and for what it is issued.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub value: crate::secret::Secret,
+    /// The upstream says it stops working after this (OAuth `expires_in`,
+    /// STS `Expiration`); `None`: until the upstream rejects it.
+    pub expires_in: Option<std::time::Duration>,
+    /// The first request after this renews it (one renewal at a time; the
+    /// others keep using it while it is still valid).
+    pub renew_in: Option<std::time::Duration>,
+}
+
+impl Credential {
+    /// A value held until the upstream rejects it (or it goes idle).
+    pub fn held(value: crate::secret::Secret) -> Self {
+        Credential {
+            value,
+            expires_in: None,
+            renew_in: None,
+        }
+    }
+
+    /// A value that expires in `expires_in`, renewed `refresh_before` ahead
+    /// of that; at half its life when it lives no longer than that.
+    pub fn expiring(
+        value: crate::secret::Secret,
+        expires_in: std::time::Duration,
+        refresh_before: std::time::Duration,
+    ) -> Self {
+        let renew_in = if expires_in > refresh_before {
+            expires_in - refresh_before
+        } else {
+            expires_in / 2
+        };
+        Credential {
+            value,
+            expires_in: Some(expires_in),
+            renew_in: Some(renew_in),
+        }
+    }
+}
+
 /// A response countersign makes itself (e.g. a kind answering locally).
 pub fn local_json(
     status: StatusCode,
