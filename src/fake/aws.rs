@@ -230,6 +230,23 @@ fn request_id() -> String {
         .to_ascii_uppercase()
 }
 
+/// Keeps session and web identity tokens out of the journal (and so out of
+/// `/_fake/stats`); their presence stays visible.
+fn redact(rec: &mut Recorded) {
+    for (name, value) in &mut rec.headers {
+        if name == "x-amz-security-token" {
+            *value = "<redacted>".into();
+        }
+    }
+    for text in [&mut rec.body, &mut rec.path_and_query] {
+        if let Some(start) = text.find("WebIdentityToken=") {
+            let from = start + "WebIdentityToken=".len();
+            let to = text[from..].find('&').map_or(text.len(), |i| from + i);
+            text.replace_range(from..to, "<redacted>");
+        }
+    }
+}
+
 /// Everything behind the fake's one lock.
 #[derive(Default)]
 struct State {
@@ -343,11 +360,12 @@ impl Fake {
         };
         let body = body.unwrap_or_default();
         // The journal keeps the start of a body: objects may be megabytes.
-        let rec = Recorded::new(
+        let mut rec = Recorded::new(
             parts,
             &body[..body.len().min(4096)],
             reply.resp.status().as_u16(),
         );
+        redact(&mut rec);
         let mut state = self.lock();
         let stats = &mut state.stats;
         stats.journal.record(rec, reply.refusal.is_some());

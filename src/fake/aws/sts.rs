@@ -18,7 +18,8 @@ const NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 /// The parameters of an STS call, or `None` when the request is not one:
 /// `/`, no `X-Amz-Target`, an `Action` in the query or in a form body.
 pub fn params(req: &Received<'_>) -> Option<Vec<(String, String)>> {
-    if req.path != b"/" || req.values("x-amz-target").next().is_some() {
+    let method_ok = req.method == "GET" || req.method == "POST";
+    if !method_ok || req.path != b"/" || req.values("x-amz-target").next().is_some() {
         return None;
     }
     let mut all: Vec<(String, String)> = form_urlencoded::parse(req.query)

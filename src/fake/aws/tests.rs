@@ -457,6 +457,57 @@ async fn take(resp: Response<Body>) -> Answer {
 }
 
 /// Signs (`service` decides the rule and `x-amz-content-sha256`) and sends.
+/// The `Authorization` value for a request as it will be sent; `signed`
+/// names the headers to sign (`None`: every header given).
+fn authorization(
+    who: &Caller,
+    service: &str,
+    method: &str,
+    target: &str,
+    headers: &[(String, Vec<u8>)],
+    signed: Option<&[&str]>,
+    body: &[u8],
+) -> String {
+    let mut signed: Vec<String> = match signed {
+        Some(names) => names.iter().map(|n| n.to_string()).collect(),
+        None => headers.iter().map(|(n, _)| n.clone()).collect(),
+    };
+    signed.sort();
+    signed.dedup();
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let req = Received {
+        method,
+        path: path.as_bytes(),
+        query: query.as_bytes(),
+        headers,
+        body,
+    };
+    let amz = req.header("x-amz-date").unwrap();
+    let auth = sigv4::Authorization {
+        access_key_id: who.akid.clone(),
+        date: amz[..8].into(),
+        region: who.region.clone(),
+        service: service.into(),
+        signed_headers: signed,
+        signature: String::new(),
+    };
+    let payload = match req.header("x-amz-content-sha256") {
+        Some(p) if service == "s3" => p.to_string(),
+        _ => sha256_hex(body),
+    };
+    let rule = UriRule::for_service(service);
+    let c = compute(&req, &auth, rule, amz, &payload, &who.secret).unwrap();
+    format!(
+        "AWS4-HMAC-SHA256 Credential={}/{}, SignedHeaders={}, Signature={}",
+        who.akid,
+        auth.scope(),
+        auth.signed_headers.join(";"),
+        c.signature
+    )
+}
+
+/// Signs every header (`service` decides the rule and whether
+/// `x-amz-content-sha256` is added) and sends.
 async fn call(
     fake: &Fake,
     who: &Caller,
@@ -469,7 +520,7 @@ async fn call(
     let amz = codec::amz_date(fake.now());
     let mut headers: Vec<(String, Vec<u8>)> = vec![
         ("host".into(), b"fake.test".to_vec()),
-        ("x-amz-date".into(), amz.clone().into_bytes()),
+        ("x-amz-date".into(), amz.into_bytes()),
     ];
     if service == "s3" && !extra.iter().any(|(n, _)| *n == "x-amz-content-sha256") {
         headers.push(("x-amz-content-sha256".into(), sha256_hex(body).into_bytes()));
@@ -483,46 +534,8 @@ async fn call(
     for (n, v) in extra {
         headers.push((n.to_string(), v.as_bytes().to_vec()));
     }
-    let mut signed: Vec<String> = headers.iter().map(|(n, _)| n.clone()).collect();
-    signed.sort();
-    signed.dedup();
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let req = Received {
-        method,
-        path: path.as_bytes(),
-        query: query.as_bytes(),
-        headers: &headers,
-        body,
-    };
-    let auth = sigv4::Authorization {
-        access_key_id: who.akid.clone(),
-        date: amz[..8].into(),
-        region: who.region.clone(),
-        service: service.into(),
-        signed_headers: signed.clone(),
-        signature: String::new(),
-    };
-    let payload = match req.header("x-amz-content-sha256") {
-        Some(p) if service == "s3" => p.to_string(),
-        _ => sha256_hex(body),
-    };
-    let c = compute(
-        &req,
-        &auth,
-        UriRule::for_service(service),
-        &amz,
-        &payload,
-        &who.secret,
-    )
-    .unwrap();
-    let authorization = format!(
-        "AWS4-HMAC-SHA256 Credential={}/{}, SignedHeaders={}, Signature={}",
-        who.akid,
-        auth.scope(),
-        signed.join(";"),
-        c.signature
-    );
-    send(fake, method, target, &headers, Some(&authorization), body).await
+    let authz = authorization(who, service, method, target, &headers, None, body);
+    send(fake, method, target, &headers, Some(&authz), body).await
 }
 
 async fn send(
@@ -915,50 +928,13 @@ async fn skewed_unsigned_and_unauthenticated_requests_are_refused() {
     let mut headers: Vec<(String, Vec<u8>)> = vec![
         ("host".into(), b"fake.test".to_vec()),
         ("x-amz-content-sha256".into(), sha256_hex(b"").into_bytes()),
-        ("x-amz-date".into(), amz.clone().into_bytes()),
+        ("x-amz-date".into(), amz.into_bytes()),
     ];
-    let signed: Vec<String> = headers.iter().map(|(n, _)| n.clone()).collect();
-    let authz = |headers: &[(String, Vec<u8>)], signed: &[String]| {
-        let req = Received {
-            method: "GET",
-            path: b"/",
-            query: b"",
-            headers,
-            body: b"",
-        };
-        let auth = sigv4::Authorization {
-            access_key_id: DEMO_ACCESS_KEY_ID.into(),
-            date: amz[..8].into(),
-            region: DEMO_REGION.into(),
-            service: "s3".into(),
-            signed_headers: signed.to_vec(),
-            signature: String::new(),
-        };
-        let c = compute(
-            &req,
-            &auth,
-            UriRule::S3,
-            &amz,
-            &sha256_hex(b""),
-            DEMO_SECRET_ACCESS_KEY,
-        )
-        .unwrap();
-        format!(
-            "AWS4-HMAC-SHA256 Credential={DEMO_ACCESS_KEY_ID}/{}, SignedHeaders={}, Signature={}",
-            auth.scope(),
-            signed.join(";"),
-            c.signature
-        )
+    let signed = ["host", "x-amz-content-sha256", "x-amz-date"];
+    let authz = |headers: &[(String, Vec<u8>)]| {
+        authorization(&demo(), "s3", "GET", "/", headers, Some(&signed), b"")
     };
-    let a = send(
-        &fake,
-        "GET",
-        "/",
-        &headers,
-        Some(&authz(&headers, &signed)),
-        b"",
-    )
-    .await;
+    let a = send(&fake, "GET", "/", &headers, Some(&authz(&headers)), b"").await;
     assert!(
         a.status == 403
             && a.has("<Code>RequestTimeTooSkewed</Code>")
@@ -968,30 +944,15 @@ async fn skewed_unsigned_and_unauthenticated_requests_are_refused() {
     );
     fake.set_clock(Some(fixed() - Duration::from_secs(16 * 60)));
     assert_eq!(
-        send(
-            &fake,
-            "GET",
-            "/",
-            &headers,
-            Some(&authz(&headers, &signed)),
-            b""
-        )
-        .await
-        .status,
+        send(&fake, "GET", "/", &headers, Some(&authz(&headers)), b"")
+            .await
+            .status,
         200
     );
 
     // An x-amz-* header left out of the signature.
     headers.push(("x-amz-meta-note".into(), b"hi".to_vec()));
-    let a = send(
-        &fake,
-        "GET",
-        "/",
-        &headers,
-        Some(&authz(&headers, &signed)),
-        b"",
-    )
-    .await;
+    let a = send(&fake, "GET", "/", &headers, Some(&authz(&headers)), b"").await;
     assert!(
         a.status == 403 && a.has("<HeadersNotSigned>x-amz-meta-note</HeadersNotSigned>"),
         "{}",
@@ -1010,7 +971,26 @@ async fn skewed_unsigned_and_unauthenticated_requests_are_refused() {
         "{}",
         a.text
     );
-    assert_eq!(fake.stats().auth_failures, 4);
+    // `host` left out of the signature.
+    headers.pop();
+    let some = ["x-amz-content-sha256", "x-amz-date"];
+    let authz = authorization(&demo(), "s3", "GET", "/", &headers, Some(&some), b"");
+    let a = send(&fake, "GET", "/", &headers, Some(&authz), b"").await;
+    assert!(
+        a.status == 403 && a.has("<HeadersNotSigned>host</HeadersNotSigned>"),
+        "{}",
+        a.text
+    );
+    // No x-amz-content-sha256, which S3 requires.
+    headers.retain(|(n, _)| n != "x-amz-content-sha256");
+    let authz = authorization(&demo(), "s3", "GET", "/", &headers, None, b"");
+    let a = send(&fake, "GET", "/", &headers, Some(&authz), b"").await;
+    assert!(
+        a.status == 400 && a.has("Missing required header for this request: x-amz-content-sha256"),
+        "{}",
+        a.text
+    );
+    assert_eq!(fake.stats().auth_failures, 6);
 }
 
 #[tokio::test]
@@ -1028,10 +1008,9 @@ async fn chunked_puts_and_oversized_bodies_are_refused() {
         "{}",
         big.text
     );
-    // A PUT without Content-Length (Transfer-Encoding: chunked on the wire).
     let a = call(&fake, &demo(), "s3", "POST", "/bkt/k", &[], b"").await;
-    assert_eq!(a.status, 501);
-    let amz = codec::amz_date(fixed());
+    assert!(a.status == 501 && a.has("multipart"), "{}", a.text);
+    // A PUT without Content-Length (Transfer-Encoding: chunked on the wire).
     let h: Vec<(String, Vec<u8>)> = vec![
         ("host".into(), b"fake.test".to_vec()),
         ("transfer-encoding".into(), b"chunked".to_vec()),
@@ -1039,43 +1018,10 @@ async fn chunked_puts_and_oversized_bodies_are_refused() {
             "x-amz-content-sha256".into(),
             sha256_hex(b"abc").into_bytes(),
         ),
-        ("x-amz-date".into(), amz.clone().into_bytes()),
+        ("x-amz-date".into(), codec::amz_date(fixed()).into_bytes()),
     ];
-    let signed = vec![
-        "host".to_string(),
-        "x-amz-content-sha256".into(),
-        "x-amz-date".into(),
-    ];
-    let req = Received {
-        method: "PUT",
-        path: b"/bkt/k",
-        query: b"",
-        headers: &h,
-        body: b"abc",
-    };
-    let auth = sigv4::Authorization {
-        access_key_id: DEMO_ACCESS_KEY_ID.into(),
-        date: amz[..8].into(),
-        region: DEMO_REGION.into(),
-        service: "s3".into(),
-        signed_headers: signed.clone(),
-        signature: String::new(),
-    };
-    let c = compute(
-        &req,
-        &auth,
-        UriRule::S3,
-        &amz,
-        &sha256_hex(b"abc"),
-        DEMO_SECRET_ACCESS_KEY,
-    )
-    .unwrap();
-    let authz = format!(
-        "AWS4-HMAC-SHA256 Credential={DEMO_ACCESS_KEY_ID}/{}, SignedHeaders={}, Signature={}",
-        auth.scope(),
-        signed.join(";"),
-        c.signature
-    );
+    let signed = ["host", "x-amz-content-sha256", "x-amz-date"];
+    let authz = authorization(&demo(), "s3", "PUT", "/bkt/k", &h, Some(&signed), b"abc");
     let a = send(&fake, "PUT", "/bkt/k", &h, Some(&authz), b"abc").await;
     assert!(
         a.status == 411 && a.has("MissingContentLength"),
@@ -1203,6 +1149,11 @@ async fn sts_credentials_work_on_s3_and_json_until_they_expire() {
     );
     let stats = fake.stats();
     assert_eq!((stats.sts_calls, stats.sts_issued), (1, 1));
+    let token = temp.token.as_deref().unwrap();
+    assert!(
+        !format!("{stats:?}").contains(token),
+        "the journal shows a session token"
+    );
 }
 
 #[tokio::test]
@@ -1247,6 +1198,9 @@ async fn sts_refuses_unknown_tokens_roles_and_parameters() {
         (stats.sts_calls, stats.sts_issued, stats.journal.rejected),
         (4, 1, 3)
     );
+    let shown = serde_json::to_string(&stats).unwrap();
+    assert!(!shown.contains(DEMO_WEB_IDENTITY_TOKEN), "{shown}");
+    assert!(shown.contains("WebIdentityToken=<redacted>"), "{shown}");
     assert!(stats.last_rejection.unwrap().contains("ValidationError"));
 }
 
