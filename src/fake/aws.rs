@@ -12,6 +12,15 @@
 //! - Everything else: S3 path-style calls; signing name [`Config::service`]
 //!   (`s3`, hence S3's URI rule and required `x-amz-content-sha256`).
 //!
+//! Stricter than AWS where the `aws` kind's contract is at stake: every
+//! `x-amz-*` header must be signed on both routes (S3's HeadersNotSigned
+//! rule; `x-amz-security-token` may be exempted, [`Config::allow_unsigned_token`]),
+//! and on the JSON route an `x-amz-content-sha256`, when sent, must be the
+//! body's hash. `aws-chunked` payloads (`STREAMING-…`, what botocore sends
+//! for PutObject over HTTPS unless `request_checksum_calculation` is
+//! `when_required`) are refused with 501, a PUT without `Content-Length`
+//! with 411, as S3 does.
+//!
 //! Errors are AWS's shapes: S3 XML `<Error><Code>…`, JSON
 //! `{"__type":…,"message":…}` (400, as DynamoDB answers), STS
 //! `<ErrorResponse><Error><Type>Sender</Type>…`. `GET /_fake/stats` shows
