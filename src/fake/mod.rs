@@ -7,6 +7,7 @@
 //! code in `src/kinds/`, and shares none of it: nothing outside `crate::fake`
 //! is used here, so a test where both sides agree proves something.
 
+pub mod aws;
 pub mod cli;
 mod lenient;
 pub mod oauth1;
