@@ -20,6 +20,7 @@
 //! 4. Its tests: known answers for the signature in the kind's file,
 //!    end to end through the gateway against the fake in `tests/NAME.rs`.
 
+pub mod oauth2;
 pub mod teamdrive;
 pub mod tts;
 pub mod tts_body;
@@ -42,7 +43,13 @@ pub struct KindRow {
 }
 
 /// Every kind countersign knows.
-pub const REGISTRY: &[KindRow] = &[xrtc::ROW, tts::ROW, utilsio::ROW, teamdrive::ROW];
+pub const REGISTRY: &[KindRow] = &[
+    xrtc::ROW,
+    tts::ROW,
+    utilsio::ROW,
+    teamdrive::ROW,
+    oauth2::ROW,
+];
 
 /// A kind's parsed settings, which make the kind for a route.
 pub trait KindSettings: std::fmt::Debug + Send + Sync {
