@@ -103,6 +103,8 @@ pub async fn readiness(gw: &Gateway) -> serde_json::Value {
                 "last_login_ms": (last > 0).then_some(last),
                 "logins_ok": s.logins_ok.load(Ordering::Relaxed),
                 "logins_failed": s.logins_failed.load(Ordering::Relaxed),
+                // A token's or temporary credential's remaining life (never the value).
+                "expires_in_s": s.expires_in().map(|d| d.as_secs()),
             })
         });
         let quota = match r.limits.quota_used().await {

@@ -71,6 +71,22 @@ const FAKES: &[DemoFake] = &[
         },
         curl: curl_tts,
     },
+    DemoFake {
+        kind: "oauth2",
+        start: |mut l, stop| {
+            let fake = fake::oauth2::Fake::new(fake::oauth2::Config::default());
+            tokio::spawn(fake.serve(l.remove(0), None, stopped(stop)));
+        },
+        curl: curl_oauth2,
+    },
+    DemoFake {
+        kind: "oauth1",
+        start: |mut l, stop| {
+            let fake = fake::oauth1::Fake::new(fake::oauth1::Config::default());
+            tokio::spawn(fake.serve(l.remove(0), None, stopped(stop)));
+        },
+        curl: curl_oauth1,
+    },
 ];
 
 async fn stopped(mut stop: Stop) {
@@ -220,6 +236,21 @@ fn curl_tts(out: &mut String, addr: &str, r: &str) {
         "curl -s http://{addr}/{r}/https://{id} --data-urlencode action=purge"
     );
     let _ = writeln!(out, "curl -sI http://{addr}/{r}/https://{id}/products\n");
+}
+
+fn curl_oauth2(out: &mut String, addr: &str, r: &str) {
+    let _ = writeln!(out, "# OAuth 2.0: countersign fetches a client-credentials token once, holds and renews it, adds Authorization: Bearer");
+    let _ = writeln!(out, "curl -s http://{addr}/{r}/orders/42");
+    let _ = writeln!(out, "curl -s http://{addr}/{r}/orders -H 'content-type: application/json' -d '{{\"item\":\"book\"}}'\n");
+}
+
+fn curl_oauth1(out: &mut String, addr: &str, r: &str) {
+    let _ = writeln!(out, "# OAuth 1.0a: countersign signs every request (HMAC-SHA1) with a fresh nonce and timestamp");
+    let _ = writeln!(
+        out,
+        "curl -s 'http://{addr}/{r}/statuses/home_timeline.json?count=2'"
+    );
+    let _ = writeln!(out, "curl -s http://{addr}/{r}/statuses/update.json --data-urlencode 'status=Hello Ladies + Gentlemen'\n");
 }
 
 fn curl_teamdrive(out: &mut String, addr: &str, r: &str) {

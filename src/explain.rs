@@ -144,6 +144,38 @@ pub fn explain(
     Ok(out)
 }
 
+/// Every form a secret takes in a request, longest first: as it is,
+/// JSON-escaped (serde's and Python's ASCII-only escapes, as the TTS body
+/// writes it), percent-encoded (RFC 3986, and forms' `+` for space). A
+/// kind lists what it derives from its secrets (a Basic credential) itself.
+fn secret_forms(secrets: &[(&'static str, Secret)]) -> Vec<(String, &'static str)> {
+    let mut forms = Vec::new();
+    for (name, s) in secrets {
+        let raw = s.expose();
+        if raw.is_empty() {
+            continue;
+        }
+        let unquote = |q: String| q[1..q.len() - 1].to_string();
+        let py = crate::canonical::pyjson::dumps_sorted(&crate::canonical::pyjson::Value::Str(
+            raw.to_string(),
+        ));
+        let candidates = [
+            raw.to_string(),
+            unquote(serde_json::Value::String(raw.to_string()).to_string()),
+            unquote(py),
+            crate::canonical::pct::encode(raw.as_bytes()),
+            form_urlencoded::byte_serialize(raw.as_bytes()).collect(),
+        ];
+        for c in candidates {
+            if !c.is_empty() && !forms.iter().any(|(f, _)| *f == c) {
+                forms.push((c, *name));
+            }
+        }
+    }
+    forms.sort_by_key(|(f, _)| std::cmp::Reverse(f.len()));
+    forms
+}
+
 fn show(
     out: &mut String,
     base: &str,
@@ -151,12 +183,11 @@ fn show(
     secrets: &[(&'static str, Secret)],
     kind: &dyn Kind,
 ) {
+    let forms = secret_forms(secrets);
     let redact = |text: &str| {
         let mut t = text.to_string();
-        for (name, s) in secrets {
-            if !s.expose().is_empty() {
-                t = t.replace(s.expose(), &format!("[{name} redacted]"));
-            }
+        for (form, name) in &forms {
+            t = t.replace(form.as_str(), &format!("[{name} redacted]"));
         }
         t
     };

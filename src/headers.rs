@@ -176,9 +176,15 @@ pub fn canonical_path(rest: &str, embedded_url: bool) -> Result<Cow<'_, str>, Pr
             "a '\\' is refused"
         }));
     }
-    // Nearly every path has no escape: it is checked in place, not copied.
+    // Nearly every path has no escape: it is checked in place, not copied;
+    // and without "/." (a dot segment starts so) or "//" it has no segment
+    // to look at either.
     if !bytes.contains(&b'%') {
-        segments_ok(rest, embedded_url)?;
+        if memchr::memmem::find(bytes, b"/.").is_some()
+            || memchr::memmem::find(bytes, b"//").is_some()
+        {
+            segments_ok(rest, embedded_url)?;
+        }
         return Ok(Cow::Borrowed(rest));
     }
     let mut out = String::with_capacity(rest.len());
@@ -250,16 +256,19 @@ fn is_unreserved(c: u8) -> bool {
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
-/// Whether `path` (canonical, after the route prefix) names the call
+/// Whether `path` (canonical, after the route prefix, no query) names the call
 /// `expected`, the way a lenient upstream router would match it: ASCII case
 /// ignored, and one trailing '/' too. Kinds recognise their special calls
 /// with it, so that no spelling an upstream treats as the call slips past.
 pub fn is_call(path: &str, expected: &str) -> bool {
-    let path = path.split('?').next().unwrap_or(path);
-    let path = path
-        .strip_suffix('/')
-        .filter(|p| !p.is_empty())
-        .unwrap_or(path);
+    let path = match path.len().checked_sub(expected.len()) {
+        Some(0) => path,
+        Some(1) => match path.strip_suffix('/') {
+            Some(p) => p,
+            None => return false,
+        },
+        _ => return false,
+    };
     path.eq_ignore_ascii_case(expected)
 }
 
@@ -406,7 +415,7 @@ mod tests {
         assert!(is_call("/v1/auth/login", "/v1/auth/login"));
         assert!(is_call("/v1/auth/login/", "/v1/auth/login"));
         assert!(is_call("/V1/Auth/LOGIN", "/v1/auth/login"));
-        assert!(is_call("/v1/auth/login?x=1", "/v1/auth/login"));
+        assert!(!is_call("/v1/auth", "/v1/auth/login"));
         assert!(!is_call("/v1/auth/login2", "/v1/auth/login"));
         assert!(!is_call("/v1/auth/logi", "/v1/auth/login"));
     }

@@ -105,6 +105,8 @@ pub struct SessionSlot {
     id: String,
     login_interval: Duration,
     session_idle: Duration,
+    /// 0.9 x `session_idle`, computed once: read on every request.
+    idle_limit: Duration,
     store: Arc<dyn StateStore>,
     current: Mutex<Option<Held>>,
     generations: AtomicU64,
@@ -140,6 +142,7 @@ impl SessionSlot {
             id,
             login_interval,
             session_idle,
+            idle_limit: session_idle - session_idle / 10,
             store,
             current: Mutex::new(None),
             generations: AtomicU64::new(0),
@@ -165,7 +168,7 @@ impl SessionSlot {
     /// starts when we send, the upstream's when it receives, and a request may
     /// still queue for a rate permit after this check.
     fn idle_limit(&self) -> Duration {
-        self.session_idle - self.session_idle / 10
+        self.idle_limit
     }
 
     /// The held session if it is alive now (whether or not due for renewal).
@@ -271,10 +274,22 @@ impl SessionSlot {
         attempt: &mut LoginAttempt,
     ) -> Result<Session, LoginError> {
         match self.found() {
-            Found::Fresh(s) => return Ok(s),
-            Found::Due(s) => return Ok(self.renew(s, deadline, kind, transport, attempt).await),
-            Found::None => {}
+            Found::Fresh(s) => Ok(s),
+            // Boxed: logins are rare, and their futures are large; every
+            // request's future would otherwise carry their size.
+            Found::Due(s) => Ok(Box::pin(self.renew(s, deadline, kind, transport, attempt)).await),
+            Found::None => Box::pin(self.log_in_or_adopt(deadline, kind, transport, attempt)).await,
         }
+    }
+
+    /// No session is held: adopt a shared one, or log in (single flight, spaced).
+    async fn log_in_or_adopt(
+        &self,
+        deadline: Instant,
+        kind: &dyn Kind,
+        transport: &dyn Transport,
+        attempt: &mut LoginAttempt,
+    ) -> Result<Session, LoginError> {
         if let Some(s) = self.adopt().await? {
             return Ok(s);
         }

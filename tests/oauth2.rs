@@ -287,3 +287,71 @@ async fn no_secret_or_token_in_logs_at_trace_level() {
     // The Basic header's base64 would reveal the secret too.
     assert!(!logs.contains("Basic "), "a Basic credential in logs");
 }
+
+#[tokio::test]
+async fn authlibs_token_endpoint_and_resource_accept_countersigns_requests() {
+    if !py::has("authlib") {
+        return;
+    }
+    for (auth, methods) in [
+        ("basic", "client_secret_basic"),
+        ("post", "client_secret_post"),
+    ] {
+        let judge = py::Judge::start(
+            "authlib_token_server.py",
+            &["--expires-in", "3600", "--auth-methods", methods],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let toml = format!(
+            "kind = \"oauth2\"\nupstream = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nscope = \"read\"\nclient_auth = \"{auth}\"\n",
+            judge.url("/api"),
+            judge.url("/token"),
+            oauth2::DEMO_CLIENT_ID,
+            oauth2::DEMO_CLIENT_SECRET,
+        );
+        let gw = gateway(&route_toml(dir.path(), &toml)).await;
+        let calls = (0..10).map(|i| {
+            let url = gw.url(&format!("/r/things/{i}"));
+            async move {
+                send(
+                    http::Request::get(url)
+                        .body(Full::new(Bytes::new()))
+                        .unwrap(),
+                )
+                .await
+            }
+        });
+        for a in futures_util::future::join_all(calls).await {
+            assert_eq!(a.status, 200, "{auth}: {}", a.text());
+            let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+            assert_eq!(v["client_id"], oauth2::DEMO_CLIENT_ID);
+        }
+        // authlib revokes; the next call gets a new token and is replayed.
+        let revoked = send(
+            http::Request::post(judge.url("/_revoke"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(revoked.status, 200);
+        let a = send(
+            http::Request::post(gw.url("/r/orders"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(b"{}")))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{auth}: {}", a.text());
+        let stats: serde_json::Value = serde_json::from_slice(
+            &send(
+                http::Request::get(judge.url("/_stats"))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await
+            .body,
+        )
+        .unwrap();
+        assert_eq!(stats["tokens_issued"], 2, "{auth}: {stats}");
+    }
+}

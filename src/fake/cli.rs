@@ -103,6 +103,32 @@ pub enum FakeKind {
         #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
         window: Duration,
     },
+    /// AWS SigV4: S3-like objects (path style), a DynamoDB-like JSON API and
+    /// STS AssumeRoleWithWebIdentity, with the demo credentials.
+    Aws {
+        #[arg(long, default_value = "127.0.0.1:18106")]
+        listen: SocketAddr,
+        #[arg(long, default_value = super::aws::DEMO_REGION)]
+        region: String,
+        /// How long credentials issued by its STS live.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        credential_lifetime: Duration,
+    },
+    /// OAuth 2.0: a client-credentials token endpoint (POST /token) and a
+    /// bearer-protected resource (every other path), with the demo client.
+    Oauth2 {
+        #[arg(long, default_value = "127.0.0.1:18107")]
+        listen: SocketAddr,
+        /// Token lifetime (announced as expires_in).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        token_lifetime: Duration,
+    },
+    /// OAuth 1.0a (RFC 5849): a resource that verifies HMAC-SHA1,
+    /// HMAC-SHA256 and PLAINTEXT signatures, nonces and timestamps.
+    Oauth1 {
+        #[arg(long, default_value = "127.0.0.1:18108")]
+        listen: SocketAddr,
+    },
 }
 
 async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, FakeCliError> {
@@ -193,6 +219,41 @@ pub async fn run(kind: FakeKind, stop: impl Fn() -> Shutdown) -> Result<(), Fake
             let l = bind(listen).await?;
             tracing::info!(%listen, "fake TeamDrive listening on /yvva/api/api.xml");
             fake_result(fake::teamdrive::Fake::new(cfg).serve(l, None, stop()).await)
+        }
+        FakeKind::Aws {
+            listen,
+            region,
+            credential_lifetime,
+        } => {
+            let cfg = fake::aws::Config {
+                region,
+                credential_lifetime,
+                ..Default::default()
+            };
+            let l = bind(listen).await?;
+            tracing::info!(%listen, "fake AWS (S3, JSON API, STS) listening; GET /_fake/stats for its counters");
+            fake_result(fake::aws::Fake::new(cfg).serve(l, None, stop()).await)
+        }
+        FakeKind::Oauth2 {
+            listen,
+            token_lifetime,
+        } => {
+            let cfg = fake::oauth2::Config {
+                token_lifetime: Some(token_lifetime),
+                ..Default::default()
+            };
+            let l = bind(listen).await?;
+            tracing::info!(%listen, "fake OAuth 2.0 token endpoint (POST /token) and resource listening");
+            fake_result(fake::oauth2::Fake::new(cfg).serve(l, None, stop()).await)
+        }
+        FakeKind::Oauth1 { listen } => {
+            let l = bind(listen).await?;
+            tracing::info!(%listen, "fake OAuth 1.0a resource listening");
+            fake_result(
+                fake::oauth1::Fake::new(fake::oauth1::Config::default())
+                    .serve(l, None, stop())
+                    .await,
+            )
         }
         FakeKind::Xrtc {
             listen,

@@ -20,6 +20,7 @@
 //! 4. Its tests: known answers for the signature in the kind's file,
 //!    end to end through the gateway against the fake in `tests/NAME.rs`.
 
+pub mod oauth1;
 pub mod oauth2;
 pub mod teamdrive;
 pub mod tts;
@@ -49,6 +50,7 @@ pub const REGISTRY: &[KindRow] = &[
     utilsio::ROW,
     teamdrive::ROW,
     oauth2::ROW,
+    oauth1::ROW,
 ];
 
 /// A kind's parsed settings, which make the kind for a route.

@@ -319,7 +319,18 @@ impl Kind for OAuth2 {
     }
 
     fn secrets(&self) -> Vec<(&'static str, Secret)> {
-        vec![("client_secret", self.settings.client_secret.clone())]
+        let mut all = vec![("client_secret", self.settings.client_secret.clone())];
+        // The Basic credential carries the secret base64-encoded.
+        if let Some(basic) = self
+            .token_request()
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+        {
+            all.push(("client_secret (Basic credential)", Secret::new(basic)));
+        }
+        all
     }
 }
 

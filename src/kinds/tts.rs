@@ -411,7 +411,7 @@ impl Kind for Tts {
                     r#"{"message":"No session is held by countersign; nothing to log out."}"#
                         .into(),
                 );
-                forward(Need::SessionIfHeld(nothing), Then::ClearSession)
+                forward(Need::SessionIfHeld(Box::new(nothing)), Then::ClearSession)
             }
             Call::Terminate => forward(Need::Nothing, Then::ClearSession),
             Call::ResetPassword => forward(Need::Nothing, Then::Pass),

@@ -106,14 +106,14 @@ impl Kind for Xrtc {
         if is_call(path, LOGIN_PATH) && method == Method::POST {
             // The caller's login is answered here: countersign holds the real session.
             let body = format!("{{\"servertimestamp\":{}}}", now_ms());
-            return Ok(Plan::Local(local_json(
+            return Ok(Plan::Local(Box::new(local_json(
                 StatusCode::OK,
                 vec![
                     (SET_COOKIE, PLACEHOLDER_COOKIE.into()),
                     (SET_COOKIE, "AWSALBAPP-0=held-by-countersign; Path=/".into()),
                 ],
                 body,
-            )));
+            ))));
         }
         if path
             .get(..REGISTRATION.len())

@@ -390,7 +390,9 @@ impl Limits {
     /// route's `wait` and the request's deadline.
     pub async fn acquire(&self, deadline: Instant) -> Result<(), LimitError> {
         if let Some(shared) = &self.shared {
-            return shared.acquire(deadline, &self.hold).await;
+            // Boxed: the Redis future is large, and the local path is the
+            // common one (every request's future would carry its size).
+            return Box::pin(shared.acquire(deadline, &self.hold)).await;
         }
         let mut now = Instant::now();
         if let Some(held) = self.hold.remaining(now) {
@@ -439,7 +441,7 @@ impl Limits {
     ) -> Option<Duration> {
         let hold = self.hold.heed(status, headers)?;
         if let Some(shared) = &self.shared {
-            shared.share_hold(hold).await;
+            Box::pin(shared.share_hold(hold)).await;
         }
         Some(hold)
     }

@@ -60,22 +60,19 @@ pub(super) async fn run<B: CallerBody>(
     };
     let mut body = read_body(snap, &parts, body, forward.buffer_body).await?;
     check_signable(&ctx, &body)?;
-    let sent = attempt(&ctx, &mut body, log).await?;
-    let answer = match classify(&ctx, sent, body.replayable(), log).await? {
-        Outcome::Done(answer) => answer,
-        Outcome::Replay => {
-            // The session was rejected: one new login, one replay, before
-            // any byte reached the caller.
-            log.replayed = true;
-            tracing::debug!(route = %route.name, "session rejected upstream; logging in again to replay once");
-            let sent = attempt(&ctx, &mut body, log).await?;
-            match classify(&ctx, sent, false, log).await? {
-                Outcome::Done(answer) => answer,
-                Outcome::Replay => return Err(ProxyError::Internal("a second replay".into())),
-            }
-        }
-    };
-    finish(&ctx, answer).await
+    // The exchange is filled in place by the phases (answers are large:
+    // moving them from phase to phase cost more than the phases).
+    let mut ex = Exchange::default();
+    attempt(&ctx, &mut body, &mut ex, log).await?;
+    if classify(&ctx, &mut ex, body.replayable(), log).await? == Outcome::Replay {
+        // The session was rejected: one new login, one replay, before any
+        // byte reached the caller. A second rejection goes to the caller.
+        log.replayed = true;
+        tracing::debug!(route = %route.name, "session rejected upstream; logging in again to replay once");
+        attempt(&ctx, &mut body, &mut ex, log).await?;
+        classify(&ctx, &mut ex, false, log).await?;
+    }
+    finish(&ctx, ex).await
 }
 
 /// What every phase after `plan` reads.
@@ -163,7 +160,7 @@ fn check_client(
 
 enum Planned {
     /// countersign answers itself.
-    Answer(Response<Full<Bytes>>),
+    Answer(Box<Response<Full<Bytes>>>),
     Forward(Forward),
 }
 
@@ -186,14 +183,13 @@ async fn plan(
                 ProxyError::Internal("a local answer needs a session slot".into())
             })?;
             ensure_session(slot, route, deadline, log).await?;
-            Ok(Planned::Answer(kind.answer_with_session()))
+            Ok(Planned::Answer(Box::new(kind.answer_with_session())))
         }
         Plan::Forward(f) => Ok(Planned::Forward(f)),
     }
 }
 
 /// The session slot the plan needs, or the answer it gives without one.
-/// (The answer is boxed: it is the rare case.)
 fn session_for(
     route: &Route,
     need: Need,
@@ -203,7 +199,7 @@ fn session_for(
         Need::Session => Ok(route.session.as_deref()),
         Need::SessionIfHeld(answer) => match route.session.as_deref() {
             Some(slot) if slot.is_held() => Ok(Some(slot)),
-            _ => Err(Box::new(answer)),
+            _ => Err(answer),
         },
     }
 }
@@ -277,12 +273,17 @@ fn check_signable(ctx: &Ctx<'_>, body: &InBody) -> Result<(), ProxyError> {
     ctx.route.kind.sign(&mut trial, Some(&Secret::new("-")))
 }
 
-/// One attempt's answer: its head read, its body not yet.
-struct Sent {
-    answer: Response<UpBody>,
-    /// The session the request carried.
+/// One exchange with the upstream, filled in place: the answer's head (and
+/// its body, on the wire or read), the session the request carried, and
+/// the request itself where the kind inspects the answer.
+#[derive(Default)]
+struct Exchange {
+    head: Option<http::response::Parts>,
+    /// The body still on the wire.
+    unread: Option<UpBody>,
+    /// The body when it was read (a peeked error, an inspected answer).
+    read: Option<Bytes>,
     session: Option<Session>,
-    /// The request as sent, for a kind that inspects the answer.
     request: Option<Outgoing>,
 }
 
@@ -290,10 +291,11 @@ struct Sent {
 async fn attempt(
     ctx: &Ctx<'_>,
     body: &mut InBody,
+    ex: &mut Exchange,
     log: &mut RequestLog,
-) -> Result<Sent, ProxyError> {
+) -> Result<(), ProxyError> {
     let route = ctx.route;
-    let session = match ctx.slot {
+    ex.session = match ctx.slot {
         Some(slot) => Some(ensure_session(slot, route, ctx.deadline, log).await?),
         None => None,
     };
@@ -304,78 +306,69 @@ async fn attempt(
     };
     let mut out = outgoing(ctx, buffered);
     // Timestamps are read now, after any wait for a session or a permit.
-    route
-        .kind
-        .sign(&mut out, session.as_ref().map(|s| &s.value))?;
-    if let (Some(slot), Some(s)) = (ctx.slot, &session) {
+    let held = ex.session.as_ref().map(|s| &s.value);
+    route.kind.sign(&mut out, held)?;
+    if let (Some(slot), Some(s)) = (ctx.slot, &ex.session) {
         slot.touch(s.generation);
     }
-    let request = matches!(ctx.then, Then::Inspect).then(|| out.clone());
-    let answer = ctx.upstream.send(out, stream, ctx.deadline).await?;
-    log.upstream_status = Some(answer.status().as_u16());
-    Ok(Sent {
-        answer,
-        session,
-        request,
-    })
+    ex.request = matches!(ctx.then, Then::Inspect).then(|| out.clone());
+    let (head, body) = ctx
+        .upstream
+        .send(out, stream, ctx.deadline)
+        .await?
+        .into_parts();
+    log.upstream_status = Some(head.status.as_u16());
+    ex.head = Some(head);
+    ex.unread = Some(body);
+    ex.read = None;
+    Ok(())
 }
 
 /// What an answer means for the request.
-// Returned once per attempt and matched at once: boxing would cost an
-// allocation per request for nothing.
-#[allow(clippy::large_enum_variant)]
+#[derive(Debug, PartialEq, Eq)]
 enum Outcome {
     /// The answer goes to the caller (after [`finish`]).
-    Done(Answer),
+    Done,
     /// The upstream rejected the held session: log in again and send once more.
     Replay,
-}
-
-/// An answer on its way to the caller.
-struct Answer {
-    head: http::response::Parts,
-    /// The body when it was read (a peeked error, an inspected answer).
-    read: Option<Bytes>,
-    /// The body still on the wire.
-    unread: Option<UpBody>,
-    request: Option<Outgoing>,
 }
 
 /// Reads what the answer says about the session and the route's limits;
 /// an expired session means a replay when one is still allowed.
 async fn classify(
     ctx: &Ctx<'_>,
-    sent: Sent,
+    ex: &mut Exchange,
     replay_allowed: bool,
     log: &mut RequestLog,
 ) -> Result<Outcome, ProxyError> {
     let route = ctx.route;
     let kind = route.kind.as_ref();
-    let (mut head, mut body) = sent.answer.into_parts();
+    let (Some(head), Some(body)) = (ex.head.as_mut(), ex.unread.as_mut()) else {
+        return Err(ProxyError::Internal("classify before attempt".into()));
+    };
     // A plain success's header lines may pass on as they came: nothing
     // below reads them (h1's `NOTABLE` names the ones that would). Any
     // other answer is looked at through the map.
     if !head.status.is_success() || matches!(ctx.then, Then::Inspect) {
-        crate::upstream::headers_into_map(&mut head.headers, &mut body);
+        crate::upstream::headers_into_map(&mut head.headers, body);
     }
     if let Some(hold) = route.limits.heed(head.status, &head.headers).await {
         tracing::warn!(route = %route.name, hold_s = hold.as_secs_f64(), "upstream asked to slow down; holding the route's requests");
     }
     headers::strip_response(&mut head.headers);
-    let mut read = None;
-    let mut unread = Some(body);
-    let held = sent.session.as_ref().map(|s| &s.value);
-    if let (Some(slot), Some(s)) = (ctx.slot, &sent.session) {
+    let held = ex.session.as_ref().map(|s| &s.value);
+    if let (Some(slot), Some(s)) = (ctx.slot, &ex.session) {
         // Read a small error body when the kind needs it to recognise an expiry.
-        let small = unread
-            .as_ref()
-            .and_then(|b| b.size_hint().upper())
-            .is_some_and(|n| n <= PEEK_MAX);
+        let small = body.size_hint().upper().is_some_and(|n| n <= PEEK_MAX);
         if small && kind.peek_body(head.status) {
             let timeout = ctx.upstream.request_timeout;
-            read = Some(read_all(unread.take(), ctx.deadline, timeout, PEEK_MAX as usize).await?);
+            let peeked = read_all(ex.unread.take(), ctx.deadline, timeout, PEEK_MAX as usize);
+            ex.read = Some(peeked.await?);
         }
-        if kind.session_expired(head.status, &head.headers, read.as_deref()) {
+        let Some(head) = ex.head.as_mut() else {
+            return Err(ProxyError::Internal("classify lost the head".into()));
+        };
+        if kind.session_expired(head.status, &head.headers, ex.read.as_deref()) {
             slot.invalidate(s.generation).await;
             if replay_allowed && !log.replayed {
                 return Ok(Outcome::Replay);
@@ -386,51 +379,49 @@ async fn classify(
     } else {
         kind.screen_answer(&mut head.headers, held);
     }
-    Ok(Outcome::Done(Answer {
-        head,
-        read,
-        unread,
-        request: sent.request,
-    }))
+    Ok(Outcome::Done)
 }
 
 /// What a successful answer does to the route (a logout clears the
 /// session; a key rotation is stored by the kind), then the response.
-async fn finish(ctx: &Ctx<'_>, mut answer: Answer) -> Result<Response<RespBody>, ProxyError> {
-    if answer.head.status.is_success() {
-        match (ctx.then, answer.request.take()) {
+async fn finish(ctx: &Ctx<'_>, mut ex: Exchange) -> Result<Response<RespBody>, ProxyError> {
+    let Some(mut head) = ex.head.take() else {
+        return Err(ProxyError::Internal("finish before attempt".into()));
+    };
+    if head.status.is_success() {
+        match (ctx.then, ex.request.take()) {
             (Then::ClearSession, _) => {
                 if let Some(slot) = &ctx.route.session {
                     slot.clear().await;
                 }
             }
             (Then::Inspect, Some(request)) => {
-                let bytes = match answer.read.take() {
+                let bytes = match ex.read.take() {
                     Some(b) => b,
                     None => {
                         let timeout = ctx.upstream.request_timeout;
-                        read_all(answer.unread.take(), ctx.deadline, timeout, INSPECT_MAX).await?
+                        read_all(ex.unread.take(), ctx.deadline, timeout, INSPECT_MAX).await?
                     }
                 };
                 let mut whole = Buffered {
-                    status: answer.head.status,
-                    headers: std::mem::take(&mut answer.head.headers),
+                    status: head.status,
+                    headers: std::mem::take(&mut head.headers),
                     body: bytes,
                 };
                 ctx.route.kind.inspect(&request, &mut whole).await?;
-                answer.head.headers = whole.headers;
+                head.headers = whole.headers;
                 // The kind may have rewritten the body: the writer sets the new length.
-                answer.head.headers.remove(http::header::CONTENT_LENGTH);
-                answer.read = Some(whole.body);
+                head.headers.remove(http::header::CONTENT_LENGTH);
+                ex.read = Some(whole.body);
             }
             _ => {}
         }
     }
-    let body = match (answer.read, answer.unread) {
+    let body = match (ex.read, ex.unread) {
         (_, Some(stream)) => Either::Right(stream),
         (bytes, None) => Either::Left(Full::new(bytes.unwrap_or_default())),
     };
-    Ok(Response::from_parts(answer.head, body))
+    Ok(Response::from_parts(head, body))
 }
 
 /// The held session, logging in first if needed; records the login for the log line.

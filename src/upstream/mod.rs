@@ -366,6 +366,19 @@ impl Upstream {
                 Ok(Err(Connect::ChoseH2)) => {}
             }
         }
+        // Boxed: streamed bodies and HTTP/2 upstreams are the rare case, and
+        // hyper-util's future is large.
+        Box::pin(self.send_pooled(out, stream, pq, deadline)).await
+    }
+
+    /// Through hyper-util's pooled client: a streamed body, or HTTP/2.
+    async fn send_pooled(
+        &self,
+        out: Outgoing,
+        stream: Option<BoxBody<Bytes, BoxError>>,
+        pq: PathAndQuery,
+        deadline: Instant,
+    ) -> Result<Response<UpBody>, SendError> {
         let body = match (out.body, stream) {
             (Some(b), _) => Either::Left(Full::new(b)),
             (None, Some(s)) => Either::Right(s),

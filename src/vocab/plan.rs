@@ -7,7 +7,9 @@ use http_body_util::Full;
 /// What a request needs before it can be forwarded.
 pub enum Plan {
     /// countersign answers the caller itself (e.g. XRTC's own login call).
-    Local(Response<Full<Bytes>>),
+    /// (Boxed, as the other answers here: rare, and a plan is moved on
+    /// every request.)
+    Local(Box<Response<Full<Bytes>>>),
     /// countersign answers once a session is held ([`super::Kind::answer_with_session`]),
     /// e.g. a caller's own TTS login, which must never see the real session.
     LocalWithSession,
@@ -48,7 +50,7 @@ pub enum Need {
     Session,
     /// Carries the held session if there is one; otherwise this answer is
     /// given without sending anything (a logout with nothing to log out).
-    SessionIfHeld(Response<Full<Bytes>>),
+    SessionIfHeld(Box<Response<Full<Bytes>>>),
 }
 
 /// What happens after a successful (2xx) answer.

@@ -324,6 +324,7 @@ pub fn route_toml(state_dir: &std::path::Path, route: &str) -> String {
 }
 
 pub mod decoding_front;
+pub mod py;
 pub mod redis_server;
 
 /// A TTS route (without its `[routes.x]` line) to the fake at `addr`, with
