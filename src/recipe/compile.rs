@@ -1,0 +1,603 @@
+//! From a [`RecipeSpec`] to a [`Recipe`]: targets parsed, expressions
+//! compiled and checked (every name read, every function called), the
+//! secrecy of each result decided, and `scrypt` computed ahead where its
+//! arguments allow.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use cel::common::ast::{EntryExpr, Expr, LiteralValue};
+use cel::common::types::{CelMap, CelMapKey, CelString};
+use cel::common::value::Val;
+use cel::{Context, IdedExpr, Program, Value};
+use http::HeaderName;
+use zeroize::Zeroizing;
+
+use super::functions::{self, Class, ScryptArgs, ScryptCache};
+use super::{CompileError, Recipe, RecipeSpec};
+
+/// What `request.*` fields a step reads: one bit per field.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Needs {
+    pub(super) request: u16,
+    pub(super) vars: bool,
+}
+
+/// The fields of `request`, in the order of their bits in [`Needs`].
+pub(super) const REQUEST_FIELDS: [&str; 9] = [
+    "method", "path", "query", "target", "params", "headers", "body", "json", "form",
+];
+const BODY_FIELDS: u16 = (1 << 6) | (1 << 7) | (1 << 8);
+const ALL_FIELDS: u16 = (1 << REQUEST_FIELDS.len()) - 1;
+
+impl Needs {
+    pub(super) fn field(&self, i: usize) -> bool {
+        self.request & (1 << i) != 0
+    }
+
+    pub(super) fn body(&self) -> bool {
+        self.request & BODY_FIELDS != 0
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum BodyKind {
+    Form,
+    Json,
+}
+
+#[derive(Debug)]
+pub(super) enum Kind {
+    Header(HeaderName),
+    Query,
+    Form,
+    Json,
+    Var,
+}
+
+pub(super) struct Target {
+    /// As written: `query.signature`.
+    pub(super) label: String,
+    pub(super) kind: Kind,
+    pub(super) name: String,
+    pub(super) program: Program,
+    /// Shown as `[redacted]`: a `var.` that reads a secret, or a value
+    /// computed from a secret without a digest in between.
+    pub(super) secret: bool,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.label, if self.secret { " (secret)" } else { "" })
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Step {
+    /// Sorted by label, so by name within a kind.
+    pub(super) targets: Vec<Target>,
+    pub(super) needs: Needs,
+}
+
+/// Headers a recipe may not set: the connection's and the message framing's.
+const RESERVED_HEADERS: &[&str] = &[
+    "connection",
+    "content-length",
+    "host",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn parse_target(label: &str) -> Result<(Kind, String), String> {
+    let bad = || {
+        format!(
+            "unknown target '{label}': a target is header.NAME, query.NAME, form.NAME, json.NAME or var.NAME"
+        )
+    };
+    let (kind, name) = label.split_once('.').ok_or_else(bad)?;
+    if name.is_empty() {
+        return Err(format!("target '{label}' has no name"));
+    }
+    let kind = match kind {
+        "header" => {
+            let header = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("'{name}' is not a valid header name"))?;
+            if RESERVED_HEADERS.contains(&header.as_str()) {
+                return Err(format!("the header '{header}' is countersign's to set, not a recipe's"));
+            }
+            Kind::Header(header)
+        }
+        "query" => Kind::Query,
+        "form" => Kind::Form,
+        "json" => Kind::Json,
+        "var" => Kind::Var,
+        _ => return Err(bad()),
+    };
+    Ok((kind, name.to_string()))
+}
+
+/// What is known of a `vars.NAME` while compiling a step.
+#[derive(Clone, Copy, Debug)]
+struct VarInfo {
+    /// Set by a `var.` target (not a config var): its value depends on the request.
+    computed: bool,
+    /// Its expression reads a secret.
+    secret: bool,
+}
+
+pub(super) fn compile(route: &str, spec: &RecipeSpec) -> Result<Recipe, Vec<CompileError>> {
+    let mut errors = Vec::new();
+    let env = Arc::new(cel::Env::stdlib().with_optional_support(false));
+    let cache = Arc::new(ScryptCache::default());
+    let mut root = Context::with_env(Arc::clone(&env));
+    if let Err(e) = functions::register(&mut root, Arc::clone(&cache)) {
+        return Err(vec![CompileError {
+            path: "sign".into(),
+            message: format!("internal error: {e}"),
+        }]);
+    }
+    root.add_variable_as_val("route", Box::new(CelString::from(route.to_string())));
+
+    let secret_names: HashSet<&str> = spec.secrets.iter().map(|(n, _)| n.as_str()).collect();
+    let mut vars: HashMap<String, VarInfo> = spec
+        .vars
+        .iter()
+        .map(|(n, _)| (n.clone(), VarInfo { computed: false, secret: false }))
+        .collect();
+    // The first step that sets each `var.`, for "read before it is set".
+    let mut var_set_at: HashMap<&str, usize> = HashMap::new();
+    for (i, step) in spec.steps.iter().enumerate() {
+        for (label, _) in step {
+            if let Some(name) = label.strip_prefix("var.") {
+                var_set_at.entry(name).or_insert(i);
+            }
+        }
+    }
+
+    let mut steps = Vec::with_capacity(spec.steps.len());
+    let mut scrypt_calls: Vec<(String, Vec<IdedExpr>)> = Vec::new();
+    let mut body: Option<(BodyKind, usize, String)> = None;
+    let (mut uses_secrets, mut uses_monotonic) = (false, false);
+    let mut owned_headers: Vec<HeaderName> = Vec::new();
+    let (mut owned_query, mut owned_form) = (Vec::new(), Vec::new());
+
+    for (i, step) in spec.steps.iter().enumerate() {
+        let mut targets = Vec::with_capacity(step.len());
+        let mut needs = Needs::default();
+        let mut seen: HashSet<(u8, String)> = HashSet::new();
+        let mut new_vars = Vec::new();
+        for (label, source) in step {
+            let path = format!("sign[{i}].{label}");
+            let mut error = |message: String| {
+                errors.push(CompileError {
+                    path: path.clone(),
+                    message,
+                })
+            };
+            let (kind, name) = match parse_target(label) {
+                Ok(t) => t,
+                Err(message) => {
+                    error(message);
+                    continue;
+                }
+            };
+            let key = match &kind {
+                Kind::Header(h) => (0, h.as_str().to_string()),
+                Kind::Query => (1, name.clone()),
+                Kind::Form => (2, name.clone()),
+                Kind::Json => (3, name.clone()),
+                Kind::Var => (4, name.clone()),
+            };
+            if !seen.insert(key) {
+                error("set twice in this step".into());
+                continue;
+            }
+            let body_kind = match kind {
+                Kind::Form => Some(BodyKind::Form),
+                Kind::Json => Some(BodyKind::Json),
+                _ => None,
+            };
+            if let Some(k) = body_kind {
+                match &body {
+                    None => body = Some((k, i, label.clone())),
+                    Some((other, ..)) if *other != k => {
+                        error("a recipe sets form. fields or json. members, not both".into());
+                        continue;
+                    }
+                    Some(_) => {}
+                }
+            }
+            let program = match env.compile(source) {
+                Ok(p) => p,
+                Err(e) => {
+                    error(syntax_error(&e));
+                    continue;
+                }
+            };
+            let mut checker = Checker {
+                secrets: &secret_names,
+                vars: &vars,
+                var_set_at: &var_set_at,
+                step: i,
+                locals: Vec::new(),
+                errors: Vec::new(),
+                needs: Needs::default(),
+                scrypt: Vec::new(),
+                uses_monotonic: false,
+            };
+            let flow = checker.walk(program.expression());
+            if !checker.errors.is_empty() {
+                checker.errors.dedup();
+                for message in checker.errors {
+                    error(message);
+                }
+                continue;
+            }
+            needs.request |= checker.needs.request;
+            needs.vars |= checker.needs.vars;
+            uses_secrets |= flow.reads;
+            uses_monotonic |= checker.uses_monotonic;
+            scrypt_calls.extend(checker.scrypt.into_iter().map(|args| (path.clone(), args)));
+            let secret = match kind {
+                Kind::Var => {
+                    new_vars.push((name.clone(), flow.reads));
+                    flow.reads
+                }
+                _ => flow.exposed,
+            };
+            match &kind {
+                Kind::Header(h) => owned_headers.push(h.clone()),
+                Kind::Query => owned_query.push(name.clone()),
+                Kind::Form => owned_form.push(name.clone()),
+                Kind::Json | Kind::Var => {}
+            }
+            targets.push(Target {
+                label: label.clone(),
+                kind,
+                name,
+                program,
+                secret,
+            });
+        }
+        for (name, secret) in new_vars {
+            vars.insert(name, VarInfo { computed: true, secret });
+        }
+        targets.sort_by(|a, b| a.label.cmp(&b.label));
+        steps.push(Step { targets, needs });
+    }
+
+    let entries = precompute_scrypt(&root, spec, scrypt_calls, &mut errors);
+    cache.fill(entries);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    owned_headers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    owned_headers.dedup();
+    owned_query.sort();
+    owned_query.dedup();
+    owned_form.sort();
+    owned_form.dedup();
+    Ok(Recipe {
+        route: route.to_string(),
+        secrets: spec.secrets.clone(),
+        vars: spec.vars.clone(),
+        root,
+        steps,
+        owned_headers,
+        owned_query,
+        owned_form,
+        body,
+        uses_secrets,
+        uses_monotonic,
+    })
+}
+
+fn syntax_error(e: &cel::ParseErrors) -> String {
+    let parts: Vec<String> = e
+        .errors
+        .iter()
+        .map(|e| format!("syntax error at {}:{}: {}", e.pos.0, e.pos.1, e.msg))
+        .collect();
+    if parts.is_empty() {
+        "syntax error".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// What flows from a sub-expression to its value.
+#[derive(Clone, Copy, Debug, Default)]
+struct Flow {
+    /// It reads a secret (or a secret `var.`), anywhere.
+    reads: bool,
+    /// It reads one other than through a digest or HMAC.
+    exposed: bool,
+    /// It depends on the request: `request`, a computed `var.`, the clock,
+    /// randomness.
+    per_request: bool,
+}
+
+impl Flow {
+    fn join(self, other: Flow) -> Flow {
+        Flow {
+            reads: self.reads || other.reads,
+            exposed: self.exposed || other.exposed,
+            per_request: self.per_request || other.per_request,
+        }
+    }
+
+    const SECRET: Flow = Flow {
+        reads: true,
+        exposed: true,
+        per_request: false,
+    };
+    const PER_REQUEST: Flow = Flow {
+        reads: false,
+        exposed: false,
+        per_request: true,
+    };
+}
+
+/// Walks one expression: checks every name and call, and gathers its
+/// [`Flow`], the request fields it reads, and its constant `scrypt` calls.
+struct Checker<'a> {
+    secrets: &'a HashSet<&'a str>,
+    vars: &'a HashMap<String, VarInfo>,
+    var_set_at: &'a HashMap<&'a str, usize>,
+    step: usize,
+    /// Comprehension variables in scope.
+    locals: Vec<String>,
+    errors: Vec<String>,
+    needs: Needs,
+    /// The argument expressions of each `scrypt` call that does not depend
+    /// on the request.
+    scrypt: Vec<Vec<IdedExpr>>,
+    uses_monotonic: bool,
+}
+
+impl Checker<'_> {
+    fn walk(&mut self, e: &IdedExpr) -> Flow {
+        match &e.expr {
+            Expr::Unspecified | Expr::Literal(_) => Flow::default(),
+            Expr::Ident(name) => self.ident(name),
+            Expr::Select(select) => match self.root_of(&select.operand) {
+                Some(root) => self.member(root, &select.field),
+                None => self.walk(&select.operand),
+            },
+            Expr::Call(call) => {
+                if call.func_name == "_[_]" && call.target.is_none() && call.args.len() == 2 {
+                    if let (Some(root), Expr::Literal(LiteralValue::String(field))) =
+                        (self.root_of(&call.args[0]), &call.args[1].expr)
+                    {
+                        return self.member(root, field.inner());
+                    }
+                }
+                self.call(call)
+            }
+            Expr::Comprehension(c) => {
+                let mut flow = self.walk(&c.iter_range).join(self.walk(&c.accu_init));
+                let depth = self.locals.len();
+                self.locals.push(c.iter_var.clone());
+                self.locals.extend(c.iter_var2.clone());
+                self.locals.push(c.accu_var.clone());
+                for part in [&c.loop_cond, &c.loop_step, &c.result] {
+                    flow = flow.join(self.walk(part));
+                }
+                self.locals.truncate(depth);
+                flow
+            }
+            Expr::List(list) => list
+                .elements
+                .iter()
+                .fold(Flow::default(), |f, e| f.join(self.walk(e))),
+            Expr::Map(map) => map.entries.iter().fold(Flow::default(), |f, entry| match &entry.expr {
+                EntryExpr::MapEntry(m) => f.join(self.walk(&m.key)).join(self.walk(&m.value)),
+                EntryExpr::StructField(s) => f.join(self.walk(&s.value)),
+            }),
+            Expr::Struct(s) => {
+                self.errors.push(format!("message literals ('{}{{…}}') are not supported", s.type_name));
+                Flow::default()
+            }
+        }
+    }
+
+    /// `request`, `secrets` or `vars` when `e` names one of them (not
+    /// shadowed by a comprehension variable).
+    fn root_of<'e>(&self, e: &'e IdedExpr) -> Option<&'e str> {
+        match &e.expr {
+            Expr::Ident(name)
+                if matches!(name.as_str(), "request" | "secrets" | "vars")
+                    && !self.locals.contains(name) =>
+            {
+                Some(name)
+            }
+            _ => None,
+        }
+    }
+
+    fn ident(&mut self, name: &str) -> Flow {
+        if self.locals.iter().any(|l| l == name) {
+            return Flow::default();
+        }
+        match name {
+            "route" => Flow::default(),
+            "request" => {
+                self.needs.request = ALL_FIELDS;
+                Flow::PER_REQUEST
+            }
+            "secrets" => Flow::SECRET,
+            "vars" => {
+                self.needs.vars = true;
+                let secret = self.vars.values().any(|v| v.secret);
+                Flow {
+                    reads: secret,
+                    exposed: secret,
+                    per_request: self.vars.values().any(|v| v.computed),
+                }
+            }
+            _ => {
+                self.errors.push(format!("undeclared reference to '{name}'"));
+                Flow::default()
+            }
+        }
+    }
+
+    /// `root.field` or `root["field"]`.
+    fn member(&mut self, root: &str, field: &str) -> Flow {
+        match root {
+            "request" => match REQUEST_FIELDS.iter().position(|f| *f == field) {
+                Some(bit) => {
+                    self.needs.request |= 1 << bit;
+                    Flow::PER_REQUEST
+                }
+                None => {
+                    self.errors.push(format!(
+                        "undeclared reference to 'request.{field}' (request has {})",
+                        REQUEST_FIELDS.join(", ")
+                    ));
+                    Flow::default()
+                }
+            },
+            "secrets" => {
+                if !self.secrets.contains(field) {
+                    self.errors.push(format!("undeclared reference to 'secrets.{field}'"));
+                }
+                Flow::SECRET
+            }
+            _ => {
+                self.needs.vars = true;
+                match self.vars.get(field) {
+                    Some(v) => Flow {
+                        reads: v.secret,
+                        exposed: v.secret,
+                        per_request: v.computed,
+                    },
+                    None => {
+                        let when = match self.var_set_at.get(field) {
+                            Some(&s) if s == self.step => {
+                                " (it is set by this step: a step sees the vars of earlier steps only)"
+                            }
+                            Some(_) => " (it is set by a later step)",
+                            None => "",
+                        };
+                        self.errors.push(format!("undeclared reference to 'vars.{field}'{when}"));
+                        Flow::default()
+                    }
+                }
+            }
+        }
+    }
+
+    fn call(&mut self, call: &cel::common::ast::CallExpr) -> Flow {
+        let name = call.func_name.as_str();
+        let argc = call.args.len() + usize::from(call.target.is_some());
+        let operator = name.starts_with('_') || name.starts_with('@') || name == "!_" || name == "-_";
+        let class = if operator || functions::STANDARD.contains(&name) {
+            Some(Class::Pure)
+        } else if let Some((min, max, class)) = functions::lookup(name) {
+            if argc < min || argc > max {
+                let takes = if min == max { format!("{min}") } else { format!("{min} to {max}") };
+                self.errors.push(format!("{name}() takes {takes} arguments, not {argc}"));
+            }
+            Some(class)
+        } else {
+            self.errors.push(format!("unknown function '{name}'"));
+            None
+        };
+        let mut flow = Flow::default();
+        for part in call.target.iter().map(|t| &**t).chain(call.args.iter()) {
+            flow = flow.join(self.walk(part));
+        }
+        match class {
+            Some(Class::Digest) => flow.exposed = false,
+            Some(Class::PerRequest) => {
+                flow.per_request = true;
+                self.uses_monotonic |= name == "monotonic_ms";
+            }
+            Some(Class::Scrypt) if !flow.per_request && argc == 6 => {
+                self.scrypt.push(call.target.iter().map(|t| (**t).clone()).chain(call.args.iter().cloned()).collect());
+            }
+            _ => {}
+        }
+        flow
+    }
+}
+
+/// Computes each `scrypt` call whose arguments don't depend on the request,
+/// in a scope holding the secrets and the config vars.
+fn precompute_scrypt(
+    root: &Context<'static, 'static>,
+    spec: &RecipeSpec,
+    calls: Vec<(String, Vec<IdedExpr>)>,
+    errors: &mut Vec<CompileError>,
+) -> HashMap<[u8; 32], Zeroizing<Vec<u8>>> {
+    let mut entries = HashMap::new();
+    if calls.is_empty() {
+        return entries;
+    }
+    let mut scope = root.new_inner_scope();
+    scope.add_variable_as_val("secrets", Box::new(secrets_map(&spec.secrets)));
+    scope.add_variable_as_val("vars", Box::new(string_map(&spec.vars)));
+    for (path, args) in calls {
+        let values: Result<Vec<Value>, _> = args.iter().map(|a| Value::resolve(a, &scope)).collect();
+        let result = match values {
+            Err(e) => Err(super::eval::describe(&e)),
+            Ok(v) => match (&v[0], &v[1], &v[2], &v[3], &v[4], &v[5]) {
+                (pw, salt, Value::Int(n), Value::Int(r), Value::Int(p), Value::Int(len)) => {
+                    match (byte_like(pw), byte_like(salt)) {
+                        (Some(pw), Some(salt)) => ScryptArgs::new(pw, salt, *n, *r, *p, *len)
+                            .map(|a| {
+                                entries.entry(a.key()).or_insert_with(|| a.derive());
+                            })
+                            .map_err(|m| format!("scrypt: {m}")),
+                        _ => Err("scrypt: the password and salt must be strings or bytes".into()),
+                    }
+                }
+                _ => Err("scrypt: N, r, p and the length must be ints".into()),
+            },
+        };
+        if let Err(message) = result {
+            errors.push(CompileError { path, message });
+        }
+    }
+    entries
+}
+
+fn byte_like(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::String(s) => Some(s.as_bytes()),
+        Value::Bytes(b) => Some(b),
+        _ => None,
+    }
+}
+
+/// `secrets` as a CEL map whose strings borrow the secret values (no copy).
+pub(super) fn secrets_map(secrets: &[(String, crate::secret::Secret)]) -> CelMap<'_> {
+    secrets
+        .iter()
+        .map(|(n, s)| {
+            (
+                CelMapKey::from(n.as_str()),
+                Box::new(CelString::from(s.expose())) as Box<dyn Val + '_>,
+            )
+        })
+        .collect::<HashMap<_, _>>()
+        .into()
+}
+
+pub(super) fn string_map(pairs: &[(String, String)]) -> CelMap<'_> {
+    pairs
+        .iter()
+        .map(|(n, v)| {
+            (
+                CelMapKey::from(n.as_str()),
+                Box::new(CelString::from(v.as_str())) as Box<dyn Val + '_>,
+            )
+        })
+        .collect::<HashMap<_, _>>()
+        .into()
+}
