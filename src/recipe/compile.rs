@@ -68,7 +68,12 @@ pub(super) struct Target {
 
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}{}", self.label, if self.secret { " (secret)" } else { "" })
+        write!(
+            f,
+            "{}{}",
+            self.label,
+            if self.secret { " (secret)" } else { "" }
+        )
     }
 }
 
@@ -107,7 +112,9 @@ fn parse_target(label: &str) -> Result<(Kind, String), String> {
             let header = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| format!("'{name}' is not a valid header name"))?;
             if RESERVED_HEADERS.contains(&header.as_str()) {
-                return Err(format!("the header '{header}' is countersign's to set, not a recipe's"));
+                return Err(format!(
+                    "the header '{header}' is countersign's to set, not a recipe's"
+                ));
             }
             Kind::Header(header)
         }
@@ -146,7 +153,15 @@ pub(super) fn compile(route: &str, spec: &RecipeSpec) -> Result<Recipe, Vec<Comp
     let mut vars: HashMap<String, VarInfo> = spec
         .vars
         .iter()
-        .map(|(n, _)| (n.clone(), VarInfo { computed: false, secret: false }))
+        .map(|(n, _)| {
+            (
+                n.clone(),
+                VarInfo {
+                    computed: false,
+                    secret: false,
+                },
+            )
+        })
         .collect();
     // The first step that sets each `var.`, for "read before it is set".
     let mut var_set_at: HashMap<&str, usize> = HashMap::new();
@@ -160,7 +175,7 @@ pub(super) fn compile(route: &str, spec: &RecipeSpec) -> Result<Recipe, Vec<Comp
 
     let mut steps = Vec::with_capacity(spec.steps.len());
     let mut scrypt_calls: Vec<(String, Vec<IdedExpr>)> = Vec::new();
-    let mut body: Option<(BodyKind, usize, String)> = None;
+    let mut body_kind_seen: Option<BodyKind> = None;
     let (mut uses_secrets, mut uses_monotonic) = (false, false);
     let mut owned_headers: Vec<HeaderName> = Vec::new();
     let (mut owned_query, mut owned_form) = (Vec::new(), Vec::new());
@@ -202,9 +217,9 @@ pub(super) fn compile(route: &str, spec: &RecipeSpec) -> Result<Recipe, Vec<Comp
                 _ => None,
             };
             if let Some(k) = body_kind {
-                match &body {
-                    None => body = Some((k, i, label.clone())),
-                    Some((other, ..)) if *other != k => {
+                match body_kind_seen {
+                    None => body_kind_seen = Some(k),
+                    Some(other) if other != k => {
                         error("a recipe sets form. fields or json. members, not both".into());
                         continue;
                     }
@@ -264,12 +279,27 @@ pub(super) fn compile(route: &str, spec: &RecipeSpec) -> Result<Recipe, Vec<Comp
             });
         }
         for (name, secret) in new_vars {
-            vars.insert(name, VarInfo { computed: true, secret });
+            vars.insert(
+                name,
+                VarInfo {
+                    computed: true,
+                    secret,
+                },
+            );
         }
         targets.sort_by(|a, b| a.label.cmp(&b.label));
         steps.push(Step { targets, needs });
     }
 
+    // The first form./json. target in application order: body errors found
+    // before step 0 are reported at it.
+    let body = steps.iter().enumerate().find_map(|(i, step)| {
+        step.targets.iter().find_map(|t| match t.kind {
+            Kind::Form => Some((BodyKind::Form, i, t.label.clone())),
+            Kind::Json => Some((BodyKind::Json, i, t.label.clone())),
+            _ => None,
+        })
+    });
     let entries = precompute_scrypt(&root, spec, scrypt_calls, &mut errors);
     cache.fill(entries);
     if !errors.is_empty() {
@@ -300,7 +330,10 @@ fn syntax_error(e: &cel::ParseErrors) -> String {
     let parts: Vec<String> = e
         .errors
         .iter()
-        .map(|e| format!("syntax error at {}:{}: {}", e.pos.0, e.pos.1, e.msg))
+        .map(|e| {
+            let msg = e.msg.strip_prefix("Syntax error: ").unwrap_or(&e.msg);
+            format!("syntax error at {}:{}: {msg}", e.pos.0, e.pos.1)
+        })
         .collect();
     if parts.is_empty() {
         "syntax error".into()
@@ -394,12 +427,21 @@ impl Checker<'_> {
                 .elements
                 .iter()
                 .fold(Flow::default(), |f, e| f.join(self.walk(e))),
-            Expr::Map(map) => map.entries.iter().fold(Flow::default(), |f, entry| match &entry.expr {
-                EntryExpr::MapEntry(m) => f.join(self.walk(&m.key)).join(self.walk(&m.value)),
-                EntryExpr::StructField(s) => f.join(self.walk(&s.value)),
-            }),
+            Expr::Map(map) => {
+                map.entries
+                    .iter()
+                    .fold(Flow::default(), |f, entry| match &entry.expr {
+                        EntryExpr::MapEntry(m) => {
+                            f.join(self.walk(&m.key)).join(self.walk(&m.value))
+                        }
+                        EntryExpr::StructField(s) => f.join(self.walk(&s.value)),
+                    })
+            }
             Expr::Struct(s) => {
-                self.errors.push(format!("message literals ('{}{{…}}') are not supported", s.type_name));
+                self.errors.push(format!(
+                    "message literals ('{}{{…}}') are not supported",
+                    s.type_name
+                ));
                 Flow::default()
             }
         }
@@ -425,6 +467,9 @@ impl Checker<'_> {
         }
         match name {
             "route" => Flow::default(),
+            // CEL's type names, for `type(x) == int`
+            "bool" | "bytes" | "double" | "int" | "list" | "map" | "null_type" | "string"
+            | "type" | "uint" => Flow::default(),
             "request" => {
                 self.needs.request = ALL_FIELDS;
                 Flow::PER_REQUEST
@@ -440,7 +485,8 @@ impl Checker<'_> {
                 }
             }
             _ => {
-                self.errors.push(format!("undeclared reference to '{name}'"));
+                self.errors
+                    .push(format!("undeclared reference to '{name}'"));
                 Flow::default()
             }
         }
@@ -464,7 +510,8 @@ impl Checker<'_> {
             },
             "secrets" => {
                 if !self.secrets.contains(field) {
-                    self.errors.push(format!("undeclared reference to 'secrets.{field}'"));
+                    self.errors
+                        .push(format!("undeclared reference to 'secrets.{field}'"));
                 }
                 Flow::SECRET
             }
@@ -484,7 +531,8 @@ impl Checker<'_> {
                             Some(_) => " (it is set by a later step)",
                             None => "",
                         };
-                        self.errors.push(format!("undeclared reference to 'vars.{field}'{when}"));
+                        self.errors
+                            .push(format!("undeclared reference to 'vars.{field}'{when}"));
                         Flow::default()
                     }
                 }
@@ -495,13 +543,19 @@ impl Checker<'_> {
     fn call(&mut self, call: &cel::common::ast::CallExpr) -> Flow {
         let name = call.func_name.as_str();
         let argc = call.args.len() + usize::from(call.target.is_some());
-        let operator = name.starts_with('_') || name.starts_with('@') || name == "!_" || name == "-_";
+        let operator =
+            name.starts_with('_') || name.starts_with('@') || name == "!_" || name == "-_";
         let class = if operator || functions::STANDARD.contains(&name) {
             Some(Class::Pure)
         } else if let Some((min, max, class)) = functions::lookup(name) {
             if argc < min || argc > max {
-                let takes = if min == max { format!("{min}") } else { format!("{min} to {max}") };
-                self.errors.push(format!("{name}() takes {takes} arguments, not {argc}"));
+                let takes = match (min, max) {
+                    (1, 1) => "1 argument".to_string(),
+                    (min, max) if min == max => format!("{min} arguments"),
+                    (min, max) => format!("{min} to {max} arguments"),
+                };
+                self.errors
+                    .push(format!("{name}() takes {takes}, not {argc}"));
             }
             Some(class)
         } else {
@@ -519,7 +573,13 @@ impl Checker<'_> {
                 self.uses_monotonic |= name == "monotonic_ms";
             }
             Some(Class::Scrypt) if !flow.per_request && argc == 6 => {
-                self.scrypt.push(call.target.iter().map(|t| (**t).clone()).chain(call.args.iter().cloned()).collect());
+                self.scrypt.push(
+                    call.target
+                        .iter()
+                        .map(|t| (**t).clone())
+                        .chain(call.args.iter().cloned())
+                        .collect(),
+                );
             }
             _ => {}
         }
@@ -543,9 +603,17 @@ fn precompute_scrypt(
     scope.add_variable_as_val("secrets", Box::new(secrets_map(&spec.secrets)));
     scope.add_variable_as_val("vars", Box::new(string_map(&spec.vars)));
     for (path, args) in calls {
-        let values: Result<Vec<Value>, _> = args.iter().map(|a| Value::resolve(a, &scope)).collect();
+        let values: Result<Vec<Value>, _> =
+            args.iter().map(|a| Value::resolve(a, &scope)).collect();
         let result = match values {
-            Err(e) => Err(super::eval::describe(&e)),
+            Err(e) => {
+                let hidden: Vec<_> = spec
+                    .secrets
+                    .iter()
+                    .map(|(_, s)| super::eval::Hidden::Secret(s.expose().as_bytes()))
+                    .collect();
+                Err(super::eval::redact(super::eval::describe(&e), &hidden))
+            }
             Ok(v) => match (&v[0], &v[1], &v[2], &v[3], &v[4], &v[5]) {
                 (pw, salt, Value::Int(n), Value::Int(r), Value::Int(p), Value::Int(len)) => {
                     match (byte_like(pw), byte_like(salt)) {

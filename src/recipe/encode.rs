@@ -88,7 +88,7 @@ pub(crate) fn edit_pairs(raw: &str, edits: &[(&str, Option<&[u8]>)], style: Pair
         }
     };
     if !raw.is_empty() {
-        for piece in raw.split('&') {
+        for piece in raw.split('&').filter(|p| !p.is_empty()) {
             let name = piece_name(piece);
             match edits.binary_search_by(|(n, _)| (*n).cmp(name.as_ref())) {
                 Err(_) => {

@@ -19,12 +19,13 @@ use http::{HeaderMap, HeaderValue};
 use super::compile::{secrets_map, BodyKind, Kind, Needs, Step, REQUEST_FIELDS};
 use super::encode::{self, PairStyle};
 use super::functions::{MONOTONIC_VAR, NOW_VAR};
-use super::{ApplyError, Applied, Env, Recipe, RecipeRequest, Shown};
+use super::{Applied, ApplyError, Env, Recipe, RecipeRequest, Shown};
 
 /// A `var.` set by an earlier step.
 struct SetVar<'r> {
     name: &'r str,
-    value: Value,
+    /// `None`: set to `null`, so absent (a config var of that name too).
+    value: Option<Value>,
 }
 
 pub(super) fn apply(
@@ -57,11 +58,10 @@ pub(super) fn apply(
 
     // Values no message or shown value may contain: the secrets, then the
     // value of each secret `var.` as it is set.
-    let mut hidden: Vec<Vec<u8>> = recipe
+    let mut hidden: Vec<Hidden<'_>> = recipe
         .secrets
         .iter()
-        .map(|(_, s)| s.expose().as_bytes().to_vec())
-        .filter(|s| !s.is_empty())
+        .map(|(_, s)| Hidden::Secret(s.expose().as_bytes()))
         .collect();
     let mut set_vars: Vec<SetVar<'_>> = Vec::new();
     let mut applied = Applied {
@@ -78,11 +78,14 @@ pub(super) fn apply(
             }
             let mut results = Vec::with_capacity(step.targets.len());
             for target in &step.targets {
-                let value = target.program.execute(&step_scope).map_err(|e| ApplyError::Step {
-                    step: i,
-                    target: target.label.clone(),
-                    message: redact(describe(&e), &hidden),
-                })?;
+                let value = target
+                    .program
+                    .execute(&step_scope)
+                    .map_err(|e| ApplyError::Step {
+                        step: i,
+                        target: target.label.clone(),
+                        message: redact(describe(&e), &hidden),
+                    })?;
                 results.push(value);
             }
             results
@@ -194,7 +197,8 @@ fn decoded_pairs(raw: &[u8]) -> CelMap<'static> {
 /// Lower-case name → value; a repeated header's values joined by `, `
 /// (RFC 9110 §5.3); bytes that are not UTF-8 as U+FFFD.
 fn headers_map(headers: &HeaderMap) -> CelMap<'_> {
-    let mut map: HashMap<CelMapKey<'_>, Box<dyn Val + '_>> = HashMap::with_capacity(headers.keys_len());
+    let mut map: HashMap<CelMapKey<'_>, Box<dyn Val + '_>> =
+        HashMap::with_capacity(headers.keys_len());
     for name in headers.keys() {
         let mut values = headers.get_all(name).iter();
         let text = match (values.next(), values.next()) {
@@ -235,7 +239,9 @@ fn json_to_val(v: serde_json::Value) -> Box<dyn Val + 'static> {
             } else if let Some(u) = n.as_u64() {
                 Box::new(cel::common::types::CelUInt::from(u))
             } else {
-                Box::new(cel::common::types::CelDouble::from(n.as_f64().unwrap_or(f64::NAN)))
+                Box::new(cel::common::types::CelDouble::from(
+                    n.as_f64().unwrap_or(f64::NAN),
+                ))
             }
         }
         J::String(s) => Box::new(CelString::from(s)),
@@ -258,11 +264,19 @@ fn vars_map<'a>(config: &'a [(String, String)], set: &'a [SetVar<'a>]) -> CelMap
     let mut map: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> =
         HashMap::with_capacity(config.len() + set.len());
     for (n, v) in config {
-        map.insert(CelMapKey::from(n.as_str()), Box::new(CelString::from(v.as_str())));
+        map.insert(
+            CelMapKey::from(n.as_str()),
+            Box::new(CelString::from(v.as_str())),
+        );
     }
     for v in set {
-        if let Ok(val) = Box::<dyn Val>::try_from(v.value.clone()) {
-            map.insert(CelMapKey::from(v.name), val);
+        match v.value.clone().map(Box::<dyn Val>::try_from) {
+            Some(Ok(val)) => {
+                map.insert(CelMapKey::from(v.name), val);
+            }
+            _ => {
+                map.remove(&CelMapKey::from(v.name));
+            }
         }
     }
     map.into()
@@ -275,7 +289,7 @@ fn apply_step<'r>(
     results: Vec<Value>,
     req: &mut RecipeRequest,
     set_vars: &mut Vec<SetVar<'r>>,
-    hidden: &mut Vec<Vec<u8>>,
+    hidden: &mut Vec<Hidden<'r>>,
 ) -> Result<Vec<(String, Shown)>, ApplyError> {
     let mut shown = Vec::with_capacity(step.targets.len());
     let mut query: Vec<(&str, Option<String>)> = Vec::new();
@@ -298,14 +312,10 @@ fn apply_step<'r>(
                 hide(&value, hidden);
             }
             shown.push((target.label.clone(), show));
-            if !matches!(value, Value::Null) {
-                new_vars.push(SetVar {
-                    name: &target.name,
-                    value,
-                });
-            } else {
-                set_vars.retain(|v| v.name != target.name);
-            }
+            new_vars.push(SetVar {
+                name: &target.name,
+                value: (!matches!(value, Value::Null)).then_some(value),
+            });
             continue;
         }
         let json = matches!(target.kind, Kind::Json);
@@ -322,7 +332,10 @@ fn apply_step<'r>(
                     req.headers.remove(name);
                 }
                 Some(t) => {
-                    if let Some(b) = t.bytes().find(|&b| b != b'\t' && !(b' '..=b'~').contains(&b)) {
+                    if let Some(b) = t
+                        .bytes()
+                        .find(|&b| b != b'\t' && !(b' '..=b'~').contains(&b))
+                    {
                         return Err(fail(format!(
                             "a header value may hold visible ASCII, spaces and tabs only, not byte 0x{b:02x}"
                         )));
@@ -345,8 +358,10 @@ fn apply_step<'r>(
         }
     }
     if !query.is_empty() {
-        let edits: Vec<(&str, Option<&[u8]>)> =
-            query.iter().map(|(n, v)| (*n, v.as_deref().map(str::as_bytes))).collect();
+        let edits: Vec<(&str, Option<&[u8]>)> = query
+            .iter()
+            .map(|(n, v)| (*n, v.as_deref().map(str::as_bytes)))
+            .collect();
         req.query = encode::edit_pairs(&req.query, &edits, PairStyle::Query);
     }
     if let Some((kind, label)) = body_kind {
@@ -368,8 +383,10 @@ fn edit_body(
     fields: &[(&str, Option<String>)],
     req: &mut RecipeRequest,
 ) -> Result<(), String> {
-    let edits: Vec<(&str, Option<&[u8]>)> =
-        fields.iter().map(|(n, v)| (*n, v.as_deref().map(str::as_bytes))).collect();
+    let edits: Vec<(&str, Option<&[u8]>)> = fields
+        .iter()
+        .map(|(n, v)| (*n, v.as_deref().map(str::as_bytes)))
+        .collect();
     let starting = req.body.is_empty();
     if starting && edits.iter().all(|(_, v)| v.is_none()) {
         return Ok(());
@@ -384,7 +401,8 @@ fn edit_body(
             } else if !is_form(&req.headers) {
                 return Err("the request body is not application/x-www-form-urlencoded".into());
             }
-            let text = std::str::from_utf8(&req.body).map_err(|_| "the form body is not valid UTF-8")?;
+            let text =
+                std::str::from_utf8(&req.body).map_err(|_| "the form body is not valid UTF-8")?;
             req.body = encode::edit_pairs(text, &edits, PairStyle::Form).into();
         }
         BodyKind::Json => {
@@ -458,30 +476,49 @@ fn literal(v: &Value) -> String {
     }
 }
 
-/// Adds the string and bytes inside a secret `var.` value to `hidden`.
-fn hide(v: &Value, hidden: &mut Vec<Vec<u8>>) {
+/// A value no message or shown value may contain. Borrowed or shared, never
+/// copied: secret material is not duplicated for the sake of hiding it.
+pub(super) enum Hidden<'a> {
+    Secret(&'a [u8]),
+    String(std::sync::Arc<String>),
+    Bytes(std::sync::Arc<Vec<u8>>),
+}
+
+impl Hidden<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Hidden::Secret(b) => b,
+            Hidden::String(s) => s.as_bytes(),
+            Hidden::Bytes(b) => b,
+        }
+    }
+}
+
+/// Adds the strings and bytes inside a secret `var.` value to `hidden`.
+fn hide(v: &Value, hidden: &mut Vec<Hidden<'_>>) {
     match v {
-        Value::String(s) if !s.is_empty() => hidden.push(s.as_bytes().to_vec()),
-        Value::Bytes(b) if !b.is_empty() => hidden.push(b.to_vec()),
+        Value::String(s) => hidden.push(Hidden::String(std::sync::Arc::clone(s))),
+        Value::Bytes(b) => hidden.push(Hidden::Bytes(std::sync::Arc::clone(b))),
         Value::List(items) => items.iter().for_each(|i| hide(i, hidden)),
         Value::Map(m) => m.map.values().for_each(|i| hide(i, hidden)),
         _ => {}
     }
 }
 
-fn contains_any(text: &[u8], hidden: &[Vec<u8>]) -> bool {
+fn contains_any(text: &[u8], hidden: &[Hidden<'_>]) -> bool {
     hidden
         .iter()
-        .any(|h| memchr::memmem::find(text, h).is_some())
+        .map(Hidden::bytes)
+        .any(|h| !h.is_empty() && memchr::memmem::find(text, h).is_some())
 }
 
 /// `message` with every hidden value in it replaced by `[redacted]`.
-pub(super) fn redact(message: String, hidden: &[Vec<u8>]) -> String {
+pub(super) fn redact(message: String, hidden: &[Hidden<'_>]) -> String {
     if !contains_any(message.as_bytes(), hidden) {
         return message;
     }
     let mut out = message.into_bytes();
-    for h in hidden {
+    for h in hidden.iter().map(Hidden::bytes).filter(|h| !h.is_empty()) {
         while let Some(at) = memchr::memmem::find(&out, h) {
             out.splice(at..at + h.len(), b"[redacted]".iter().copied());
         }

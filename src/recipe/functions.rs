@@ -130,8 +130,12 @@ pub(super) fn register(
     ctx.add_function("sha1", |f: &FunctionContext<'_, '_>| digest::<Sha1>(f))?;
     ctx.add_function("sha256", |f: &FunctionContext<'_, '_>| digest::<Sha256>(f))?;
     ctx.add_function("sha512", |f: &FunctionContext<'_, '_>| digest::<Sha512>(f))?;
-    ctx.add_function("hmac_md5", |f: &FunctionContext<'_, '_>| hmac::<Hmac<Md5>>(f))?;
-    ctx.add_function("hmac_sha1", |f: &FunctionContext<'_, '_>| hmac::<Hmac<Sha1>>(f))?;
+    ctx.add_function("hmac_md5", |f: &FunctionContext<'_, '_>| {
+        hmac::<Hmac<Md5>>(f)
+    })?;
+    ctx.add_function("hmac_sha1", |f: &FunctionContext<'_, '_>| {
+        hmac::<Hmac<Sha1>>(f)
+    })?;
     ctx.add_function("hmac_sha256", |f: &FunctionContext<'_, '_>| {
         hmac::<Hmac<Sha256>>(f)
     })?;
@@ -165,7 +169,9 @@ pub(super) fn register(
     ctx.add_function("now_s", |f: &FunctionContext<'_, '_>| {
         Ok(Value::Int(now_ms(f)?.div_euclid(1000)))
     })?;
-    ctx.add_function("now_ms", |f: &FunctionContext<'_, '_>| Ok(Value::Int(now_ms(f)?)))?;
+    ctx.add_function("now_ms", |f: &FunctionContext<'_, '_>| {
+        Ok(Value::Int(now_ms(f)?))
+    })?;
     ctx.add_function("now_rfc3339", |f: &FunctionContext<'_, '_>| {
         Ok(string(encode::rfc3339_ms(now_ms(f)?)))
     })?;
@@ -208,15 +214,21 @@ fn argc(f: &FunctionContext<'_, '_>) -> usize {
 }
 
 /// Argument `i`, the receiver being argument 0 of a method call.
-fn arg<'a, 'v>(f: &'a FunctionContext<'_, 'v>, i: usize) -> Result<&'a (dyn Val + 'v), ExecutionError> {
+fn arg<'a, 'v>(
+    f: &'a FunctionContext<'_, 'v>,
+    i: usize,
+) -> Result<&'a (dyn Val + 'v), ExecutionError> {
     let value = match &f.this {
         Some(this) if i == 0 => Some(this),
         Some(_) => f.args.get(i - 1),
         None => f.args.get(i),
     };
-    value
-        .map(|v| v.as_ref())
-        .ok_or_else(|| err(f, format!("takes more arguments than the {} given", argc(f))))
+    value.map(|v| v.as_ref()).ok_or_else(|| {
+        err(
+            f,
+            format!("takes more arguments than the {} given", argc(f)),
+        )
+    })
 }
 
 fn arity(f: &FunctionContext<'_, '_>, n: usize) -> Result<(), ExecutionError> {
@@ -241,7 +253,11 @@ fn bytes_arg<'a>(f: &'a FunctionContext<'_, '_>, i: usize) -> Result<&'a [u8], E
     } else {
         Err(err(
             f,
-            format!("argument {} must be a string or bytes, not {}", i + 1, type_name(v)),
+            format!(
+                "argument {} must be a string or bytes, not {}",
+                i + 1,
+                type_name(v)
+            ),
         ))
     }
 }
@@ -250,7 +266,12 @@ fn str_arg<'a>(f: &'a FunctionContext<'_, '_>, i: usize) -> Result<&'a str, Exec
     let v = arg(f, i)?;
     v.downcast_ref::<CelString<'_>>()
         .map(|s| s.inner())
-        .ok_or_else(|| err(f, format!("argument {} must be a string, not {}", i + 1, type_name(v))))
+        .ok_or_else(|| {
+            err(
+                f,
+                format!("argument {} must be a string, not {}", i + 1, type_name(v)),
+            )
+        })
 }
 
 fn int_arg(f: &FunctionContext<'_, '_>, i: usize) -> Result<i64, ExecutionError> {
@@ -260,7 +281,10 @@ fn int_arg(f: &FunctionContext<'_, '_>, i: usize) -> Result<i64, ExecutionError>
     } else if let Some(n) = v.downcast_ref::<CelUInt>() {
         i64::try_from(*n.inner()).map_err(|_| err(f, format!("argument {} is too large", i + 1)))
     } else {
-        Err(err(f, format!("argument {} must be an int, not {}", i + 1, type_name(v))))
+        Err(err(
+            f,
+            format!("argument {} must be an int, not {}", i + 1, type_name(v)),
+        ))
     }
 }
 
@@ -317,7 +341,10 @@ fn nonce_hex(f: &FunctionContext<'_, '_>) -> FnResult {
     arity(f, 1)?;
     let n = int_arg(f, 0)?;
     if !(1..=NONCE_MAX).contains(&n) {
-        return Err(err(f, format!("takes a number of bytes from 1 to {NONCE_MAX}")));
+        return Err(err(
+            f,
+            format!("takes a number of bytes from 1 to {NONCE_MAX}"),
+        ));
     }
     let mut buf = vec![0u8; n as usize];
     rand::rng().fill_bytes(&mut buf);
@@ -331,7 +358,14 @@ pub(super) fn uuid4() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn list_arg<'a, 'v>(
@@ -341,7 +375,12 @@ fn list_arg<'a, 'v>(
     let v = arg(f, i)?;
     v.downcast_ref::<CelList<'_>>()
         .map(|l| l.inner())
-        .ok_or_else(|| err(f, format!("argument {} must be a list, not {}", i + 1, type_name(v))))
+        .ok_or_else(|| {
+            err(
+                f,
+                format!("argument {} must be a list, not {}", i + 1, type_name(v)),
+            )
+        })
 }
 
 /// `sorted(list)`: a list of strings (by code point), ints, uints or bytes
@@ -378,21 +417,36 @@ fn sorted(f: &FunctionContext<'_, '_>) -> FnResult {
 fn join(f: &FunctionContext<'_, '_>) -> FnResult {
     let n = argc(f);
     if !(1..=2).contains(&n) {
-        return Err(err(f, format!("takes a list and a separator, not {n} arguments")));
+        return Err(err(
+            f,
+            format!("takes a list and a separator, not {n} arguments"),
+        ));
     }
     let items = list_arg(f, 0)?;
     let sep = if n == 2 { str_arg(f, 1)? } else { "" };
     let mut out = String::new();
     for (i, item) in items.iter().enumerate() {
-        let s = item
-            .downcast_ref::<CelString<'_>>()
-            .ok_or_else(|| err(f, format!("takes a list of strings, not of {}", type_name(item.as_ref()))))?;
+        let s = item.downcast_ref::<CelString<'_>>().ok_or_else(|| {
+            err(
+                f,
+                format!(
+                    "takes a list of strings, not of {}",
+                    type_name(item.as_ref())
+                ),
+            )
+        })?;
         if i > 0 {
             out.push_str(sep);
         }
         out.push_str(s.inner());
     }
     Ok(string(out))
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many scrypt derivations this thread ran (tests: "once per load").
+    pub(super) static DERIVATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Most memory one `scrypt` call may take (`128 · N · r` bytes).
@@ -424,9 +478,13 @@ impl ScryptArgs<'_> {
     }
 
     pub(super) fn derive(&self) -> Zeroizing<Vec<u8>> {
+        #[cfg(test)]
+        DERIVATIONS.with(|d| d.set(d.get() + 1));
         let mut out = Zeroizing::new(vec![0u8; self.len]);
         // Checked in `scrypt_args`: valid parameters, 1 to 1024 bytes out.
-        if let Ok(params) = scrypt::Params::new(self.log_n, self.r, self.p, scrypt::Params::RECOMMENDED_LEN) {
+        if let Ok(params) =
+            scrypt::Params::new(self.log_n, self.r, self.p, scrypt::Params::RECOMMENDED_LEN)
+        {
             let _ = scrypt::scrypt(self.password, self.salt, &params, &mut out);
         }
         out
@@ -436,7 +494,12 @@ impl ScryptArgs<'_> {
 fn scrypt_args<'a>(f: &'a FunctionContext<'_, '_>) -> Result<ScryptArgs<'a>, ExecutionError> {
     arity(f, 6)?;
     let (password, salt) = (bytes_arg(f, 0)?, bytes_arg(f, 1)?);
-    let (n, r, p, len) = (int_arg(f, 2)?, int_arg(f, 3)?, int_arg(f, 4)?, int_arg(f, 5)?);
+    let (n, r, p, len) = (
+        int_arg(f, 2)?,
+        int_arg(f, 3)?,
+        int_arg(f, 4)?,
+        int_arg(f, 5)?,
+    );
     ScryptArgs::new(password, salt, n, r, p, len).map_err(|m| err(f, m))
 }
 
@@ -454,8 +517,14 @@ impl<'a> ScryptArgs<'a> {
             return Err("N (argument 3) must be a power of two, at least 2");
         }
         let log_n = n.trailing_zeros() as u8;
-        let r = u32::try_from(r).ok().filter(|&r| r > 0).ok_or("r (argument 4) must be at least 1")?;
-        let p = u32::try_from(p).ok().filter(|&p| p > 0).ok_or("p (argument 5) must be at least 1")?;
+        let r = u32::try_from(r)
+            .ok()
+            .filter(|&r| r > 0)
+            .ok_or("r (argument 4) must be at least 1")?;
+        let p = u32::try_from(p)
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or("p (argument 5) must be at least 1")?;
         if !(1..=1024).contains(&len) {
             return Err("the length (argument 6) must be from 1 to 1024 bytes");
         }
@@ -465,7 +534,14 @@ impl<'a> ScryptArgs<'a> {
         if scrypt::Params::new(log_n, r, p, scrypt::Params::RECOMMENDED_LEN).is_err() {
             return Err("invalid parameters (RFC 7914: N < 2^(16·r), p·r < 2^30)");
         }
-        Ok(ScryptArgs { password, salt, log_n, r, p, len: len as usize })
+        Ok(ScryptArgs {
+            password,
+            salt,
+            log_n,
+            r,
+            p,
+            len: len as usize,
+        })
     }
 }
 

@@ -261,7 +261,10 @@ impl fmt::Debug for Recipe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Recipe")
             .field("route", &self.route)
-            .field("secrets", &self.secrets.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .field(
+                "secrets",
+                &self.secrets.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
             .field("vars", &self.vars)
             .field("steps", &self.steps)
             .field("owned_headers", &self.owned_headers)
