@@ -176,7 +176,7 @@ pub(super) fn compile(route: &str, spec: &RecipeSpec) -> Result<Recipe, Vec<Comp
     let mut steps = Vec::with_capacity(spec.steps.len());
     let mut scrypt_calls: Vec<(String, Vec<IdedExpr>)> = Vec::new();
     let mut body_kind_seen: Option<BodyKind> = None;
-    let (mut uses_secrets, mut uses_monotonic) = (false, false);
+    let mut uses_monotonic = false;
     let mut owned_headers: Vec<HeaderName> = Vec::new();
     let (mut owned_query, mut owned_form) = (Vec::new(), Vec::new());
 
@@ -254,7 +254,6 @@ pub(super) fn compile(route: &str, spec: &RecipeSpec) -> Result<Recipe, Vec<Comp
             }
             needs.request |= checker.needs.request;
             needs.vars |= checker.needs.vars;
-            uses_secrets |= flow.reads;
             uses_monotonic |= checker.uses_monotonic;
             scrypt_calls.extend(checker.scrypt.into_iter().map(|args| (path.clone(), args)));
             let secret = match kind {
@@ -321,7 +320,6 @@ pub(super) fn compile(route: &str, spec: &RecipeSpec) -> Result<Recipe, Vec<Comp
         owned_query,
         owned_form,
         body,
-        uses_secrets,
         uses_monotonic,
     })
 }

@@ -11,11 +11,30 @@ fn is_unreserved(b: u8) -> bool {
 }
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
+
+/// Base16, lower or upper case (the `hex` crate builds its string one
+/// `char` at a time, a visible cost on a signature's path).
+pub(crate) fn hex(input: &[u8], upper: bool) -> String {
+    let digits = if upper { HEX_UPPER } else { HEX_LOWER };
+    let mut out = Vec::with_capacity(input.len() * 2);
+    for &b in input {
+        out.push(digits[usize::from(b >> 4)]);
+        out.push(digits[usize::from(b & 0xf)]);
+    }
+    // Only ASCII digits were pushed.
+    String::from_utf8(out).unwrap_or_default()
+}
 
 /// Percent-encodes `input` per RFC 3986: unreserved characters kept, every
 /// other byte (space included) as `%XX` with upper-case hex digits.
 pub(crate) fn rfc3986_into(input: &[u8], out: &mut String) {
-    for &b in input {
+    // Most values (digits, hex, base64url) need no escape at all.
+    let clean = input.iter().take_while(|&&b| is_unreserved(b)).count();
+    let (head, rest) = input.split_at(clean);
+    // `head` is ASCII.
+    out.push_str(std::str::from_utf8(head).unwrap_or_default());
+    for &b in rest {
         if is_unreserved(b) {
             out.push(b as char);
         } else {
@@ -58,28 +77,79 @@ impl PairStyle {
 
 /// The decoded name of one `name=value` piece of a query or form body, with
 /// the form rules (`+` is a space, `%XX` a byte), as the upstream's server
-/// will most likely read it.
-fn piece_name(piece: &str) -> std::borrow::Cow<'_, str> {
-    let raw = piece.split_once('=').map_or(piece, |(n, _)| n);
-    if !raw.bytes().any(|b| b == b'+' || b == b'%') {
+/// will most likely read it. Borrowed when there is nothing to decode.
+fn piece_name(piece: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let raw = match memchr::memchr(b'=', piece) {
+        Some(at) => &piece[..at],
+        None => piece,
+    };
+    if memchr::memchr2(b'+', b'%', raw).is_none() {
         return std::borrow::Cow::Borrowed(raw);
     }
-    form_urlencoded::parse(raw.as_bytes())
+    let decoded = form_urlencoded::parse(raw)
         .next()
-        .map_or(std::borrow::Cow::Borrowed(""), |(name, _)| {
-            std::borrow::Cow::Owned(name.into_owned())
+        .map(|(name, _)| name.into_owned().into_bytes())
+        .unwrap_or_default();
+    std::borrow::Cow::Owned(decoded)
+}
+
+/// The non-empty `&`-separated pieces of `raw`.
+fn pieces(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b'&', raw)
+        .chain(std::iter::once(raw.len()))
+        .filter_map(move |end| {
+            let piece = &raw[start..end];
+            start = end + 1;
+            (!piece.is_empty()).then_some(piece)
         })
 }
 
-/// Sets and removes pairs of a query string or form body.
+/// Appends the pairs of `edits` that have a value, in order: for names
+/// known to be absent from `raw`, with no scan of it.
+pub(crate) fn append_pairs(raw: &mut String, edits: &[(&str, Option<&[u8]>)], style: PairStyle) {
+    for (name, value) in edits {
+        if let Some(value) = value {
+            if !raw.is_empty() && !raw.ends_with('&') {
+                raw.push('&');
+            }
+            write_pair(raw, name, value, style);
+        }
+    }
+}
+
+/// Sets and removes pairs of a query string or form body, in place.
 ///
-/// `edits` holds `(name, value)`, sorted by name, unique; a `None` value
-/// removes every pair of that name. Pieces not named in `edits` are kept
-/// byte for byte, in place. For a name in `edits` with a value, its first
-/// pair is replaced where it stands and any later pair of the same name is
-/// dropped; a name with no pair yet is appended, in the order of `edits`.
-/// Names are compared decoded (`%73ig` is `sig`).
-pub(crate) fn edit_pairs(raw: &str, edits: &[(&str, Option<&[u8]>)], style: PairStyle) -> String {
+/// `edits` holds `(name, value)`, in the order new pairs are appended
+/// (sorted by name), names unique; a `None` value removes every pair of
+/// that name. Pieces not named in `edits` are kept byte for byte, in place;
+/// when a pair is replaced or removed, empty pieces (`a=1&&b=2`) are
+/// dropped. For a name in `edits` with a
+/// value, its first pair is replaced where it stands and any later pair of
+/// the same name is dropped; a name with no pair yet is appended. Names are
+/// compared decoded (`%73ig` is `sig`).
+pub(crate) fn edit_pairs(raw: &mut String, edits: &[(&str, Option<&[u8]>)], style: PairStyle) {
+    if edits.is_empty() {
+        return;
+    }
+    // The common case, new names on a clean string: append in place.
+    let find = |piece: &[u8]| {
+        let name = piece_name(piece);
+        edits
+            .iter()
+            .position(|(n, _)| n.as_bytes() == name.as_ref())
+    };
+    // Without `%` or `+`, names are written as they read: a name that
+    // occurs nowhere in `raw` names none of its pairs.
+    let bytes = raw.as_bytes();
+    let may_hold = memchr::memchr2(b'%', b'+', bytes).is_some()
+        || edits
+            .iter()
+            .any(|(n, _)| memchr::memmem::find(bytes, n.as_bytes()).is_some());
+    if !may_hold || pieces(bytes).all(|p| find(p).is_none()) {
+        append_pairs(raw, edits, style);
+        return;
+    }
     let mut out = String::with_capacity(raw.len() + 64);
     let mut placed = vec![false; edits.len()];
     let push_sep = |out: &mut String| {
@@ -87,21 +157,19 @@ pub(crate) fn edit_pairs(raw: &str, edits: &[(&str, Option<&[u8]>)], style: Pair
             out.push('&');
         }
     };
-    if !raw.is_empty() {
-        for piece in raw.split('&').filter(|p| !p.is_empty()) {
-            let name = piece_name(piece);
-            match edits.binary_search_by(|(n, _)| (*n).cmp(name.as_ref())) {
-                Err(_) => {
+    for piece in pieces(raw.as_bytes()) {
+        match find(piece) {
+            None => {
+                push_sep(&mut out);
+                // `raw` is a `str` and pieces split at an ASCII byte.
+                out.push_str(std::str::from_utf8(piece).unwrap_or_default());
+            }
+            Some(i) => {
+                if let (Some(value), false) = (edits[i].1, placed[i]) {
                     push_sep(&mut out);
-                    out.push_str(piece);
+                    write_pair(&mut out, edits[i].0, value, style);
                 }
-                Ok(i) => {
-                    if let (Some(value), false) = (edits[i].1, placed[i]) {
-                        push_sep(&mut out);
-                        write_pair(&mut out, edits[i].0, value, style);
-                    }
-                    placed[i] = true;
-                }
+                placed[i] = true;
             }
         }
     }
@@ -111,21 +179,13 @@ pub(crate) fn edit_pairs(raw: &str, edits: &[(&str, Option<&[u8]>)], style: Pair
             write_pair(&mut out, name, value, style);
         }
     }
-    out
+    *raw = out;
 }
 
 fn write_pair(out: &mut String, name: &str, value: &[u8], style: PairStyle) {
     style.encode_into(name.as_bytes(), out);
     out.push('=');
     style.encode_into(value, out);
-}
-
-/// Whether any pair of `raw` has one of the (sorted) `names`.
-pub(crate) fn has_any_pair(raw: &str, names: &[&str]) -> bool {
-    !raw.is_empty()
-        && raw
-            .split('&')
-            .any(|piece| names.binary_search(&piece_name(piece).as_ref()).is_ok())
 }
 
 /// `canonical_query`: the pairs of a query string decoded (form rules),
@@ -250,7 +310,7 @@ fn member(raw: &[u8]) -> Option<Member<'_>> {
 }
 
 /// Sets and removes top-level members of a compact JSON object, with the
-/// rule of [`edit_pairs`]: `edits` sorted by name, `Some(json)` is the
+/// rule of [`edit_pairs`]: `edits` in order, `Some(json)` is the
 /// member's new value as JSON text, `None` removes it.
 pub(crate) fn edit_json(members: &[Member<'_>], edits: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(members.iter().map(|m| m.raw.len() + 1).sum::<usize>() + 64);
@@ -262,12 +322,12 @@ pub(crate) fn edit_json(members: &[Member<'_>], edits: &[(&str, Option<&[u8]>)])
         }
     };
     for m in members {
-        match edits.binary_search_by(|(n, _)| (*n).cmp(m.name.as_str())) {
-            Err(_) => {
+        match edits.iter().position(|(n, _)| *n == m.name) {
+            None => {
                 push_sep(&mut out);
                 out.extend_from_slice(m.raw);
             }
-            Ok(i) => {
+            Some(i) => {
                 if let (Some(value), false) = (edits[i].1, placed[i]) {
                     push_sep(&mut out);
                     write_member(&mut out, edits[i].0, value);

@@ -1,17 +1,19 @@
 //! Signing one request with a compiled [`Recipe`]: hygiene, then each step
 //! evaluated in a child scope of the recipe's root context and applied.
 //!
-//! Scopes: the recipe's root (functions, `route`), shared by every
-//! request; a request scope (`secrets`, the instant, the monotonic value);
-//! and one scope per step (`request` as the earlier steps left it, `vars`).
-//! A scope is a small map on the stack; values borrow the request and the
-//! recipe rather than copying them.
+//! The root context (functions, `route`) is shared by every request. Each
+//! step evaluates in a child scope whose names (`request`, `secrets`,
+//! `vars`, the instant) are answered by a [`StepScope`] on the stack, a
+//! `VariableResolver`: values borrow the request and the recipe rather
+//! than copying them, and a map (`request.params`, …) is only built when an
+//! expression reads it. Nothing per request allocates in the root.
 
 use std::collections::HashMap;
 use std::time::UNIX_EPOCH;
 
 use cel::common::types::{CelBytes, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString};
-use cel::common::value::Val;
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
 use cel::{ExecutionError, Value};
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue};
@@ -24,8 +26,91 @@ use super::{Applied, ApplyError, Env, Recipe, RecipeRequest, Shown};
 /// A `var.` set by an earlier step.
 struct SetVar<'r> {
     name: &'r str,
-    /// `None`: set to `null`, so absent (a config var of that name too).
-    value: Option<Value>,
+    /// The value, converted once for CEL; `None`: set to `null`, so absent
+    /// (a config var of that name too).
+    val: Option<Box<dyn Val>>,
+}
+
+/// Everything a step's expressions read besides `route` and the functions,
+/// resolved by name when an expression asks (cel-rust asks for the longest
+/// dotted name first: `request.query` is answered without building a
+/// `request` map, `vars.ts` without a `vars` map).
+struct StepScope<'a> {
+    recipe: &'a Recipe,
+    req: &'a RecipeRequest,
+    needs: Needs,
+    set_vars: &'a [SetVar<'a>],
+    now_ms: CelInt,
+    monotonic: Option<CelInt>,
+    /// Maps built on first use within the step.
+    cache: [std::sync::OnceLock<Box<dyn Val + 'a>>; 6],
+}
+
+impl<'a> StepScope<'a> {
+    /// A value built at most once per step.
+    fn cached<'b>(
+        &'b self,
+        slot: usize,
+        build: impl FnOnce() -> Box<dyn Val + 'a>,
+    ) -> CowVal<'b, 'b> {
+        CowVal::Borrowed(self.cache[slot].get_or_init(build).as_ref())
+    }
+
+    fn request_field<'b>(&'b self, field: &str) -> Option<CowVal<'b, 'b>> {
+        let req = self.req;
+        Some(match field {
+            "method" => CowVal::owned(CelString::from(req.method.as_str())),
+            "path" => CowVal::owned(CelString::from(req.path.as_str())),
+            "query" => CowVal::owned(CelString::from(req.query.as_str())),
+            "target" => CowVal::owned(CelString::from(req.target())),
+            "body" => CowVal::owned(CelBytes::from(&req.body[..])),
+            "params" => self.cached(0, || Box::new(decoded_pairs(req.query.as_bytes()))),
+            "headers" => self.cached(1, || Box::new(headers_map(&req.headers))),
+            "json" => self.cached(2, || json_val(&req.body)),
+            "form" => self.cached(3, || Box::new(form_map(req))),
+            _ => return None,
+        })
+    }
+
+    fn var<'b>(&'b self, name: &str) -> Option<CowVal<'b, 'b>> {
+        if let Some(v) = self.set_vars.iter().rev().find(|v| v.name == name) {
+            return v.val.as_deref().map(CowVal::Borrowed);
+        }
+        self.recipe
+            .vars
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| CowVal::owned(CelString::from(v.as_str())))
+    }
+}
+
+impl VariableResolver for StepScope<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        let (root, rest) = variable.split_once('.').unwrap_or((variable, ""));
+        match (root, rest) {
+            ("request", "") if self.needs.request != 0 => {
+                Some(self.cached(4, || Box::new(request_map(self.req, self.needs))))
+            }
+            ("request", field) if !field.contains('.') => self.request_field(field),
+            ("vars", "") => {
+                Some(self.cached(5, || Box::new(vars_map(&self.recipe.vars, self.set_vars))))
+            }
+            ("vars", name) if !name.contains('.') => self.var(name),
+            ("secrets", "") => Some(CowVal::owned(secrets_map(&self.recipe.secrets))),
+            ("secrets", name) if !name.contains('.') => self
+                .recipe
+                .secrets
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, s)| CowVal::owned(CelString::from(s.expose()))),
+            (NOW_VAR, "") => Some(CowVal::Borrowed(&self.now_ms)),
+            (MONOTONIC_VAR, "") => self
+                .monotonic
+                .as_ref()
+                .map(|m| CowVal::Borrowed(m as &dyn Val)),
+            _ => None,
+        }
+    }
 }
 
 pub(super) fn apply(
@@ -42,19 +127,16 @@ pub(super) fn apply(
         .as_millis();
     let now_ms = i64::try_from(now_ms)
         .map_err(|_| ApplyError::State("the clock is past the year 292 million".into()))?;
-    let mut scope = recipe.root.new_inner_scope();
-    scope.add_variable_as_val(NOW_VAR, Box::new(CelInt::from(now_ms)));
-    if recipe.uses_monotonic {
+    let monotonic = if recipe.uses_monotonic {
         let m = env
             .monotonic_ms()
             .map_err(|e| ApplyError::State(format!("monotonic_ms: {e}")))?;
         let m = i64::try_from(m)
             .map_err(|_| ApplyError::State("monotonic_ms: the value exceeds an int".into()))?;
-        scope.add_variable_as_val(MONOTONIC_VAR, Box::new(CelInt::from(m)));
-    }
-    if recipe.uses_secrets {
-        scope.add_variable_as_val("secrets", Box::new(secrets_map(&recipe.secrets)));
-    }
+        Some(m)
+    } else {
+        None
+    };
 
     // Values no message or shown value may contain: the secrets, then the
     // value of each secret `var.` as it is set.
@@ -64,6 +146,16 @@ pub(super) fn apply(
         .map(|(_, s)| Hidden::Secret(s.expose().as_bytes()))
         .collect();
     let mut set_vars: Vec<SetVar<'_>> = Vec::new();
+    // Which of the recipe's query parameters and form fields the request
+    // holds: none after hygiene, then as the steps set and remove them, so
+    // that a new one is appended without scanning the query or body.
+    let mut present = Present {
+        query: vec![false; recipe.owned_query.len()],
+        form: vec![false; recipe.owned_form.len()],
+    };
+    // Room for the parameters the steps add, so that appending them does
+    // not copy the query again and again.
+    req.query.reserve(96 * recipe.owned_query.len());
     let mut applied = Applied {
         steps: Vec::with_capacity(recipe.steps.len()),
     };
@@ -71,16 +163,22 @@ pub(super) fn apply(
     for (i, step) in recipe.steps.iter().enumerate() {
         // Every expression of the step sees the request as it is now.
         let results: Vec<Value> = {
-            let mut step_scope = scope.new_inner_scope();
-            step_scope.add_variable_as_val("request", Box::new(request_map(req, step.needs)));
-            if step.needs.vars {
-                step_scope.add_variable_as_val("vars", Box::new(vars_map(&recipe.vars, &set_vars)));
-            }
+            let names = StepScope {
+                recipe,
+                req,
+                needs: step.needs,
+                set_vars: &set_vars,
+                now_ms: CelInt::from(now_ms),
+                monotonic: monotonic.map(CelInt::from),
+                cache: Default::default(),
+            };
+            let mut scope = recipe.root.new_inner_scope();
+            scope.set_variable_resolver(&names);
             let mut results = Vec::with_capacity(step.targets.len());
             for target in &step.targets {
                 let value = target
                     .program
-                    .execute(&step_scope)
+                    .execute(&scope)
                     .map_err(|e| ApplyError::Step {
                         step: i,
                         target: target.label.clone(),
@@ -90,7 +188,16 @@ pub(super) fn apply(
             }
             results
         };
-        let shown = apply_step(i, step, results, req, &mut set_vars, &mut hidden)?;
+        let shown = apply_step(
+            i,
+            step,
+            results,
+            req,
+            &mut set_vars,
+            &mut hidden,
+            &mut present,
+            recipe,
+        )?;
         applied.steps.push(shown);
     }
     Ok(applied)
@@ -102,11 +209,12 @@ fn hygiene(recipe: &Recipe, req: &mut RecipeRequest) -> Result<(), ApplyError> {
     for name in &recipe.owned_headers {
         req.headers.remove(name);
     }
-    let names: Vec<&str> = recipe.owned_query.iter().map(String::as_str).collect();
-    if encode::has_any_pair(&req.query, &names) {
-        let edits: Vec<(&str, Option<&[u8]>)> = names.iter().map(|n| (*n, None)).collect();
-        req.query = encode::edit_pairs(&req.query, &edits, PairStyle::Query);
-    }
+    let edits: Vec<(&str, Option<&[u8]>)> = recipe
+        .owned_query
+        .iter()
+        .map(|n| (n.as_str(), None))
+        .collect();
+    encode::edit_pairs(&mut req.query, &edits, PairStyle::Query);
     let Some((kind, step, label)) = &recipe.body else {
         return Ok(());
     };
@@ -125,12 +233,17 @@ fn hygiene(recipe: &Recipe, req: &mut RecipeRequest) -> Result<(), ApplyError> {
                     "the request body is not application/x-www-form-urlencoded",
                 ));
             }
-            let text = std::str::from_utf8(&req.body)
-                .map_err(|_| fail("the form body is not valid UTF-8"))?;
-            let names: Vec<&str> = recipe.owned_form.iter().map(String::as_str).collect();
-            if encode::has_any_pair(text, &names) {
-                let edits: Vec<(&str, Option<&[u8]>)> = names.iter().map(|n| (*n, None)).collect();
-                req.body = encode::edit_pairs(text, &edits, PairStyle::Form).into();
+            let mut text = std::str::from_utf8(&req.body)
+                .map_err(|_| fail("the form body is not valid UTF-8"))?
+                .to_string();
+            let edits: Vec<(&str, Option<&[u8]>)> = recipe
+                .owned_form
+                .iter()
+                .map(|n| (n.as_str(), None))
+                .collect();
+            encode::edit_pairs(&mut text, &edits, PairStyle::Form);
+            if text.len() != req.body.len() {
+                req.body = text.into();
             }
         }
         BodyKind::Json => {
@@ -169,17 +282,20 @@ fn request_map(req: &RecipeRequest, needs: Needs) -> CelMap<'_> {
             "headers" => Box::new(headers_map(&req.headers)),
             "body" => Box::new(CelBytes::from(&req.body[..])),
             "json" => json_val(&req.body),
-            _ => {
-                if is_form(&req.headers) {
-                    Box::new(decoded_pairs(&req.body))
-                } else {
-                    Box::new(CelMap::from(HashMap::new()))
-                }
-            }
+            _ => Box::new(form_map(req)),
         };
         map.insert(CelMapKey::from(*field), value);
     }
     map.into()
+}
+
+/// `request.form`: the body's fields when it is a form, else an empty map.
+fn form_map(req: &RecipeRequest) -> CelMap<'static> {
+    if is_form(&req.headers) {
+        decoded_pairs(&req.body)
+    } else {
+        CelMap::from(HashMap::new())
+    }
 }
 
 /// Name → last value, decoded with the form rules.
@@ -270,11 +386,11 @@ fn vars_map<'a>(config: &'a [(String, String)], set: &'a [SetVar<'a>]) -> CelMap
         );
     }
     for v in set {
-        match v.value.clone().map(Box::<dyn Val>::try_from) {
-            Some(Ok(val)) => {
-                map.insert(CelMapKey::from(v.name), val);
+        match &v.val {
+            Some(val) => {
+                map.insert(CelMapKey::from(v.name), val.clone());
             }
-            _ => {
+            None => {
                 map.remove(&CelMapKey::from(v.name));
             }
         }
@@ -282,7 +398,29 @@ fn vars_map<'a>(config: &'a [(String, String)], set: &'a [SetVar<'a>]) -> CelMap
     map.into()
 }
 
+/// Which owned query parameters and form fields the request holds, by
+/// their index in `Recipe::owned_query` / `owned_form`.
+struct Present {
+    query: Vec<bool>,
+    form: Vec<bool>,
+}
+
+impl Present {
+    /// Whether any name of `edits` is held; then records the edits.
+    fn update(held: &mut [bool], owned: &[String], edits: &[(&str, Option<&[u8]>)]) -> bool {
+        let mut any = false;
+        for (name, value) in edits {
+            if let Ok(i) = owned.binary_search_by(|o| o.as_str().cmp(name)) {
+                any |= held[i];
+                held[i] = value.is_some();
+            }
+        }
+        any
+    }
+}
+
 /// Applies a step's results to the request, in target order.
+#[allow(clippy::too_many_arguments)]
 fn apply_step<'r>(
     i: usize,
     step: &'r Step,
@@ -290,6 +428,8 @@ fn apply_step<'r>(
     req: &mut RecipeRequest,
     set_vars: &mut Vec<SetVar<'r>>,
     hidden: &mut Vec<Hidden<'r>>,
+    present: &mut Present,
+    recipe: &Recipe,
 ) -> Result<Vec<(String, Shown)>, ApplyError> {
     let mut shown = Vec::with_capacity(step.targets.len());
     let mut query: Vec<(&str, Option<String>)> = Vec::new();
@@ -312,9 +452,13 @@ fn apply_step<'r>(
                 hide(&value, hidden);
             }
             shown.push((target.label.clone(), show));
+            let val = match value {
+                Value::Null => None,
+                v => Box::<dyn Val>::try_from(v).ok(),
+            };
             new_vars.push(SetVar {
                 name: &target.name,
-                value: (!matches!(value, Value::Null)).then_some(value),
+                val,
             });
             continue;
         }
@@ -362,10 +506,14 @@ fn apply_step<'r>(
             .iter()
             .map(|(n, v)| (*n, v.as_deref().map(str::as_bytes)))
             .collect();
-        req.query = encode::edit_pairs(&req.query, &edits, PairStyle::Query);
+        if Present::update(&mut present.query, &recipe.owned_query, &edits) {
+            encode::edit_pairs(&mut req.query, &edits, PairStyle::Query);
+        } else {
+            encode::append_pairs(&mut req.query, &edits, PairStyle::Query);
+        }
     }
     if let Some((kind, label)) = body_kind {
-        edit_body(kind, &body, req).map_err(|message| ApplyError::Step {
+        edit_body(kind, &body, req, present, recipe).map_err(|message| ApplyError::Step {
             step: i,
             target: label.to_string(),
             message,
@@ -382,6 +530,8 @@ fn edit_body(
     kind: BodyKind,
     fields: &[(&str, Option<String>)],
     req: &mut RecipeRequest,
+    present: &mut Present,
+    recipe: &Recipe,
 ) -> Result<(), String> {
     let edits: Vec<(&str, Option<&[u8]>)> = fields
         .iter()
@@ -401,9 +551,15 @@ fn edit_body(
             } else if !is_form(&req.headers) {
                 return Err("the request body is not application/x-www-form-urlencoded".into());
             }
-            let text =
-                std::str::from_utf8(&req.body).map_err(|_| "the form body is not valid UTF-8")?;
-            req.body = encode::edit_pairs(text, &edits, PairStyle::Form).into();
+            let mut text = std::str::from_utf8(&req.body)
+                .map_err(|_| "the form body is not valid UTF-8")?
+                .to_string();
+            if Present::update(&mut present.form, &recipe.owned_form, &edits) {
+                encode::edit_pairs(&mut text, &edits, PairStyle::Form);
+            } else {
+                encode::append_pairs(&mut text, &edits, PairStyle::Form);
+            }
+            req.body = text.into();
         }
         BodyKind::Json => {
             let members = if starting {
@@ -506,10 +662,13 @@ fn hide(v: &Value, hidden: &mut Vec<Hidden<'_>>) {
 }
 
 fn contains_any(text: &[u8], hidden: &[Hidden<'_>]) -> bool {
-    hidden
-        .iter()
-        .map(Hidden::bytes)
-        .any(|h| !h.is_empty() && memchr::memmem::find(text, h).is_some())
+    hidden.iter().map(Hidden::bytes).any(|h| match h.len() {
+        0 => false,
+        n if n > text.len() => false,
+        // A short text (a signature, a header): no searcher to build.
+        _ if text.len() <= 256 => text.windows(h.len()).any(|w| w == h),
+        _ => memchr::memmem::find(text, h).is_some(),
+    })
 }
 
 /// `message` with every hidden value in it replaced by `[redacted]`.

@@ -6,11 +6,13 @@
 //! `join(list, ",")` or `list.join(",")`. Error messages name the function
 //! and the types involved, never a value: an argument may be a secret.
 //!
-//! Per-request inputs reach the functions as variables of the request's
-//! scope that no expression can name (their names start with a NUL): the
-//! instant of the request ([`NOW_VAR`], Unix milliseconds) and the
-//! route's monotonic value ([`MONOTONIC_VAR`]). Randomness comes from the
-//! thread's CSPRNG (`rand::rng()`).
+//! The functions are closures registered once per recipe on its root
+//! context; per-request inputs reach them through the evaluation context
+//! they are handed (`FunctionContext::ptx`), as variables no expression
+//! can name (their names start with a NUL): the instant of the request
+//! ([`NOW_VAR`], Unix milliseconds) and the route's monotonic value
+//! ([`MONOTONIC_VAR`]). Randomness comes from the thread's CSPRNG
+//! (`rand::rng()`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -143,10 +145,10 @@ pub(super) fn register(
         hmac::<Hmac<Sha512>>(f)
     })?;
     ctx.add_function("hex", |f: &FunctionContext<'_, '_>| {
-        Ok(string(hex::encode(bytes_arg(f, 0)?)))
+        Ok(string(encode::hex(bytes_arg(f, 0)?, false)))
     })?;
     ctx.add_function("hex_upper", |f: &FunctionContext<'_, '_>| {
-        Ok(string(hex::encode_upper(bytes_arg(f, 0)?)))
+        Ok(string(encode::hex(bytes_arg(f, 0)?, true)))
     })?;
     ctx.add_function("base64", |f: &FunctionContext<'_, '_>| {
         Ok(string(

@@ -253,7 +253,6 @@ pub struct Recipe {
     owned_form: Vec<String>,
     /// The body kind the recipe edits, and its first target (for errors).
     body: Option<(compile::BodyKind, usize, String)>,
-    uses_secrets: bool,
     uses_monotonic: bool,
 }
 

@@ -1156,6 +1156,20 @@ fn null_removes_a_target_or_leaves_it_out() {
     );
     assert_eq!(applied.steps[2][0].1, Shown::Value("false".into()));
 
+    // a var set to null hides a config var of the same name
+    let r = recipe(
+        &[],
+        &[("v", "config")],
+        &[
+            &[("var.before", "vars.v")],
+            &[("var.v", "null")],
+            &[("var.seen", "has(vars.v)")],
+        ],
+    );
+    let applied = r.apply(&mut get("/", ""), &at_ms(1)).unwrap();
+    assert_eq!(applied.steps[0][0].1, Shown::Value("\"config\"".into()));
+    assert_eq!(applied.steps[2][0].1, Shown::Value("false".into()));
+
     // a JSON member the caller sent is removed by null
     let r = recipe(&[], &[], &[&[("json.a", "null")]]);
     let mut req = post("/", "application/json", r#"{"a": 1, "b": 2, "a": 3}"#);
@@ -1713,26 +1727,40 @@ fn a_compiled_recipe_is_send_and_sync() {
 
 #[test]
 fn edit_pairs_rules() {
-    use encode::{edit_pairs, PairStyle::Query};
+    use encode::PairStyle::Query;
     let v = |s: &'static str| Some(s.as_bytes());
-    assert_eq!(edit_pairs("", &[("a", v("1"))], Query), "a=1");
+    let edit = |raw: &str, edits: &[(&str, Option<&[u8]>)]| {
+        let mut raw = raw.to_string();
+        encode::edit_pairs(&mut raw, edits, Query);
+        raw
+    };
+    assert_eq!(edit("", &[("a", v("1"))]), "a=1");
     assert_eq!(
-        edit_pairs("a=0&b=1&a=2", &[("a", v("x"))], Query),
-        "a=x&b=1"
+        edit("x=1", &[("b", v("1")), ("a", v("2"))]),
+        "x=1&b=1&a=2",
+        "appended in the order given"
     );
-    assert_eq!(edit_pairs("a=0&b=1&a=2", &[("a", None)], Query), "b=1");
-    assert_eq!(edit_pairs("a&b=1", &[("a", v(""))], Query), "a=&b=1");
+    assert_eq!(edit("a=0&b=1&a=2", &[("a", v("x"))]), "a=x&b=1");
+    assert_eq!(edit("a=0&b=1&a=2", &[("a", None)]), "b=1");
+    assert_eq!(edit("a&b=1", &[("a", v(""))]), "a=&b=1");
+    assert_eq!(edit("x+y=1&x%20y=2", &[("x y", v("z"))]), "x%20y=z");
     assert_eq!(
-        edit_pairs("x+y=1&x%20y=2", &[("x y", v("z"))], Query),
-        "x%20y=z"
+        edit("&&c=1&", &[("b", v("2"))]),
+        "&&c=1&b=2",
+        "appended: the caller's bytes kept"
     );
     assert_eq!(
-        edit_pairs("&&c=1&", &[("b", v("2"))], Query),
-        "c=1&b=2",
-        "empty pieces dropped"
+        edit("&&a=1&", &[("a", v("2"))]),
+        "a=2",
+        "replaced: empty pieces dropped"
     );
     assert_eq!(
-        edit_pairs("c=%7e+&d", &[("b", None)], Query),
+        edit("c=1&&d", &[("b", None)]),
+        "c=1&&d",
+        "nothing removed: kept"
+    );
+    assert_eq!(
+        edit("c=%7e+&d", &[("b", None)]),
         "c=%7e+&d",
         "the caller's bytes kept"
     );
@@ -1757,5 +1785,49 @@ fn json_compact_keeps_strings_byte_for_byte() {
         encode::json_members(br#"{"\u0061":1}"#).unwrap()[0].name,
         "a",
         "names compared decoded"
+    );
+}
+
+#[test]
+fn needs_body_tells_the_gateway_to_buffer() {
+    assert!(!binance().needs_body());
+    assert!(recipe(&[], &[], &[&[("var.b", "size(request.body)")]]).needs_body());
+    assert!(recipe(&[], &[], &[&[("var.b", "has(request.json.x)")]]).needs_body());
+    assert!(recipe(&[], &[], &[&[("form.a", "'1'")]]).needs_body());
+    assert!(recipe(&[], &[], &[&[("var.r", "size(request)")]]).needs_body());
+    assert!(!recipe(&[], &[], &[&[("var.q", "request.params.map(k, k)")]]).needs_body());
+}
+
+#[test]
+fn the_whole_maps_can_be_read_too() {
+    let r = recipe(
+        &[("a", "1"), ("b", "2")],
+        &[("c", "3")],
+        &[
+            &[("var.d", "4")],
+            &[
+                ("var.request", "sorted(request.map(k, k)).join(',')"),
+                ("var.secrets", "size(secrets)"),
+                ("var.vars", "sorted(vars.map(k, k))"),
+                (
+                    "var.dynamic",
+                    "vars['c'] + request['method'] + request.params['x']",
+                ),
+            ],
+        ],
+    );
+    let applied = r.apply(&mut get("/", "x=y"), &at_ms(1)).unwrap();
+    let shown: Vec<String> = applied.steps[1]
+        .iter()
+        .map(|(t, s)| format!("{t}={s}"))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "var.dynamic=\"3GETy\"",
+            "var.request=\"body,form,headers,json,method,params,path,query,target\"",
+            "var.secrets=[redacted]",
+            "var.vars=[\"c\", \"d\"]",
+        ]
     );
 }
