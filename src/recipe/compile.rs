@@ -226,10 +226,16 @@ pub(super) fn compile(route: &str, spec: &RecipeSpec) -> Result<Recipe, Vec<Comp
                     Some(_) => {}
                 }
             }
-            let program = match env.compile(source) {
-                Ok(p) => p,
-                Err(e) => {
+            let parsed =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| env.compile(source)));
+            let program = match parsed {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => {
                     error(syntax_error(&e));
+                    continue;
+                }
+                Err(_) => {
+                    error("the CEL parser failed on this expression".into());
                     continue;
                 }
             };

@@ -176,15 +176,23 @@ pub(super) fn apply(
             scope.set_variable_resolver(&names);
             let mut results = Vec::with_capacity(step.targets.len());
             for target in &step.targets {
-                let value = target
-                    .program
-                    .execute(&scope)
-                    .map_err(|e| ApplyError::Step {
-                        step: i,
-                        target: target.label.clone(),
-                        message: redact(describe(&e), &hidden),
-                    })?;
-                results.push(value);
+                // A panic inside the interpreter fails this request, not
+                // the worker thread that runs it.
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    target.program.execute(&scope)
+                }));
+                let fail = |message: String| ApplyError::Step {
+                    step: i,
+                    target: target.label.clone(),
+                    message,
+                };
+                match outcome {
+                    Ok(Ok(value)) => results.push(value),
+                    Ok(Err(e)) => return Err(fail(redact(describe(&e), &hidden))),
+                    Err(_) => {
+                        return Err(fail("the CEL interpreter failed on this expression".into()))
+                    }
+                }
             }
             results
         };

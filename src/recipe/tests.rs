@@ -1811,7 +1811,7 @@ fn the_whole_maps_can_be_read_too() {
                 ("var.vars", "sorted(vars.map(k, k))"),
                 (
                     "var.dynamic",
-                    "vars['c'] + request['method'] + request.params['x']",
+                    "vars['c'] + request['method'] + request.params['x'] + route",
                 ),
             ],
         ],
@@ -1824,7 +1824,7 @@ fn the_whole_maps_can_be_read_too() {
     assert_eq!(
         shown,
         [
-            "var.dynamic=\"3GETy\"",
+            "var.dynamic=\"3GETyex\"",
             "var.request=\"body,form,headers,json,method,params,path,query,target\"",
             "var.secrets=[redacted]",
             "var.vars=[\"c\", \"d\"]",
