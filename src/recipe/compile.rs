@@ -149,33 +149,9 @@ pub(super) fn compile(route: &str, spec: &RecipeSpec) -> Result<Recipe, Vec<Comp
     }
     root.add_variable_as_val("route", Box::new(CelString::from(route.to_string())));
 
-    let secret_names: HashSet<&str> = spec.secrets.iter().map(|(n, _)| n.as_str()).collect();
-    let mut vars: HashMap<String, VarInfo> = spec
-        .vars
-        .iter()
-        .map(|(n, _)| {
-            (
-                n.clone(),
-                VarInfo {
-                    computed: false,
-                    secret: false,
-                },
-            )
-        })
-        .collect();
-    // The first step that sets each `var.`, for "read before it is set".
-    let mut var_set_at: HashMap<&str, usize> = HashMap::new();
-    for (i, step) in spec.steps.iter().enumerate() {
-        for (label, _) in step {
-            if let Some(name) = label.strip_prefix("var.") {
-                var_set_at.entry(name).or_insert(i);
-            }
-        }
-    }
-
+    let mut compiler = Compiler::new(Arc::clone(&env), spec);
     let mut steps = Vec::with_capacity(spec.steps.len());
     let mut scrypt_calls: Vec<(String, Vec<IdedExpr>)> = Vec::new();
-    let mut body_kind_seen: Option<BodyKind> = None;
     let mut uses_monotonic = false;
     let mut owned_headers: Vec<HeaderName> = Vec::new();
     let (mut owned_query, mut owned_form) = (Vec::new(), Vec::new());
@@ -187,104 +163,32 @@ pub(super) fn compile(route: &str, spec: &RecipeSpec) -> Result<Recipe, Vec<Comp
         let mut new_vars = Vec::new();
         for (label, source) in step {
             let path = format!("sign[{i}].{label}");
-            let mut error = |message: String| {
-                errors.push(CompileError {
-                    path: path.clone(),
-                    message,
-                })
-            };
-            let (kind, name) = match parse_target(label) {
-                Ok(t) => t,
-                Err(message) => {
-                    error(message);
+            let c = match compiler.target(i, label, source, &mut seen) {
+                Ok(c) => c,
+                Err(messages) => {
+                    errors.extend(messages.into_iter().map(|message| CompileError {
+                        path: path.clone(),
+                        message,
+                    }));
                     continue;
                 }
             };
-            let key = match &kind {
-                Kind::Header(h) => (0, h.as_str().to_string()),
-                Kind::Query => (1, name.clone()),
-                Kind::Form => (2, name.clone()),
-                Kind::Json => (3, name.clone()),
-                Kind::Var => (4, name.clone()),
-            };
-            if !seen.insert(key) {
-                error("set twice in this step".into());
-                continue;
-            }
-            let body_kind = match kind {
-                Kind::Form => Some(BodyKind::Form),
-                Kind::Json => Some(BodyKind::Json),
-                _ => None,
-            };
-            if let Some(k) = body_kind {
-                match body_kind_seen {
-                    None => body_kind_seen = Some(k),
-                    Some(other) if other != k => {
-                        error("a recipe sets form. fields or json. members, not both".into());
-                        continue;
-                    }
-                    Some(_) => {}
-                }
-            }
-            let parsed =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| env.compile(source)));
-            let program = match parsed {
-                Ok(Ok(p)) => p,
-                Ok(Err(e)) => {
-                    error(syntax_error(&e));
-                    continue;
-                }
-                Err(_) => {
-                    error("the CEL parser failed on this expression".into());
-                    continue;
-                }
-            };
-            let mut checker = Checker {
-                secrets: &secret_names,
-                vars: &vars,
-                var_set_at: &var_set_at,
-                step: i,
-                locals: Vec::new(),
-                errors: Vec::new(),
-                needs: Needs::default(),
-                scrypt: Vec::new(),
-                uses_monotonic: false,
-            };
-            let flow = checker.walk(program.expression());
-            if !checker.errors.is_empty() {
-                checker.errors.dedup();
-                for message in checker.errors {
-                    error(message);
-                }
-                continue;
-            }
-            needs.request |= checker.needs.request;
-            needs.vars |= checker.needs.vars;
-            uses_monotonic |= checker.uses_monotonic;
-            scrypt_calls.extend(checker.scrypt.into_iter().map(|args| (path.clone(), args)));
-            let secret = match kind {
-                Kind::Var => {
-                    new_vars.push((name.clone(), flow.reads));
-                    flow.reads
-                }
-                _ => flow.exposed,
-            };
-            match &kind {
+            needs.request |= c.needs.request;
+            needs.vars |= c.needs.vars;
+            uses_monotonic |= c.uses_monotonic;
+            scrypt_calls.extend(c.scrypt.into_iter().map(|args| (path.clone(), args)));
+            match &c.target.kind {
                 Kind::Header(h) => owned_headers.push(h.clone()),
-                Kind::Query => owned_query.push(name.clone()),
-                Kind::Form => owned_form.push(name.clone()),
-                Kind::Json | Kind::Var => {}
+                Kind::Query => owned_query.push(c.target.name.clone()),
+                Kind::Form => owned_form.push(c.target.name.clone()),
+                Kind::Json => {}
+                Kind::Var => new_vars.push((c.target.name.clone(), c.target.secret)),
             }
-            targets.push(Target {
-                label: label.clone(),
-                kind,
-                name,
-                program,
-                secret,
-            });
+            targets.push(c.target);
         }
+        // A step's vars are for the steps after it.
         for (name, secret) in new_vars {
-            vars.insert(
+            compiler.vars.insert(
                 name,
                 VarInfo {
                     computed: true,
@@ -328,6 +232,132 @@ pub(super) fn compile(route: &str, spec: &RecipeSpec) -> Result<Recipe, Vec<Comp
         body,
         uses_monotonic,
     })
+}
+
+/// What compiling a target needs to know of the recipe so far.
+struct Compiler<'s> {
+    env: Arc<cel::Env>,
+    secret_names: HashSet<&'s str>,
+    /// `vars.NAME` visible to the step being compiled.
+    vars: HashMap<String, VarInfo>,
+    /// The first step that sets each `var.`, for "read before it is set".
+    var_set_at: HashMap<&'s str, usize>,
+    /// `form.` or `json.`, once a target of either is seen.
+    body_kind: Option<BodyKind>,
+}
+
+/// One compiled target and what it brings to its step and recipe.
+struct Compiled {
+    target: Target,
+    needs: Needs,
+    uses_monotonic: bool,
+    /// The arguments of its `scrypt` calls that can be computed at load.
+    scrypt: Vec<Vec<IdedExpr>>,
+}
+
+impl<'s> Compiler<'s> {
+    fn new(env: Arc<cel::Env>, spec: &'s RecipeSpec) -> Self {
+        let config_var = VarInfo {
+            computed: false,
+            secret: false,
+        };
+        let mut var_set_at = HashMap::new();
+        for (i, step) in spec.steps.iter().enumerate() {
+            for (label, _) in step {
+                if let Some(name) = label.strip_prefix("var.") {
+                    var_set_at.entry(name).or_insert(i);
+                }
+            }
+        }
+        Compiler {
+            env,
+            secret_names: spec.secrets.iter().map(|(n, _)| n.as_str()).collect(),
+            vars: spec
+                .vars
+                .iter()
+                .map(|(n, _)| (n.clone(), config_var))
+                .collect(),
+            var_set_at,
+            body_kind: None,
+        }
+    }
+
+    /// Parses and checks `label = source` of step `step`; `seen` holds the
+    /// step's targets so far. Errs with every problem found.
+    fn target(
+        &mut self,
+        step: usize,
+        label: &str,
+        source: &str,
+        seen: &mut HashSet<(u8, String)>,
+    ) -> Result<Compiled, Vec<String>> {
+        let (kind, name) = parse_target(label).map_err(|m| vec![m])?;
+        let key = match &kind {
+            Kind::Header(h) => (0, h.as_str().to_string()),
+            Kind::Query => (1, name.clone()),
+            Kind::Form => (2, name.clone()),
+            Kind::Json => (3, name.clone()),
+            Kind::Var => (4, name.clone()),
+        };
+        if !seen.insert(key) {
+            return Err(vec!["set twice in this step".into()]);
+        }
+        let body_kind = match kind {
+            Kind::Form => Some(BodyKind::Form),
+            Kind::Json => Some(BodyKind::Json),
+            _ => None,
+        };
+        match (body_kind, self.body_kind) {
+            (Some(k), Some(other)) if k != other => {
+                return Err(vec![
+                    "a recipe sets form. fields or json. members, not both".into(),
+                ]);
+            }
+            (Some(k), None) => self.body_kind = Some(k),
+            _ => {}
+        }
+        let parsed =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.env.compile(source)));
+        let program = match parsed {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return Err(vec![syntax_error(&e)]),
+            Err(_) => return Err(vec!["the CEL parser failed on this expression".into()]),
+        };
+        let mut checker = Checker {
+            secrets: &self.secret_names,
+            vars: &self.vars,
+            var_set_at: &self.var_set_at,
+            step,
+            locals: Vec::new(),
+            errors: Vec::new(),
+            needs: Needs::default(),
+            scrypt: Vec::new(),
+            uses_monotonic: false,
+        };
+        let flow = checker.walk(program.expression());
+        if !checker.errors.is_empty() {
+            checker.errors.dedup();
+            return Err(checker.errors);
+        }
+        // DESIGN: a `var.` that reads a secret is secret; another value
+        // only when the secret reaches it other than through a digest.
+        let secret = match kind {
+            Kind::Var => flow.reads,
+            _ => flow.exposed,
+        };
+        Ok(Compiled {
+            needs: checker.needs,
+            uses_monotonic: checker.uses_monotonic,
+            scrypt: checker.scrypt,
+            target: Target {
+                label: label.to_string(),
+                kind,
+                name,
+                program,
+                secret,
+            },
+        })
+    }
 }
 
 fn syntax_error(e: &cel::ParseErrors) -> String {

@@ -138,20 +138,17 @@ pub(super) fn apply(
         None
     };
 
-    // Values no message or shown value may contain: the secrets, then the
-    // value of each secret `var.` as it is set.
-    let mut hidden: Vec<Hidden<'_>> = recipe
-        .secrets
-        .iter()
-        .map(|(_, s)| Hidden::Secret(s.expose().as_bytes()))
-        .collect();
-    let mut set_vars: Vec<SetVar<'_>> = Vec::new();
-    // Which of the recipe's query parameters and form fields the request
-    // holds: none after hygiene, then as the steps set and remove them, so
-    // that a new one is appended without scanning the query or body.
-    let mut present = Present {
-        query: vec![false; recipe.owned_query.len()],
-        form: vec![false; recipe.owned_form.len()],
+    let mut progress = Progress {
+        hidden: recipe
+            .secrets
+            .iter()
+            .map(|(_, s)| Hidden::Secret(s.expose().as_bytes()))
+            .collect(),
+        set_vars: Vec::new(),
+        present: Present {
+            query: vec![false; recipe.owned_query.len()],
+            form: vec![false; recipe.owned_form.len()],
+        },
     };
     // Room for the parameters the steps add, so that appending them does
     // not copy the query again and again.
@@ -159,56 +156,66 @@ pub(super) fn apply(
     let mut applied = Applied {
         steps: Vec::with_capacity(recipe.steps.len()),
     };
-
+    let instant = (CelInt::from(now_ms), monotonic.map(CelInt::from));
     for (i, step) in recipe.steps.iter().enumerate() {
-        // Every expression of the step sees the request as it is now.
-        let results: Vec<Value> = {
-            let names = StepScope {
-                recipe,
-                req,
-                needs: step.needs,
-                set_vars: &set_vars,
-                now_ms: CelInt::from(now_ms),
-                monotonic: monotonic.map(CelInt::from),
-                cache: Default::default(),
-            };
-            let mut scope = recipe.root.new_inner_scope();
-            scope.set_variable_resolver(&names);
-            let mut results = Vec::with_capacity(step.targets.len());
-            for target in &step.targets {
-                // A panic inside the interpreter fails this request, not
-                // the worker thread that runs it.
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    target.program.execute(&scope)
-                }));
-                let fail = |message: String| ApplyError::Step {
-                    step: i,
-                    target: target.label.clone(),
-                    message,
-                };
-                match outcome {
-                    Ok(Ok(value)) => results.push(value),
-                    Ok(Err(e)) => return Err(fail(redact(describe(&e), &hidden))),
-                    Err(_) => {
-                        return Err(fail("the CEL interpreter failed on this expression".into()))
-                    }
-                }
-            }
-            results
-        };
-        let shown = apply_step(
-            i,
-            step,
-            results,
-            req,
-            &mut set_vars,
-            &mut hidden,
-            &mut present,
-            recipe,
-        )?;
+        let results = evaluate(recipe, i, step, req, &progress, &instant)?;
+        let shown = apply_step(recipe, i, step, results, req, &mut progress)?;
         applied.steps.push(shown);
     }
     Ok(applied)
+}
+
+/// What the steps so far have left besides the request.
+struct Progress<'r> {
+    /// Values no message or shown value may contain: the secrets, then the
+    /// value of each secret `var.` as it is set.
+    hidden: Vec<Hidden<'r>>,
+    set_vars: Vec<SetVar<'r>>,
+    /// Which of the recipe's query parameters and form fields the request
+    /// holds: none after hygiene, then as the steps set and remove them, so
+    /// that a new one is appended without scanning the query or body.
+    present: Present,
+}
+
+/// Evaluates every expression of a step against the request as it is now.
+fn evaluate(
+    recipe: &Recipe,
+    i: usize,
+    step: &Step,
+    req: &RecipeRequest,
+    progress: &Progress<'_>,
+    (now_ms, monotonic): &(CelInt, Option<CelInt>),
+) -> Result<Vec<Value>, ApplyError> {
+    let names = StepScope {
+        recipe,
+        req,
+        needs: step.needs,
+        set_vars: &progress.set_vars,
+        now_ms: *now_ms,
+        monotonic: *monotonic,
+        cache: Default::default(),
+    };
+    let mut scope = recipe.root.new_inner_scope();
+    scope.set_variable_resolver(&names);
+    let mut results = Vec::with_capacity(step.targets.len());
+    for target in &step.targets {
+        // A panic inside the interpreter fails this request, not the
+        // worker thread that runs it.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            target.program.execute(&scope)
+        }));
+        let fail = |message: String| ApplyError::Step {
+            step: i,
+            target: target.label.clone(),
+            message,
+        };
+        match outcome {
+            Ok(Ok(value)) => results.push(value),
+            Ok(Err(e)) => return Err(fail(redact(describe(&e), &progress.hidden))),
+            Err(_) => return Err(fail("the CEL interpreter failed on this expression".into())),
+        }
+    }
+    Ok(results)
 }
 
 /// Removes from the caller's request what any step sets; puts a JSON body
@@ -428,17 +435,19 @@ impl Present {
 }
 
 /// Applies a step's results to the request, in target order.
-#[allow(clippy::too_many_arguments)]
 fn apply_step<'r>(
+    recipe: &Recipe,
     i: usize,
     step: &'r Step,
     results: Vec<Value>,
     req: &mut RecipeRequest,
-    set_vars: &mut Vec<SetVar<'r>>,
-    hidden: &mut Vec<Hidden<'r>>,
-    present: &mut Present,
-    recipe: &Recipe,
+    progress: &mut Progress<'r>,
 ) -> Result<Vec<(String, Shown)>, ApplyError> {
+    let Progress {
+        hidden,
+        set_vars,
+        present,
+    } = progress;
     let mut shown = Vec::with_capacity(step.targets.len());
     let mut query: Vec<(&str, Option<String>)> = Vec::new();
     let mut body: Vec<(&str, Option<String>)> = Vec::new();
