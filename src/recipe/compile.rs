@@ -84,6 +84,98 @@ pub(super) struct Step {
     pub(super) needs: Needs,
 }
 
+/// The stack of the thread that compiles a recipe (virtual memory: only
+/// what the parser touches is used).
+pub(super) const COMPILE_STACK: usize = 256 << 20;
+/// Longest expression, in bytes. Signing expressions are a few hundred.
+pub(super) const MAX_SOURCE: usize = 4096;
+/// Deepest nesting of brackets, longest run of unary operators, most
+/// conditionals, in the source: the parser recurses on each.
+const MAX_NESTING: usize = 32;
+/// Deepest expression tree: evaluation recurses on it, on the request's
+/// thread and its ordinary stack.
+const MAX_DEPTH: usize = 32;
+
+/// Refuses a source the parser would recurse on too deeply, before parsing.
+fn precheck(source: &str) -> Result<(), String> {
+    if source.len() > MAX_SOURCE {
+        return Err(format!("the expression is longer than {MAX_SOURCE} bytes"));
+    }
+    let (mut depth, mut deepest, mut unary, mut questions) = (0usize, 0usize, 0usize, 0usize);
+    let mut quote: Option<u8> = None;
+    let mut escaped = false;
+    for &b in source.as_bytes() {
+        if let Some(q) = quote {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b) if b == q => quote = None,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'\'' | b'"' => quote = Some(b),
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            b'?' => questions += 1,
+            _ => {}
+        }
+        match b {
+            b'!' | b'-' => unary += 1,
+            b' ' | b'\t' | b'\n' | b'\r' => {}
+            _ => unary = 0,
+        }
+        if deepest > MAX_NESTING || unary > MAX_NESTING || questions > MAX_NESTING {
+            return Err(format!("the expression nests more than {MAX_NESTING} deep"));
+        }
+    }
+    Ok(())
+}
+
+/// The depth of an expression tree.
+fn depth(e: &IdedExpr) -> usize {
+    let entries = |entries: &[cel::common::ast::IdedEntryExpr]| -> usize {
+        entries
+            .iter()
+            .map(|entry| match &entry.expr {
+                EntryExpr::MapEntry(m) => depth(&m.key).max(depth(&m.value)),
+                EntryExpr::StructField(s) => depth(&s.value),
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    let deepest = match &e.expr {
+        Expr::Unspecified | Expr::Literal(_) | Expr::Ident(_) => 0,
+        Expr::Select(s) => depth(&s.operand),
+        Expr::Call(c) => c
+            .target
+            .iter()
+            .map(|t| depth(t))
+            .chain(c.args.iter().map(depth))
+            .max()
+            .unwrap_or(0),
+        Expr::Comprehension(c) => [
+            &c.iter_range,
+            &c.accu_init,
+            &c.loop_cond,
+            &c.loop_step,
+            &c.result,
+        ]
+        .into_iter()
+        .map(depth)
+        .max()
+        .unwrap_or(0),
+        Expr::List(l) => l.elements.iter().map(depth).max().unwrap_or(0),
+        Expr::Map(m) => entries(&m.entries),
+        Expr::Struct(s) => entries(&s.entries),
+    };
+    1 + deepest
+}
+
 /// Headers a recipe may not set: the connection's and the message framing's.
 const RESERVED_HEADERS: &[&str] = &[
     "connection",
@@ -316,6 +408,7 @@ impl<'s> Compiler<'s> {
             (Some(k), None) => self.body_kind = Some(k),
             _ => {}
         }
+        precheck(source).map_err(|m| vec![m])?;
         let parsed =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.env.compile(source)));
         let program = match parsed {
@@ -323,6 +416,11 @@ impl<'s> Compiler<'s> {
             Ok(Err(e)) => return Err(vec![syntax_error(&e)]),
             Err(_) => return Err(vec!["the CEL parser failed on this expression".into()]),
         };
+        if depth(program.expression()) > MAX_DEPTH {
+            return Err(vec![format!(
+                "the expression nests more than {MAX_DEPTH} deep"
+            )]);
+        }
         let mut checker = Checker {
             secrets: &self.secret_names,
             vars: &self.vars,

@@ -276,8 +276,31 @@ impl fmt::Debug for Recipe {
 impl Recipe {
     /// Compiles every expression of `spec`; `route` is the value of `route`
     /// in expressions. Returns every problem found, each with its path.
+    ///
+    /// Runs on a thread of its own with a large stack: cel-rust's ANTLR
+    /// parser recurses deeply (a dozen nested parentheses overflow a
+    /// debug build's 2 MiB test thread), and a stack overflow cannot be
+    /// caught. Expressions are also bounded (see `compile::MAX_SOURCE`).
     pub fn compile(route: &str, spec: &RecipeSpec) -> Result<Recipe, Vec<CompileError>> {
-        compile::compile(route, spec)
+        let on_thread = std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("recipe-compile".into())
+                .stack_size(compile::COMPILE_STACK)
+                .spawn_scoped(s, || compile::compile(route, spec))
+                .map(|handle| handle.join())
+        });
+        match on_thread {
+            Ok(Ok(result)) => result,
+            // A panic outside the parser (caught there): report, don't spread.
+            Ok(Err(_)) => Err(vec![CompileError {
+                path: "sign".into(),
+                message: "internal error while compiling the recipe".into(),
+            }]),
+            Err(e) => Err(vec![CompileError {
+                path: "sign".into(),
+                message: format!("cannot start the recipe compiler thread: {e}"),
+            }]),
+        }
     }
 
     /// Every header any step sets: removed from the caller's request before
