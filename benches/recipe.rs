@@ -14,6 +14,11 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+/// The binary's allocator (src/main.rs), so that the engine's small
+/// allocations cost here what they cost in the gateway.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SECRET: &str = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j";
 
 fn spec() -> RecipeSpec {
