@@ -1889,3 +1889,29 @@ fn the_deepest_expression_allowed_evaluates() {
         ["sign[0].query.sum: the expression nests more than 32 deep"]
     );
 }
+
+#[test]
+fn presence_tests_as_the_docs_show_them() {
+    let r = recipe(
+        &[],
+        &[],
+        &[&[
+            (
+                "var.in",
+                "'x' in request.params && !('y' in request.params)",
+            ),
+            ("var.has", "has(request.params.x) && !has(request.params.y)"),
+            ("var.header", "request.headers['x-api-key'] == 'k'"),
+        ]],
+    );
+    let mut req = get("/", "x=1");
+    req.headers
+        .insert("X-Api-Key", HeaderValue::from_static("k"));
+    let applied = r.apply(&mut req, &at_ms(1)).unwrap();
+    assert!(
+        applied.steps[0]
+            .iter()
+            .all(|(_, s)| *s == Shown::Value("true".into())),
+        "{applied:?}"
+    );
+}
