@@ -32,6 +32,7 @@ pub mod kinds;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
+pub mod recipe;
 pub mod secret;
 pub mod server;
 pub mod session;
