@@ -9,6 +9,7 @@
 
 pub mod aws;
 pub mod cli;
+pub mod exchanges;
 mod lenient;
 pub mod oauth1;
 pub mod oauth2;
