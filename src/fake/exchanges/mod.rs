@@ -1,7 +1,7 @@
 //! Strict fakes of exchange APIs whose private endpoints are signed with
 //! an HMAC over parts of the request, each written from that API's public
 //! authentication document (cited in its file): [`binance`] (Spot REST,
-//! `SIGNED` endpoints).
+//! `SIGNED` endpoints) and [`coinbase`] (Exchange REST, API-key auth).
 //!
 //! They exist to prove the `recipe` kind's worked recipes (`docs/recipes.md`):
 //! a recipe is tested against the API as its document describes it, not
@@ -21,6 +21,7 @@
 //! ISO 8601 dates. Nothing is shared with `src/kinds/` or `src/recipe/`.
 
 pub mod binance;
+pub mod coinbase;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -164,6 +165,35 @@ fn header_text<'a>(parts: &'a http::request::Parts, name: &str) -> Option<&'a st
     parts.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Equality of a secret-derived value (a passphrase) in time independent of where it differs.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The date of a day since 1970-01-01 (H. Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// `2020-12-08T09:08:57.715Z` for a Unix time in milliseconds.
+fn iso8601_ms(unix_ms: i64) -> String {
+    let (days, ms) = (
+        unix_ms.div_euclid(86_400_000),
+        unix_ms.rem_euclid(86_400_000),
+    );
+    let (y, m, d) = civil_from_days(days);
+    let (h, min, s, milli) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z")
+}
+
 #[cfg(test)]
 mod testing {
     //! In-process calls for the four fakes' tests.
@@ -200,6 +230,14 @@ mod testing {
 mod tests {
     use super::*;
 
+    #[test]
+    fn iso8601_matches_known_instants() {
+        // Python: datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds")
+        assert_eq!(iso8601_ms(1_607_418_537_715), "2020-12-08T09:08:57.715Z");
+        assert_eq!(iso8601_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601_ms(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
+        assert_eq!(iso8601_ms(4_102_444_800_000), "2100-01-01T00:00:00.000Z");
+    }
     /// `serve` answers over loopback, `/_fake/stats` included, and stops on shutdown.
     async fn over_loopback<F, Fut>(serve: F, request: &str) -> String
     where
@@ -251,6 +289,21 @@ mod tests {
         .await;
         assert!(
             out.starts_with("HTTP/1.1 200") && out.contains("\"refused\":1"),
+            "{out}"
+        );
+
+        let f = coinbase::Fake::new(coinbase::Config::default());
+        let out = over_loopback(
+            |l, s| {
+                f.serve(l, None, async {
+                    s.await.ok();
+                })
+            },
+            &unsigned("GET", "/accounts"),
+        )
+        .await;
+        assert!(
+            out.starts_with("HTTP/1.1 400") && out.contains("CB-ACCESS-KEY header is required"),
             "{out}"
         );
     }
