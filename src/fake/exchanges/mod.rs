@@ -1,7 +1,8 @@
 //! Strict fakes of exchange APIs whose private endpoints are signed with
 //! an HMAC over parts of the request, each written from that API's public
 //! authentication document (cited in its file): [`binance`] (Spot REST,
-//! `SIGNED` endpoints) and [`coinbase`] (Exchange REST, API-key auth).
+//! `SIGNED` endpoints), [`coinbase`] (Exchange REST, API-key auth) and
+//! [`kraken`] (Spot REST private endpoints).
 //!
 //! They exist to prove the `recipe` kind's worked recipes (`docs/recipes.md`):
 //! a recipe is tested against the API as its document describes it, not
@@ -22,6 +23,7 @@
 
 pub mod binance;
 pub mod coinbase;
+pub mod kraken;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -304,6 +306,35 @@ mod tests {
         .await;
         assert!(
             out.starts_with("HTTP/1.1 400") && out.contains("CB-ACCESS-KEY header is required"),
+            "{out}"
+        );
+
+        let f = kraken::Fake::new(kraken::Config::default());
+        let out = over_loopback(
+            |l, s| {
+                f.clone().serve(l, None, async {
+                    s.await.ok();
+                })
+            },
+            &unsigned("POST", "/0/private/Balance"),
+        )
+        .await;
+        assert!(
+            out.starts_with("HTTP/1.1 200") && out.contains("EAPI:Invalid key"),
+            "{out}"
+        );
+        let out = over_loopback(
+            |l, s| {
+                f.serve(l, None, async {
+                    s.await.ok();
+                })
+            },
+            stats,
+        )
+        .await;
+        assert!(
+            out.contains("\"nonce_refusals\":0")
+                && out.contains("\"last_refusal\":\"EAPI:Invalid key\""),
             "{out}"
         );
     }
