@@ -1,8 +1,8 @@
-//! Strict fakes of exchange APIs whose private endpoints are signed with
+//! Strict fakes of four exchange APIs whose private endpoints are signed with
 //! an HMAC over parts of the request, each written from that API's public
 //! authentication document (cited in its file): [`binance`] (Spot REST,
-//! `SIGNED` endpoints), [`coinbase`] (Exchange REST, API-key auth) and
-//! [`kraken`] (Spot REST private endpoints).
+//! `SIGNED` endpoints), [`coinbase`] (Exchange REST, API-key auth),
+//! [`kraken`] (Spot REST private endpoints) and [`okx`] (v5 REST).
 //!
 //! They exist to prove the `recipe` kind's worked recipes (`docs/recipes.md`):
 //! a recipe is tested against the API as its document describes it, not
@@ -18,12 +18,13 @@
 //! also carries `received` (method, path, query, body as they arrived), so a
 //! test sees what the fake saw.
 //!
-//! What they share lives here: the clock, the counters, the answer type,
+//! What the four share lives here: the clock, the counters, the answer type,
 //! ISO 8601 dates. Nothing is shared with `src/kinds/` or `src/recipe/`.
 
 pub mod binance;
 pub mod coinbase;
 pub mod kraken;
+pub mod okx;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -172,6 +173,16 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// The date of a day since 1970-01-01 (H. Hinnant's `civil_from_days`).
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
@@ -194,6 +205,66 @@ fn iso8601_ms(unix_ms: i64) -> String {
     let (y, m, d) = civil_from_days(days);
     let (h, min, s, milli) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z")
+}
+
+/// The Unix time in milliseconds of exactly `YYYY-MM-DDTHH:MM:SS.sssZ`
+/// (UTC, three fraction digits); anything else is `None`.
+fn parse_iso8601_ms(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 24 {
+        return None;
+    }
+    for (i, want) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ] {
+        if b[i] != want {
+            return None;
+        }
+    }
+    let num = |from: usize, to: usize| -> Option<i64> {
+        let digits = &b[from..to];
+        if !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        Some(
+            digits
+                .iter()
+                .fold(0i64, |n, d| n * 10 + i64::from(d - b'0')),
+        )
+    };
+    let (y, m, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (h, min, sec, ms) = (num(11, 13)?, num(14, 16)?, num(17, 19)?, num(20, 23)?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&m)
+        || d < 1
+        || d > month_days[(m - 1) as usize]
+        || h > 23
+        || min > 59
+        || sec > 59
+    {
+        return None;
+    }
+    Some(days_from_civil(y, m, d) * 86_400_000 + ((h * 60 + min) * 60 + sec) * 1000 + ms)
 }
 
 #[cfg(test)]
@@ -233,13 +304,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn iso8601_matches_known_instants() {
-        // Python: datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds")
+    fn iso8601_round_trips_and_matches_known_instants() {
+        // Python: datetime(2020,12,8,9,8,57,715000,tzinfo=timezone.utc).timestamp()*1000
+        assert_eq!(
+            parse_iso8601_ms("2020-12-08T09:08:57.715Z"),
+            Some(1_607_418_537_715)
+        );
         assert_eq!(iso8601_ms(1_607_418_537_715), "2020-12-08T09:08:57.715Z");
-        assert_eq!(iso8601_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(iso8601_ms(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
-        assert_eq!(iso8601_ms(4_102_444_800_000), "2100-01-01T00:00:00.000Z");
+        assert_eq!(parse_iso8601_ms("1970-01-01T00:00:00.000Z"), Some(0));
+        assert_eq!(
+            parse_iso8601_ms("2024-02-29T23:59:59.999Z"),
+            Some(1_709_251_199_999)
+        );
+        for ms in [0, 951_782_400_000, 1_709_251_199_999, 4_102_444_800_000] {
+            assert_eq!(parse_iso8601_ms(&iso8601_ms(ms)), Some(ms));
+        }
+        for bad in [
+            "2020-12-08T09:08:57Z",
+            "2020-12-08T09:08:57.71Z",
+            "2020-12-08 09:08:57.715Z",
+            "2020-12-08T09:08:57.715+00:00",
+            "2023-02-29T00:00:00.000Z",
+            "2020-13-08T09:08:57.715Z",
+            "2020-12-08T24:08:57.715Z",
+            "2020-12-08T09:08:60.715Z",
+            "+020-12-08T09:08:57.715Z",
+        ] {
+            assert_eq!(parse_iso8601_ms(bad), None, "{bad}");
+        }
     }
+
     /// `serve` answers over loopback, `/_fake/stats` included, and stops on shutdown.
     async fn over_loopback<F, Fut>(serve: F, request: &str) -> String
     where
@@ -335,6 +429,21 @@ mod tests {
         assert!(
             out.contains("\"nonce_refusals\":0")
                 && out.contains("\"last_refusal\":\"EAPI:Invalid key\""),
+            "{out}"
+        );
+
+        let f = okx::Fake::new(okx::Config::default());
+        let out = over_loopback(
+            |l, s| {
+                f.serve(l, None, async {
+                    s.await.ok();
+                })
+            },
+            &unsigned("GET", "/api/v5/account/balance"),
+        )
+        .await;
+        assert!(
+            out.starts_with("HTTP/1.1 401") && out.contains("50103"),
             "{out}"
         );
     }
