@@ -521,11 +521,13 @@ mod tests {
     use super::super::testing::{reply, request, Reply};
     use super::*;
 
-    /// The document's worked example, signed (openssl in the document;
-    /// checked with Python's hmac: see the hand-back of the commit adding this).
+    /// The document's worked example. Each signature below is the document's
+    /// (its openssl output) and was recomputed with Python's hmac before pinning:
+    ///   hmac.new(DEMO_SECRET_KEY.encode(), payload, hashlib.sha256).hexdigest()
+    /// with payload the example, example 3's query + body (no `&`), and the
+    /// non-ASCII example's percent-encoded payload.
     const EXAMPLE: &str = "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000&timestamp=1499827319559";
     const EXAMPLE_TS: i64 = 1_499_827_319_559;
-    // python3 -c 'import hmac,hashlib; print(hmac.new(b"NhqPt…Tj0j", EXAMPLE.encode(), hashlib.sha256).hexdigest())'
     const EXAMPLE_SIG: &str = "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71";
     /// Example 3: the query `…timeInForce=GTC` and the body `quantity=1…` signed
     /// with no `&` between them.
