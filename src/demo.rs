@@ -72,6 +72,24 @@ const FAKES: &[DemoFake] = &[
         curl: curl_tts,
     },
     DemoFake {
+        kind: "aws",
+        start: |mut l, stop| {
+            let fake = fake::aws::Fake::new(fake::aws::Config::default());
+            tokio::spawn(fake.serve(l.remove(0), None, stopped(stop)));
+        },
+        curl: curl_aws,
+    },
+    DemoFake {
+        // The demo's recipe route describes Binance's signing; its fake is
+        // written from Binance's documentation.
+        kind: "recipe",
+        start: |mut l, stop| {
+            let fake = fake::exchanges::binance::Fake::new(Default::default());
+            tokio::spawn(fake.serve(l.remove(0), None, stopped(stop)));
+        },
+        curl: curl_recipe,
+    },
+    DemoFake {
         kind: "oauth2",
         start: |mut l, stop| {
             let fake = fake::oauth2::Fake::new(fake::oauth2::Config::default());
@@ -236,6 +254,31 @@ fn curl_tts(out: &mut String, addr: &str, r: &str) {
         "curl -s http://{addr}/{r}/https://{id} --data-urlencode action=purge"
     );
     let _ = writeln!(out, "curl -sI http://{addr}/{r}/https://{id}/products\n");
+}
+
+fn curl_aws(out: &mut String, addr: &str, r: &str) {
+    let _ = writeln!(out, "# AWS SigV4 (S3, path style): countersign signs every request; an unmodified AWS SDK works with");
+    let _ = writeln!(
+        out,
+        "# placeholder credentials and endpoint_url = http://{addr}/{r}"
+    );
+    let _ = writeln!(out, "curl -s -X PUT http://{addr}/{r}/demo-bucket");
+    let _ = writeln!(
+        out,
+        "curl -s -X PUT http://{addr}/{r}/demo-bucket/hello.txt -d 'hello from countersign'"
+    );
+    let _ = writeln!(out, "curl -s http://{addr}/{r}/demo-bucket/hello.txt");
+    let _ = writeln!(out, "curl -s 'http://{addr}/{r}/demo-bucket?list-type=2'\n");
+}
+
+fn curl_recipe(out: &mut String, addr: &str, r: &str) {
+    let _ = writeln!(out, "# A recipe (Binance's signing, described in CEL in config/demo.toml): timestamp, recvWindow,");
+    let _ = writeln!(
+        out,
+        "# and the HMAC signature over the query go on the query; the key in X-MBX-APIKEY"
+    );
+    let _ = writeln!(out, "curl -s 'http://{addr}/{r}/api/v3/account'");
+    let _ = writeln!(out, "curl -s 'http://{addr}/{r}/api/v3/order?symbol=LTCBTC' -d 'side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1'\n");
 }
 
 fn curl_oauth2(out: &mut String, addr: &str, r: &str) {

@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use crate::keys::Keyring;
 use crate::kinds::{BuildEnv, Config};
 use crate::secret::Secret;
-use crate::vocab::{Kind, Need, Outgoing, Plan};
+use crate::vocab::{Need, Outgoing, Plan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {
@@ -121,7 +121,8 @@ pub fn explain(
             out.push_str(
                 "\n1. when no session is held (or it expired), countersign first logs in:\n",
             );
-            show(&mut out, &base, &login, &secrets, kind.as_ref());
+            let inputs = kind.signature_inputs(&login);
+            show(&mut out, &base, &login, &secrets, &inputs);
             out.push_str("\n2. then sends the call:\n");
         }
     } else {
@@ -138,9 +139,10 @@ pub fn explain(
         body: data.map(|d| Bytes::from(d.to_string())),
     };
     let placeholder = Secret::new(SESSION_PLACEHOLDER);
-    kind.sign(&mut call, needs_session.then_some(&placeholder))
+    let inputs = kind
+        .sign_explained(&mut call, needs_session.then_some(&placeholder))
         .map_err(|e| ExplainError::Refused(e.to_string()))?;
-    show(&mut out, &base, &call, &secrets, kind.as_ref());
+    show(&mut out, &base, &call, &secrets, &inputs);
     Ok(out)
 }
 
@@ -181,7 +183,7 @@ fn show(
     base: &str,
     req: &Outgoing,
     secrets: &[(&'static str, Secret)],
-    kind: &dyn Kind,
+    inputs: &[(String, String)],
 ) {
     let forms = secret_forms(secrets);
     let redact = |text: &str| {
@@ -207,14 +209,13 @@ fn show(
     if let Some(body) = &req.body {
         let _ = writeln!(out, "\n   {}", redact(&String::from_utf8_lossy(body)));
     }
-    let inputs = kind.signature_inputs(req);
     if inputs.is_empty() {
         let _ = writeln!(
             out,
             "   (no signature: the credential is the session / key shown above)"
         );
     }
-    for (what, input) in inputs {
-        let _ = writeln!(out, "   signature input ({what}): {}", redact(&input));
+    for (what, input) in inputs.iter() {
+        let _ = writeln!(out, "   signature input ({what}): {}", redact(input));
     }
 }

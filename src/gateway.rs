@@ -31,6 +31,8 @@ pub struct Route {
     pub session: Option<Arc<SessionSlot>>,
     /// Rate permit, quota and upstream holds, shared by every route of the credential.
     pub limits: Limits,
+    /// `max_in_flight`: requests of this route upstream at once.
+    pub in_flight: Option<Arc<tokio::sync::Semaphore>>,
     /// The route's settings as loaded (timeouts, kind defaults), for readyz and explain.
     pub config: RouteConfig,
     /// The route's own metric handles, so the common answer needs no label lookup.
@@ -202,6 +204,9 @@ impl Snapshot {
                 upstreams,
                 kind,
                 session,
+                in_flight: rc
+                    .max_in_flight
+                    .map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize))),
                 limits: Limits {
                     rate,
                     quota,

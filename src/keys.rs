@@ -226,6 +226,8 @@ pub struct Keyring {
     store: Option<Arc<dyn StateStore>>,
     shared: Option<Arc<RedisState>>,
     held: Mutex<HashMap<String, Arc<HeldKeys>>>,
+    /// Monotonic nonce counters by credential, kept across reloads.
+    counters: Mutex<HashMap<String, Arc<crate::nonce::Monotonic>>>,
 }
 
 impl Keyring {
@@ -234,12 +236,29 @@ impl Keyring {
             store: Some(store),
             shared,
             held: Mutex::default(),
+            counters: Mutex::default(),
         }
     }
 
     /// A keyring that reads and writes nothing (for `explain`).
     pub fn detached() -> Self {
         Keyring::default()
+    }
+
+    /// The monotonic counter of credential `id` (one per credential, kept
+    /// across reloads so values never go back when a config is reloaded).
+    pub fn monotonic(&self, id: &str) -> Arc<crate::nonce::Monotonic> {
+        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        counters
+            .entry(id.to_string())
+            .or_insert_with(|| {
+                Arc::new(crate::nonce::Monotonic::new(
+                    id,
+                    self.store.clone(),
+                    self.shared.clone(),
+                ))
+            })
+            .clone()
     }
 
     pub fn get(&self, id: &str, configured: Vec<(&'static str, Secret)>) -> Arc<HeldKeys> {

@@ -13,7 +13,7 @@
 //! | edges | [`server`], [`admin`], [`demo`], [`explain`] | listeners, the HTTP/1 fast path, drain, reload ([`server::run`]); `/healthz` `/readyz` `/metrics`; the demo; `explain` |
 //! | pipeline | [`proxy`], [`gateway`] | a request's phases (admit, plan, read_body, attempt, classify, finish); the hot-swapped snapshot of routes |
 //! | kinds | [`kinds`] | one file per API, one row each in [`kinds::REGISTRY`] |
-//! | machinery | [`upstream`], [`session`], [`limits`], [`keys`], [`state`] | the way out (h1 client, pools, TLS); held logins; rate limits and quotas; rotated keys; the file and Redis stores |
+//! | machinery | [`upstream`], [`session`], [`limits`], [`keys`], [`nonce`], [`state`] | the way out (h1 client, pools, TLS); held logins; rate limits and quotas; rotated keys; monotonic nonces; the file and Redis stores |
 //! | vocabulary | [`vocab`] | the [`vocab::Kind`] trait, the plan, the outgoing request, local answers, identities, the clock |
 //! | foundations | [`secret`], [`error`], [`config`], [`headers`], [`canonical`], [`metrics`] | one `Secret` type; the one place errors become responses; config with key paths; header and path hygiene; pure body transformations; metric families |
 //! | beside | [`fake`] | strict fakes of the upstream APIs, sharing no code with `kinds` |
@@ -31,6 +31,7 @@ pub mod keys;
 pub mod kinds;
 pub mod limits;
 pub mod metrics;
+pub mod nonce;
 pub mod proxy;
 pub mod recipe;
 pub mod secret;

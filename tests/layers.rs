@@ -22,7 +22,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("vocabulary", &["vocab"]),
     (
         "machinery",
-        &["upstream", "session", "limits", "keys", "state"],
+        &["upstream", "session", "limits", "keys", "nonce", "state"],
     ),
     ("kinds", &["kinds", "recipe"]),
     ("pipeline", &["proxy", "gateway"]),

@@ -134,6 +134,9 @@ pub struct RouteConfig<K> {
     pub login_interval: Duration,
     pub session_idle: Duration,
     pub ca_file: Option<PathBuf>,
+    /// At most this many requests of the route upstream at once (the
+    /// others wait their turn within their deadline); `None`: unlimited.
+    pub max_in_flight: Option<u32>,
     /// The kind's own settings, read by the kind.
     pub kind: K,
     /// `(key, source)` of each secret, e.g. `("api_key", "env:XRTC_API_KEY")`, for `check`.
@@ -388,6 +391,13 @@ fn parse_route<C: KindCatalog>(
             s.problem("ca_file", format!("file {} not found", p.display()));
         }
     }
+    let max_in_flight = s.get::<u32>("max_in_flight");
+    if max_in_flight == Some(0) {
+        s.problem(
+            "max_in_flight",
+            "must be at least 1 (leave it out for no limit)",
+        );
+    }
     let kind = kind_name.as_deref().and_then(|k| kinds.parse(k, s));
     let (upstream, base_path) = upstream?;
     Some(RouteConfig {
@@ -403,6 +413,7 @@ fn parse_route<C: KindCatalog>(
         login_interval,
         session_idle,
         ca_file,
+        max_in_flight: max_in_flight.filter(|n| *n > 0),
         kind: kind?,
         secret_sources: std::mem::take(&mut s.secret_sources),
     })

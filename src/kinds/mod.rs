@@ -20,8 +20,10 @@
 //! 4. Its tests: known answers for the signature in the kind's file,
 //!    end to end through the gateway against the fake in `tests/NAME.rs`.
 
+pub mod aws;
 pub mod oauth1;
 pub mod oauth2;
+pub mod recipe;
 pub mod teamdrive;
 pub mod tts;
 pub mod tts_body;
@@ -51,6 +53,8 @@ pub const REGISTRY: &[KindRow] = &[
     teamdrive::ROW,
     oauth2::ROW,
     oauth1::ROW,
+    aws::ROW,
+    recipe::ROW,
 ];
 
 /// A kind's parsed settings, which make the kind for a route.

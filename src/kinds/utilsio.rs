@@ -144,6 +144,56 @@ impl Utilsio {
         })
     }
 
+    /// Signs `out` as [`Kind::sign`] does, at timestamp `ts` (seconds, or
+    /// ms with `timestamp_unit = "ms"`): tests pin the clock with it.
+    pub fn sign_at(&self, out: &mut Outgoing, ts: u64) -> Result<(), ProxyError> {
+        let from_header = out
+            .headers
+            .remove(DEVICE_HEADER)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let from_query = query_param(&out.path_and_query, "deviceId");
+        let from_body = json_body(out).and_then(|m| m.get("deviceId").and_then(scalar));
+        let mut found = [&from_header, &from_query, &from_body]
+            .into_iter()
+            .flatten();
+        let device = found.next().cloned().ok_or_else(|| {
+            ProxyError::BadRequestBody(
+                "utilsio needs a deviceId: send the x-utilsio-device-id header, a deviceId query parameter or a JSON body deviceId".into(),
+            )
+        })?;
+        if found.any(|d| *d != device) {
+            return Err(ProxyError::BadRequestBody(
+                "the deviceId in the x-utilsio-device-id header, query and body disagree".into(),
+            ));
+        }
+        match query_param(&out.path_and_query, "appId") {
+            None => append_param(&mut out.path_and_query, "appId", &self.app_id),
+            Some(a) if a == self.app_id => {}
+            Some(_) => {
+                return Err(ProxyError::BadRequest(
+                    "the appId query parameter differs from this route's app_id".into(),
+                ))
+            }
+        }
+        if from_query.is_none() && from_body.is_none() {
+            // Let the upstream see what was signed.
+            append_param(&mut out.path_and_query, "deviceId", &device);
+        }
+        let extra = additional_data(out)?;
+        let message = signing_message(&device, &self.app_id, ts, extra.as_deref());
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.key.expose().as_bytes())
+            .map_err(|_| ProxyError::Internal("HMAC key".into()))?;
+        mac.update(message.as_bytes());
+        let sig = crate::canonical::hex(&mac.finalize().into_bytes());
+        out.headers.insert(&TIMESTAMP, HeaderValue::from(ts));
+        out.headers.insert(
+            &SIGNATURE,
+            HeaderValue::from_str(&sig)
+                .map_err(|_| ProxyError::Internal("signature header".into()))?,
+        );
+        Ok(())
+    }
+
     fn timestamp(&self) -> u64 {
         let ms = now_ms();
         if self.timestamp_ms {
@@ -230,52 +280,7 @@ impl Kind for Utilsio {
     }
 
     fn sign(&self, out: &mut Outgoing, _: Option<&Secret>) -> Result<(), ProxyError> {
-        let from_header = out
-            .headers
-            .remove(DEVICE_HEADER)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        let from_query = query_param(&out.path_and_query, "deviceId");
-        let from_body = json_body(out).and_then(|m| m.get("deviceId").and_then(scalar));
-        let mut found = [&from_header, &from_query, &from_body]
-            .into_iter()
-            .flatten();
-        let device = found.next().cloned().ok_or_else(|| {
-            ProxyError::BadRequestBody(
-                "utilsio needs a deviceId: send the x-utilsio-device-id header, a deviceId query parameter or a JSON body deviceId".into(),
-            )
-        })?;
-        if found.any(|d| *d != device) {
-            return Err(ProxyError::BadRequestBody(
-                "the deviceId in the x-utilsio-device-id header, query and body disagree".into(),
-            ));
-        }
-        match query_param(&out.path_and_query, "appId") {
-            None => append_param(&mut out.path_and_query, "appId", &self.app_id),
-            Some(a) if a == self.app_id => {}
-            Some(_) => {
-                return Err(ProxyError::BadRequest(
-                    "the appId query parameter differs from this route's app_id".into(),
-                ))
-            }
-        }
-        if from_query.is_none() && from_body.is_none() {
-            // Let the upstream see what was signed.
-            append_param(&mut out.path_and_query, "deviceId", &device);
-        }
-        let extra = additional_data(out)?;
-        let ts = self.timestamp();
-        let message = signing_message(&device, &self.app_id, ts, extra.as_deref());
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.key.expose().as_bytes())
-            .map_err(|_| ProxyError::Internal("HMAC key".into()))?;
-        mac.update(message.as_bytes());
-        let sig = crate::canonical::hex(&mac.finalize().into_bytes());
-        out.headers.insert(&TIMESTAMP, HeaderValue::from(ts));
-        out.headers.insert(
-            &SIGNATURE,
-            HeaderValue::from_str(&sig)
-                .map_err(|_| ProxyError::Internal("signature header".into()))?,
-        );
-        Ok(())
+        self.sign_at(out, self.timestamp())
     }
 
     fn signature_inputs(&self, out: &Outgoing) -> Vec<(String, String)> {

@@ -299,6 +299,17 @@ async fn attempt(
         Some(slot) => Some(ensure_session(slot, route, ctx.deadline, log).await?),
         None => None,
     };
+    // `max_in_flight`: held until the answer's head is in, so requests
+    // signed in turn reach the upstream in turn (nonces that must increase).
+    let _turn = match &route.in_flight {
+        Some(slots) => Some(
+            tokio::time::timeout_at(ctx.deadline, slots.clone().acquire_owned())
+                .await
+                .map_err(|_| ProxyError::UpstreamTimeout(ctx.upstream.request_timeout))?
+                .map_err(|_| ProxyError::Internal("the route's in-flight limit closed".into()))?,
+        ),
+        None => None,
+    };
     route.limits.acquire(ctx.deadline).await?;
     let (buffered, stream) = match body {
         InBody::Buffered(b) => (Some(b.clone()), None),
@@ -307,7 +318,11 @@ async fn attempt(
     let mut out = outgoing(ctx, buffered);
     // Timestamps are read now, after any wait for a session or a permit.
     let held = ex.session.as_ref().map(|s| &s.value);
-    route.kind.sign(&mut out, held)?;
+    if route.kind.signs_async() {
+        route.kind.sign_async(&mut out, held).await?;
+    } else {
+        route.kind.sign(&mut out, held)?;
+    }
     if let (Some(slot), Some(s)) = (ctx.slot, &ex.session) {
         slot.touch(s.generation);
     }

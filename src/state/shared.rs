@@ -115,6 +115,13 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return g
 ";
 
+const MONOTONIC: &str = r"
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+local v = math.max(last + 1, tonumber(ARGV[1]))
+redis.call('SET', KEYS[1], v)
+return v
+";
+
 const SESSION_DROP: &str = r"
 if ARGV[1] == '' or redis.call('HGET', KEYS[1], 'gen') == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -190,6 +197,7 @@ struct Scripts {
     unlock: Script,
     session_put: Script,
     session_drop: Script,
+    monotonic: Script,
 }
 
 /// Why one Redis call failed.
@@ -252,6 +260,7 @@ impl RedisState {
                 unlock: Script::new(UNLOCK),
                 session_put: Script::new(SESSION_PUT),
                 session_drop: Script::new(SESSION_DROP),
+                monotonic: Script::new(MONOTONIC),
             },
         })
     }
@@ -476,6 +485,16 @@ impl RedisState {
             .run("get", redis::cmd("GET").arg(key).query_async(&mut conn))
             .await?;
         Ok(v.unwrap_or(0))
+    }
+
+    /// The next value of a monotonic counter: above every value it gave
+    /// before, and at least `floor` (a recipe's `monotonic_ms()`: the time in
+    /// milliseconds, bumped past the last one issued by any replica).
+    pub async fn monotonic_next(&self, key: &str, floor: u64) -> Result<u64, StateError> {
+        let mut conn = self.conn.clone();
+        let mut call = self.scripts.monotonic.prepare_invoke();
+        call.key(key).arg(floor);
+        self.run("monotonic", call.invoke_async(&mut conn)).await
     }
 
     /// Increments a counter; returns the new value.

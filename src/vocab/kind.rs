@@ -77,6 +77,34 @@ pub trait Kind: Send + Sync + 'static {
     /// replay carries new timestamps and the new session.
     fn sign(&self, out: &mut Outgoing, session: Option<&Secret>) -> Result<(), ProxyError>;
 
+    /// Whether this kind's signing needs I/O (a nonce kept in the state
+    /// store): then requests are signed with [`Kind::sign_async`].
+    fn signs_async(&self) -> bool {
+        false
+    }
+
+    /// Signs like [`Kind::sign`], with the I/O it needs; called instead of
+    /// `sign` when [`Kind::signs_async`]. `explain` and the cold-session
+    /// trial always use `sign`.
+    fn sign_async<'a>(
+        &'a self,
+        out: &'a mut Outgoing,
+        session: Option<&'a Secret>,
+    ) -> BoxFuture<'a, Result<(), ProxyError>> {
+        Box::pin(async move { self.sign(out, session) })
+    }
+
+    /// Signs like [`Kind::sign`] and says what each signature was made of,
+    /// for `explain`.
+    fn sign_explained(
+        &self,
+        out: &mut Outgoing,
+        session: Option<&Secret>,
+    ) -> Result<Vec<(String, String)>, ProxyError> {
+        self.sign(out, session)?;
+        Ok(self.signature_inputs(out))
+    }
+
     /// Whether the body of a response with this status must be read to tell
     /// an expired session (small error bodies only).
     fn peek_body(&self, _status: StatusCode) -> bool {
