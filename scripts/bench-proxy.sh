@@ -23,7 +23,7 @@ UP_PORT=${UP_PORT:-18200}
 CS_PORT=${CS_PORT:-18201}
 NGX_PORT=${NGX_PORT:-18202}
 CS2_PORT=${CS2_PORT:-18203}
-TARGETS=${TARGETS:-direct nginx cs-xrtc cs-utilsio cs-teamdrive cs-tts cs-xrtc-redis}
+TARGETS=${TARGETS:-direct nginx cs-xrtc cs-utilsio cs-teamdrive cs-tts cs-xrtc-redis cs-aws cs-recipe}
 REDIS_PORT=${REDIS_PORT:-18204}
 
 . scripts/lib.sh
@@ -75,6 +75,24 @@ password = "bench-password"
 access_key = "bench-access-key"
 secret = "bench-secret"
 ip_address = "192.0.2.10"
+[routes.aws]
+kind = "aws"
+upstream = "http://127.0.0.1:$UP_PORT"
+service = "s3"
+region = "us-east-1"
+access_key_id = "AKIAIOSFODNN7EXAMPLE"
+secret_access_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+[routes.recipe]
+kind = "recipe"
+upstream = "http://127.0.0.1:$UP_PORT"
+secrets = { key = "bench-api-key", secret = "bench-secret-key" }
+vars = { recv_window = "5000" }
+[[routes.recipe.sign]]
+query.recvWindow = "vars.recv_window"
+query.timestamp = "now_ms()"
+[[routes.recipe.sign]]
+query.signature = "hex(hmac_sha256(secrets.secret, request.query + string(request.body)))"
+header."X-MBX-APIKEY" = "secrets.key"
 TOML
 RUST_LOG=warn target/release/countersign run -c "$work/cs.toml" 2>"$work/cs.log" &
 cs_pid=$!
@@ -144,6 +162,10 @@ for r in $(seq "$ROUNDS"); do
       cs-teamdrive) run cs-teamdrive "http://127.0.0.1:$CS_PORT/teamdrive/yvva/api/api.xml" teamdrive.lua ;;
       cs-tts) run cs-tts "http://127.0.0.1:$CS_PORT/tts/www.example.com" tts.lua ;;
       cs-xrtc-redis) run cs-xrtc-redis "http://127.0.0.1:$CS2_PORT/xrtc/v1/item/set" ;;
+      # SigV4 over xrtc's 300-byte body (hashed, signed): to compare with cs-xrtc.
+      cs-aws) run cs-aws "http://127.0.0.1:$CS_PORT/aws/bench-bucket/items/key.json" ;;
+      # A Binance-like recipe on a GET: to compare with cs-utilsio.
+      cs-recipe) run cs-recipe "http://127.0.0.1:$CS_PORT/recipe/api/v3/account?symbol=LTCBTC" utilsio.lua ;;
       *) echo "unknown target $t" >&2; exit 2 ;;
     esac
   done

@@ -122,7 +122,8 @@ pub fn explain(
                 "\n1. when no session is held (or it expired), countersign first logs in:\n",
             );
             let inputs = kind.signature_inputs(&login);
-            show(&mut out, &base, &login, &secrets, &inputs);
+            let login_base = kind.login_origin().unwrap_or_else(|| base.clone());
+            show(&mut out, &login_base, &login, &secrets, &inputs);
             out.push_str("\n2. then sends the call:\n");
         }
     } else {

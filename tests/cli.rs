@@ -287,3 +287,68 @@ fn explain_shows_login_and_call_with_secrets_redacted() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no route is named \"nope\""));
 }
+
+#[test]
+fn explain_shows_each_new_kinds_signature_inputs_with_secrets_redacted() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let explain = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["explain", "-c", &format!("{root}/config/demo.toml")])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    // oauth2: the token request, to the token endpoint, the Basic credential redacted.
+    let text = explain(&["oauth2", "GET", "/orders/1"]);
+    assert!(text.contains("POST http://127.0.0.1:18107/token"), "{text}");
+    assert!(text.contains("grant_type=client_credentials"), "{text}");
+    assert!(
+        text.contains("authorization: Basic [client_secret (Basic credential) redacted]"),
+        "{text}"
+    );
+    assert!(!text.contains("demo-client-secret"), "{text}");
+    // oauth1: the base string.
+    let text = explain(&[
+        "oauth1",
+        "POST",
+        "/statuses/update.json?x=1",
+        "-d",
+        "status=hi",
+        "-H",
+        "Content-Type: application/x-www-form-urlencoded",
+    ]);
+    assert!(
+        text.contains("signature base string (RFC 5849 §3.4.1)): POST&http%3A%2F%2F127.0.0.1%3A18108%2F1.1%2Fstatuses%2Fupdate.json&oauth_consumer_key"),
+        "{text}"
+    );
+    assert!(text.contains("%26status%3Dhi%26x%3D1"), "{text}");
+    // aws: the canonical request and the string to sign.
+    let text = explain(&["s3", "PUT", "/demo-bucket/a b.txt", "-d", "hello"]);
+    assert!(
+        text.contains("signature input (canonical request)"),
+        "{text}"
+    );
+    assert!(text.contains("\nPUT\n/demo-bucket/a%20b.txt\n"), "{text}");
+    assert!(text.contains("AWS4-HMAC-SHA256\n"), "{text}");
+    assert!(!text.contains("cSdemo/Secret+AccessKey"), "{text}");
+    // recipe: every step's result, secrets redacted.
+    let text = explain(&["exchange", "GET", "/api/v3/account"]);
+    assert!(text.contains("sign[0].query.timestamp"), "{text}");
+    assert!(text.contains("sign[1].query.signature"), "{text}");
+    assert!(
+        !text.contains("NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"),
+        "{text}"
+    );
+}

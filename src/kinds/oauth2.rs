@@ -318,6 +318,17 @@ impl Kind for OAuth2 {
         Some(self.token_request())
     }
 
+    fn login_origin(&self) -> Option<String> {
+        Some(
+            self.settings
+                .token_url
+                .0
+                .to_string()
+                .trim_end_matches('/')
+                .to_string(),
+        )
+    }
+
     fn secrets(&self) -> Vec<(&'static str, Secret)> {
         let mut all = vec![("client_secret", self.settings.client_secret.clone())];
         // The Basic credential carries the secret base64-encoded.

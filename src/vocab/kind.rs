@@ -127,6 +127,12 @@ pub trait Kind: Send + Sync + 'static {
         None
     }
 
+    /// Where [`Kind::login_request`] goes when not to the route's upstream
+    /// (an OAuth token endpoint, STS): its origin and base path, for `explain`.
+    fn login_origin(&self) -> Option<String> {
+        None
+    }
+
     /// The secrets this kind holds, by config key, so `explain` can redact them.
     fn secrets(&self) -> Vec<(&'static str, Secret)> {
         Vec::new()

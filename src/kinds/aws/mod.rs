@@ -576,6 +576,17 @@ impl Kind for Aws {
         }
     }
 
+    fn login_origin(&self) -> Option<String> {
+        match &self.settings.credentials {
+            Credentials::WebIdentity { sts_endpoint, .. } => Some(format!(
+                "{}{}",
+                sts_endpoint.0.to_string().trim_end_matches('/'),
+                sts_endpoint.1
+            )),
+            Credentials::Static { .. } => None,
+        }
+    }
+
     fn secrets(&self) -> Vec<(&'static str, Secret)> {
         match &self.settings.credentials {
             Credentials::Static {
