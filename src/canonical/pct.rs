@@ -5,21 +5,47 @@
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
+/// RFC 3986 §2.3, as a table: one load per byte.
+const UNRESERVED: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_' || c == b'~';
+        b += 1;
+    }
+    t
+};
+
 /// RFC 3986 §2.3.
 pub fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+    UNRESERVED[usize::from(b)]
 }
 
-/// Appends `bytes` to `out`, percent-encoded (unreserved bytes kept).
+/// Appends `bytes` to `out`, percent-encoded (unreserved bytes kept). Runs
+/// of unreserved bytes are copied whole.
 pub fn push_encoded(out: &mut String, bytes: &[u8]) {
-    for &b in bytes {
-        if is_unreserved(b) {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX_UPPER[usize::from(b >> 4)] as char);
-            out.push(HEX_UPPER[usize::from(b & 15)] as char);
+    out.reserve(bytes.len());
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let run = rest
+            .iter()
+            .position(|b| !is_unreserved(*b))
+            .unwrap_or(rest.len());
+        if run > 0 {
+            // Unreserved bytes are ASCII: always valid UTF-8.
+            out.push_str(std::str::from_utf8(&rest[..run]).unwrap_or_default());
+            rest = &rest[run..];
+            continue;
         }
+        let b = rest[0];
+        let escaped = [
+            b'%',
+            HEX_UPPER[usize::from(b >> 4)],
+            HEX_UPPER[usize::from(b & 15)],
+        ];
+        out.push_str(std::str::from_utf8(&escaped).unwrap_or_default());
+        rest = &rest[1..];
     }
 }
 

@@ -182,15 +182,23 @@ impl OAuth1 {
         for (n, v) in &oauth.pairs {
             params.push((pct::encode(n.as_bytes()), pct::encode(v.as_bytes())));
         }
-        params.sort();
-        let normalised = params
-            .iter()
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect::<Vec<_>>()
-            .join("&");
-        let mut base = out.method.as_str().to_ascii_uppercase();
+        params.sort_unstable();
+        let mut normalised =
+            String::with_capacity(params.iter().map(|(n, v)| n.len() + v.len() + 2).sum());
+        for (i, (n, v)) in params.iter().enumerate() {
+            if i > 0 {
+                normalised.push('&');
+            }
+            normalised.push_str(n);
+            normalised.push('=');
+            normalised.push_str(v);
+        }
+        let mut base =
+            String::with_capacity(16 + 3 * (self.base_uri.len() + path.len() + normalised.len()));
+        base.push_str(&out.method.as_str().to_ascii_uppercase());
         base.push('&');
-        pct::push_encoded(&mut base, format!("{}{path}", self.base_uri).as_bytes());
+        pct::push_encoded(&mut base, self.base_uri.as_bytes());
+        pct::push_encoded(&mut base, path.as_bytes());
         base.push('&');
         pct::push_encoded(&mut base, normalised.as_bytes());
         base
@@ -259,6 +267,10 @@ fn is_form(headers: &HeaderMap) -> bool {
 /// `text` (a query or form body) without its `oauth_*` parameters: only
 /// countersign signs (a caller's own would be signed over, or conflict).
 fn without_oauth(text: &[u8]) -> Option<Vec<u8>> {
+    // Nearly always neither an `oauth_` nor an escape that could spell one.
+    if memchr::memmem::find(text, b"oauth_").is_none() && !text.contains(&b'%') {
+        return None;
+    }
     let is_oauth = |pair: &[u8]| {
         let name = pair.split(|b| *b == b'=').next().unwrap_or(pair);
         form_urlencoded::parse(name)

@@ -314,18 +314,37 @@ impl Aws {
     }
 
     /// The headers to sign, as they will be sent: `host` first, then the
-    /// outgoing ones but those an intermediary may change.
-    fn signed_headers(&self, headers: &HeaderMap) -> Vec<(String, String)> {
+    /// outgoing ones but those an intermediary may change. (A value that
+    /// is not visible ASCII is signed as its UTF-8 reading; `lossy` holds it.)
+    fn signed_headers<'a>(
+        &'a self,
+        headers: &'a HeaderMap,
+        lossy: &'a mut Vec<String>,
+    ) -> Vec<(&'a str, &'a str)> {
+        let odd: Vec<usize> = headers
+            .values()
+            .enumerate()
+            .filter(|(_, v)| v.to_str().is_err())
+            .map(|(i, _)| i)
+            .collect();
+        *lossy = headers
+            .values()
+            .enumerate()
+            .filter(|(i, _)| odd.contains(i))
+            .map(|(_, v)| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
         let mut list = Vec::with_capacity(headers.len() + 1);
-        list.push(("host".to_string(), self.host.clone()));
+        list.push(("host", self.host.as_str()));
+        let mut next_lossy = lossy.iter();
         for (name, value) in headers {
+            let value = match value.to_str() {
+                Ok(v) => v,
+                Err(_) => next_lossy.next().map_or("", String::as_str),
+            };
             if UNSIGNED.contains(&name.as_str()) {
                 continue;
             }
-            list.push((
-                name.as_str().to_string(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            ));
+            list.push((name.as_str(), value));
         }
         list
     }
@@ -337,7 +356,8 @@ impl Aws {
         let payload = out.headers.get(&X_AMZ_SHA256)?.to_str().ok()?.to_string();
         let (path, query) = split(&out.path_and_query);
         let full_path = format!("{}{path}", self.base_path);
-        let headers = self.signed_headers(&out.headers);
+        let mut lossy = Vec::new();
+        let headers = self.signed_headers(&out.headers, &mut lossy);
         let req = Signable {
             method: out.method.as_str(),
             path: &full_path,
@@ -368,7 +388,7 @@ fn canonical_path(path: &str) -> String {
         if i > 0 {
             out.push('/');
         }
-        out.push_str(&sigv4::reencode(segment));
+        sigv4::push_reencoded(&mut out, segment);
     }
     out
 }
@@ -383,11 +403,11 @@ fn canonical_query(query: &str) -> String {
         }
         match pair.split_once('=') {
             Some((n, v)) => {
-                out.push_str(&sigv4::reencode(n));
+                sigv4::push_reencoded(&mut out, n);
                 out.push('=');
-                out.push_str(&sigv4::reencode(v));
+                sigv4::push_reencoded(&mut out, v);
             }
-            None => out.push_str(&sigv4::reencode(pair)),
+            None => sigv4::push_reencoded(&mut out, pair),
         }
     }
     out
@@ -524,7 +544,8 @@ impl Kind for Aws {
         }
         let (path, query) = split(&out.path_and_query);
         let full_path = format!("{}{path}", self.base_path);
-        let headers = self.signed_headers(&out.headers);
+        let mut lossy = Vec::new();
+        let headers = self.signed_headers(&out.headers, &mut lossy);
         let req = Signable {
             method: out.method.as_str(),
             path: &full_path,

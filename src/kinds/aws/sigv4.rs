@@ -15,7 +15,7 @@ pub struct Signable<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub query: &'a str,
-    pub headers: &'a [(String, String)],
+    pub headers: &'a [(&'a str, &'a str)],
     /// Lowercase hex SHA-256 of the body, or `UNSIGNED-PAYLOAD`.
     pub payload_hash: &'a str,
 }
@@ -52,7 +52,7 @@ pub fn canonical_request(req: &Signable<'_>, rules: UriRules) -> (String, String
     out.push('\n');
     // Headers: by name, a repeated name's values joined by ',' in order,
     // each value trimmed with inner runs of white space collapsed.
-    let mut names: Vec<&str> = req.headers.iter().map(|(n, _)| n.as_str()).collect();
+    let mut names: Vec<&str> = req.headers.iter().map(|(n, _)| *n).collect();
     names.sort_unstable();
     names.dedup();
     for name in &names {
@@ -166,9 +166,20 @@ fn push_canonical_query(out: &mut String, query: &str) {
 /// `text` decoded once (`%XX`; a stray '%' stays a character) and
 /// percent-encoded with only the unreserved characters kept.
 pub fn reencode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    push_reencoded(&mut out, text);
+    out
+}
+
+/// [`reencode`], appended to `out`.
+pub fn push_reencoded(out: &mut String, text: &str) {
+    if !text.as_bytes().contains(&b'%') {
+        pct::push_encoded(out, text.as_bytes());
+        return;
+    }
     match pct::decode(text) {
-        Some(bytes) => pct::encode(&bytes),
-        None => pct::encode(text.as_bytes()),
+        Some(bytes) => pct::push_encoded(out, &bytes),
+        None => pct::push_encoded(out, text.as_bytes()),
     }
 }
 
