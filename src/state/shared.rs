@@ -11,9 +11,14 @@
 //!
 //! Keys: `<prefix>:<what>:<credential identity>`; identities are built from
 //! non-secret fields and short hashes (`xrtc-AC0987654321012345-1a2b3c4d5e6f`),
-//! never from a secret. Values that are secrets (a shared TTS session id, a
-//! rotated key) are stored as Redis holds any value: protect Redis with a
-//! password, TLS and network policy.
+//! never from a secret. On a Redis Cluster (`redis+cluster://h1:p1,h2:p2`)
+//! the identity is a hash tag (`<prefix>:rate:{<identity>}`), so every key
+//! of one credential lives in one slot and each script touches one slot. A
+//! single Redis keeps the untagged names, so replicas of the previous
+//! version and this one share their state during a rolling upgrade. Values
+//! that are secrets (a shared TTS session id, a rotated key) are stored as
+//! Redis holds any value: protect Redis with a password, TLS and network
+//! policy.
 //!
 //! Failures: every call has a deadline (`state_timeout`). After a failure
 //! the store is marked down and calls fail at once for a second (a circuit
@@ -25,8 +30,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{IntoConnectionInfo, Script};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Script, Value};
 use tokio::time::Instant;
 
 use super::{StateError, StateStore};
@@ -217,8 +223,46 @@ pub struct QuotaRequest<'a> {
     pub back: u64,
 }
 
+/// The connection: one Redis (reconnecting, multiplexed), or a cluster
+/// (one multiplexed connection per node, commands routed by key slot).
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 pub struct RedisState {
-    conn: ConnectionManager,
+    conn: Conn,
+    /// A Redis Cluster: credential identities become hash tags in keys.
+    cluster: bool,
     /// The URL without its password, for messages.
     display: String,
     prefix: String,
@@ -262,30 +306,58 @@ impl RedisState {
             })?),
             None => None,
         };
-        let mut info = cfg.url.expose().into_connection_info().map_err(bad)?;
-        if let Some(pw) = &cfg.password {
-            let settings = info.redis_settings().clone().set_password(pw.expose());
-            info = info.set_redis_settings(settings);
-        }
-        let client = match ca {
-            Some(pem) => redis::Client::build_with_tls(
-                info,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem),
-                },
-            ),
-            None => redis::Client::open(info),
-        }
-        .map_err(bad)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(cfg.timeout))
-            .set_response_timeout(Some(cfg.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(bad)?;
+        let certs = |pem: Vec<u8>| redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        };
+        let (conn, cluster) = match cluster_nodes(cfg.url.expose()) {
+            Some(nodes) => {
+                let mut builder = redis::cluster::ClusterClient::builder(nodes)
+                    // A redirect (MOVED, ASK) or a failed node costs a retry:
+                    // a few, quickly; `state_timeout` bounds the whole call.
+                    .retries(3)
+                    .min_retry_wait(10)
+                    .max_retry_wait(100);
+                if let Some(pw) = &cfg.password {
+                    builder = builder.password(pw.expose());
+                }
+                if let Some(pem) = ca {
+                    builder = builder.certs(certs(pem));
+                }
+                let config = redis::cluster::ClusterConfig::new()
+                    .set_connection_timeout(cfg.timeout)
+                    .set_response_timeout(cfg.timeout);
+                // Connects in the background: a gateway starts (and reports
+                // not ready) while the cluster is still down.
+                let client = builder.build().map_err(bad)?;
+                (
+                    Conn::Cluster(client.get_pending_async_connection_with_config(config)),
+                    true,
+                )
+            }
+            None => {
+                let mut info = cfg.url.expose().into_connection_info().map_err(bad)?;
+                if let Some(pw) = &cfg.password {
+                    let settings = info.redis_settings().clone().set_password(pw.expose());
+                    info = info.set_redis_settings(settings);
+                }
+                let client = match ca {
+                    Some(pem) => redis::Client::build_with_tls(info, certs(pem)),
+                    None => redis::Client::open(info),
+                }
+                .map_err(bad)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(cfg.timeout))
+                    .set_response_timeout(Some(cfg.timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(bad)?;
+                (Conn::Single(conn), false)
+            }
+        };
         Ok(RedisState {
             conn,
+            cluster,
             display: cfg.display.clone(),
             prefix: cfg.prefix.clone(),
             timeout: cfg.timeout,
@@ -310,9 +382,19 @@ impl RedisState {
         })
     }
 
-    /// `<prefix>:<what>:<id>`.
+    /// `<prefix>:<what>:<id>`; on a cluster `<prefix>:<what>:{<id>}`, so
+    /// every key of one identity hashes to one slot.
     pub fn key(&self, what: &str, id: &str) -> String {
-        format!("{}:{what}:{id}", self.prefix)
+        if self.cluster {
+            format!("{}:{what}:{{{id}}}", self.prefix)
+        } else {
+            format!("{}:{what}:{id}", self.prefix)
+        }
+    }
+
+    /// Whether the store is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
     }
 
     pub fn is_up(&self) -> bool {
@@ -322,7 +404,7 @@ impl RedisState {
     /// For /readyz: where the state is and whether it answers (no secrets).
     pub fn describe(&self) -> serde_json::Value {
         serde_json::json!({
-            "store": "redis",
+            "store": if self.cluster { "redis-cluster" } else { "redis" },
             "url": self.display,
             "prefix": self.prefix,
             "up": self.is_up(),
@@ -594,5 +676,50 @@ impl StateStore for RedisState {
             )
             .await
         })
+    }
+}
+
+/// The seed nodes of a cluster URL, `redis+cluster://[user:pw@]h1:p1,h2:p2`
+/// (`rediss+cluster://` for TLS), each as a plain node URL carrying the
+/// same credentials; `None` for any other URL. The client learns the rest
+/// of the cluster from whichever seed answers.
+fn cluster_nodes(url: &str) -> Option<Vec<String>> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = match scheme {
+        "redis+cluster" => "redis",
+        "rediss+cluster" => "rediss",
+        _ => return None,
+    };
+    // A cluster has one database: a `/0` is allowed and meaningless.
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (format!("{u}@"), h),
+        None => (String::new(), authority),
+    };
+    Some(
+        hosts
+            .split(',')
+            .filter(|h| !h.is_empty())
+            .map(|h| format!("{scheme}://{userinfo}{h}"))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_urls_name_their_seed_nodes() {
+        assert_eq!(cluster_nodes("redis://127.0.0.1:6379/0"), None);
+        assert_eq!(cluster_nodes("rediss://cache:6380"), None);
+        assert_eq!(
+            cluster_nodes("redis+cluster://10.0.0.1:7000,10.0.0.2:7001").unwrap(),
+            ["redis://10.0.0.1:7000", "redis://10.0.0.2:7001"]
+        );
+        assert_eq!(
+            cluster_nodes("rediss+cluster://app:pw@cfg.cache.amazonaws.com:6379/0").unwrap(),
+            ["rediss://app:pw@cfg.cache.amazonaws.com:6379"]
+        );
     }
 }
