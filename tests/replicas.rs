@@ -7,6 +7,8 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use countersign::fake::tts;
@@ -602,7 +604,9 @@ async fn a_clean_shutdown_gives_the_unused_quota_back() {
 /// an XRTC login gets its cookies, any other call a small JSON.
 struct CountingUpstream {
     addr: std::net::SocketAddr,
-    arrivals: std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
+    arrivals: Arc<Mutex<Vec<Instant>>>,
+    /// While set, every call is answered 429 with `Retry-After: 2`.
+    refuse: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -613,38 +617,20 @@ impl Drop for CountingUpstream {
 }
 
 async fn counting_upstream() -> CountingUpstream {
-    use http_body_util::{BodyExt, Full};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = arrivals.clone();
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let refuse = Arc::new(AtomicBool::new(false));
+    let (seen, refusing) = (arrivals.clone(), refuse.clone());
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
         while let Ok((stream, _)) = listener.accept().await {
-            let seen = seen.clone();
+            let (seen, refusing) = (seen.clone(), refusing.clone());
+            let svc = hyper::service::service_fn(move |req| {
+                let (seen, refusing) = (seen.clone(), refusing.clone());
+                answer_counted(req, seen, refusing)
+            });
             conns.spawn(async move {
-                let svc =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let seen = seen.clone();
-                        async move {
-                            seen.lock().unwrap().push(Instant::now());
-                            let login = req.uri().path().ends_with("/auth/login");
-                            let _ = req.into_body().collect().await;
-                            let mut resp = http::Response::builder()
-                                .header("content-type", "application/json");
-                            if login {
-                                resp = resp
-                                    .header("set-cookie", "JSESSIONID=s1; Path=/")
-                                    .header("set-cookie", "AWSALBAPP-0=alb; Path=/");
-                            }
-                            Ok::<_, std::convert::Infallible>(
-                                resp.body(Full::new(bytes::Bytes::from_static(
-                                    b"{\"servertimestamp\":1}",
-                                )))
-                                .unwrap(),
-                            )
-                        }
-                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                     .await;
@@ -654,8 +640,33 @@ async fn counting_upstream() -> CountingUpstream {
     CountingUpstream {
         addr,
         arrivals,
+        refuse,
         task,
     }
+}
+
+async fn answer_counted(
+    req: http::Request<hyper::body::Incoming>,
+    seen: Arc<Mutex<Vec<Instant>>>,
+    refusing: Arc<AtomicBool>,
+) -> Result<http::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
+    use http_body_util::BodyExt;
+    seen.lock().unwrap().push(Instant::now());
+    let login = req.uri().path().ends_with("/auth/login");
+    let _ = req.into_body().collect().await;
+    let mut resp = http::Response::builder().header("content-type", "application/json");
+    if refusing.load(Ordering::SeqCst) {
+        resp = resp.status(429).header("retry-after", "2");
+    } else if login {
+        resp = resp
+            .header("set-cookie", "JSESSIONID=s1; Path=/")
+            .header("set-cookie", "AWSALBAPP-0=alb; Path=/");
+    }
+    Ok(resp
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"{\"servertimestamp\":1}",
+        )))
+        .unwrap())
 }
 
 /// The most instants in any window `[t, t + len)`.
@@ -775,7 +786,6 @@ async fn batches_spread_over_replicas_keep_the_bound_of_one_gcra() {
     use countersign::config::{OnStateFailure, RateLimit, StateConfig};
     use countersign::limits::{Limits, SharedLimits, UpstreamHold};
     use countersign::state::RedisState;
-    use std::sync::Arc;
 
     if !redis_server::available() {
         return;
@@ -871,7 +881,6 @@ async fn the_unused_tail_of_a_batch_goes_back_to_the_schedule() {
     use countersign::config::{OnStateFailure, RateLimit, StateConfig};
     use countersign::limits::{Limits, SharedLimits, UpstreamHold};
     use countersign::state::RedisState;
-    use std::sync::Arc;
 
     if !redis_server::available() {
         return;
@@ -931,4 +940,56 @@ async fn the_unused_tail_of_a_batch_goes_back_to_the_schedule() {
     // Nothing is given twice.
     shared.flush().await.unwrap();
     assert_eq!(schedule(&mut conn).await, after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_429_seen_by_one_replica_holds_the_batches_of_all() {
+    if !redis_server::available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let up = counting_upstream().await;
+    let route = format!(
+        "kind = \"xrtc\"\nupstream = \"http://{}\"\naccount_id = \"{ACCOUNT}\"\napi_key = \"{API_KEY}\"\nlogin_interval = \"100ms\"\nrate_limit = {{ per_second = 2000, burst = 200, wait = \"100ms\" }}\n",
+        up.addr
+    );
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut gws = Vec::new();
+    for d in &dirs {
+        gws.push(gateway(&toml(d.path(), &shared(&redis, ""), &route)).await);
+    }
+    // Every replica logged in and holds a batch of slots.
+    for a in join_all(gws.iter().flat_map(|gw| (0..20).map(move |i| set(gw, i)))).await {
+        assert_eq!(a.status, 200, "{}", a.text());
+    }
+    // The upstream says "slow down, 2 s" to one replica.
+    up.refuse.store(true, Ordering::SeqCst);
+    let a = set(&gws[0], 0).await;
+    assert_eq!(a.status, 429, "{}", a.text());
+    let held = Instant::now();
+    up.refuse.store(false, Ordering::SeqCst);
+    // The slots the others held go stale within a batch's span.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let before = up.arrivals.lock().unwrap().len();
+    let answers = join_all(gws.iter().flat_map(|gw| (0..10).map(move |i| set(gw, i)))).await;
+    assert!(
+        held.elapsed() < Duration::from_millis(1500),
+        "too slow to tell"
+    );
+    for a in &answers {
+        assert_eq!(a.status, 429, "{}", a.text());
+        assert_eq!(a.error_code(), Some("rate_limited"), "{}", a.text());
+        assert!(a.headers.contains_key("retry-after"));
+    }
+    assert_eq!(
+        up.arrivals.lock().unwrap().len(),
+        before,
+        "a replica sent during the hold"
+    );
+    // After the hold every replica sends again.
+    tokio::time::sleep(Duration::from_millis(2100).saturating_sub(held.elapsed())).await;
+    for gw in &gws {
+        let a = set(gw, 1).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+    }
 }
