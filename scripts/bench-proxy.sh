@@ -6,13 +6,18 @@
 # teamdrive: XML edit + md5; tts: 1 kB JSON parsed, filled, canonical JSON +
 # SHA-256 checksum, session headers), alternating runs to cancel machine drift.
 # cs-xrtc-redis is the xrtc route again on a second countersign whose limits
-# live in Redis (one Lua permit per request): what sharing state costs.
+# live in Redis (rate slots in batches, quota units in blocks): what sharing
+# state costs. With the access log on (RUST_LOG=info, the default, to a file
+# as a log collector would read it): nginx-log is the nginx baseline with its
+# access log (buffered, flushed every 100 ms), cs-xrtc-info the xrtc route on
+# a third countersign at info.
 # Prints requests/s, p50 and p99 for each, the ratios to nginx and to direct,
 # and countersign's peak RSS.
 #
 #   scripts/bench-proxy.sh                 # 2 rounds of 10 s at 64 connections
 #   ROUNDS=3 DURATION=20s CONNS=128 scripts/bench-proxy.sh
 #   TARGETS="nginx cs-xrtc" ROUNDS=3 DURATION=5s scripts/bench-proxy.sh   # a subset
+#   TARGETS="nginx nginx-log cs-xrtc cs-xrtc-info cs-xrtc-redis" scripts/bench-proxy.sh   # logs and Redis
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-2}
@@ -23,8 +28,10 @@ UP_PORT=${UP_PORT:-18200}
 CS_PORT=${CS_PORT:-18201}
 NGX_PORT=${NGX_PORT:-18202}
 CS2_PORT=${CS2_PORT:-18203}
-TARGETS=${TARGETS:-direct nginx cs-xrtc cs-utilsio cs-teamdrive cs-tts cs-xrtc-redis cs-aws cs-recipe}
+TARGETS=${TARGETS:-direct nginx cs-xrtc cs-utilsio cs-teamdrive cs-tts cs-xrtc-redis cs-aws cs-recipe nginx-log cs-xrtc-info}
 REDIS_PORT=${REDIS_PORT:-18204}
+CS3_PORT=${CS3_PORT:-18205}
+NGX2_PORT=${NGX2_PORT:-18206}
 
 . scripts/lib.sh
 install_if_missing wrk wrk
@@ -37,7 +44,7 @@ work=$(mktemp -d)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for pidfile in "$work/nginx.pid" "$work/proxy/nginx.pid"; do
+  for pidfile in "$work/nginx.pid" "$work/proxy/nginx.pid" "$work/proxy-log/nginx.pid"; do
     [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
   done
   rm -rf "$work"
@@ -52,6 +59,10 @@ upstream_conf "$work" "$UP_PORT" > "$work/nginx.conf"
 mkdir -p "$work/proxy"
 proxy_conf "$work/proxy" "$UP_PORT" "$NGX_PORT" "${COUNTERSIGN_SERVER__WORKERS:-$(nproc)}" > "$work/proxy.conf"
 "$NGINX" -c "$work/proxy.conf" -p "$work/proxy" 2>/dev/null
+# The same with its access log on, as nginx usually runs.
+mkdir -p "$work/proxy-log"
+proxy_conf "$work/proxy-log" "$UP_PORT" "$NGX2_PORT" "${COUNTERSIGN_SERVER__WORKERS:-$(nproc)}" "" on > "$work/proxy-log.conf"
+"$NGINX" -c "$work/proxy-log.conf" -p "$work/proxy-log" 2>/dev/null
 "$NGINX" -c "$work/nginx.conf" -p "$work" 2>/dev/null
 
 cat > "$work/cs.toml" <<TOML
@@ -106,11 +117,20 @@ cat > "$work/cs-redis.toml" <<TOML
 [server]
 listen = "127.0.0.1:$CS2_PORT"
 state = "redis://127.0.0.1:$REDIS_PORT/0"
-$(xrtc_route "$UP_PORT")
+$(xrtc_route "$UP_PORT" 1000000)
 TOML
 RUST_LOG=warn target/release/countersign run -c "$work/cs-redis.toml" 2>"$work/cs-redis.log" &
 pids+=("$!")
-for port in "$CS_PORT" "$CS2_PORT"; do
+# The xrtc route at the default log level: one access line per request.
+cat > "$work/cs-info.toml" <<TOML
+[server]
+listen = "127.0.0.1:$CS3_PORT"
+state_dir = "$work/state-info"
+$(xrtc_route "$UP_PORT")
+TOML
+RUST_LOG=info target/release/countersign run -c "$work/cs-info.toml" 2>"$work/cs-info.log" &
+pids+=("$!")
+for port in "$CS_PORT" "$CS2_PORT" "$CS3_PORT"; do
   for _ in $(seq 100); do
     (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
     sleep 0.1
@@ -150,6 +170,7 @@ run() { # name url [script] -> appends "rps p50 p99" to $work/name
 echo "warm-up ..."
 wrk -t1 -c8 -d2s -s "$work/xrtc.lua" "http://127.0.0.1:$CS_PORT/xrtc/v1/item/set" >/dev/null
 wrk -t1 -c8 -d2s -s "$work/xrtc.lua" "http://127.0.0.1:$CS2_PORT/xrtc/v1/item/set" >/dev/null
+wrk -t1 -c8 -d2s -s "$work/xrtc.lua" "http://127.0.0.1:$CS3_PORT/xrtc/v1/item/set" >/dev/null
 echo "rounds: $ROUNDS x $DURATION, $CONNS connections, $THREADS wrk threads, $(nproc) cores"
 for r in $(seq "$ROUNDS"); do
   echo "round $r"
@@ -166,6 +187,8 @@ for r in $(seq "$ROUNDS"); do
       cs-aws) run cs-aws "http://127.0.0.1:$CS_PORT/aws/bench-bucket/items/key.json" ;;
       # A Binance-like recipe on a GET: to compare with cs-utilsio.
       cs-recipe) run cs-recipe "http://127.0.0.1:$CS_PORT/recipe/api/v3/account?symbol=LTCBTC" utilsio.lua ;;
+      nginx-log) run nginx-log "http://127.0.0.1:$NGX2_PORT/v1/item/set" ;;
+      cs-xrtc-info) run cs-xrtc-info "http://127.0.0.1:$CS3_PORT/xrtc/v1/item/set" ;;
       *) echo "unknown target $t" >&2; exit 2 ;;
     esac
   done

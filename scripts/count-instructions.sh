@@ -10,6 +10,8 @@
 #   N=5000 KINDS=xrtc scripts/count-instructions.sh
 #   BIN=target/profiling/countersign scripts/count-instructions.sh   # with symbols, for callgrind_annotate
 #   CONNS=16 scripts/count-instructions.sh   # under load: wrk at 16 connections for DURATION
+#   LEVELS="warn info" KINDS=xrtc scripts/count-instructions.sh   # the access log's cost (RUST_LOG)
+#   KINDS=xrtc-redis scripts/count-instructions.sh   # xrtc with its limits in Redis (AOF everysec)
 #
 # One sequential client pays the event loop's wake-up on every request; under
 # load one wake-up serves many, as in the benchmark. CONNS shows that count.
@@ -22,6 +24,10 @@ PORT=${PORT:-18221}
 BIN=${BIN:-target/release/countersign}
 CONNS=${CONNS:-}
 DURATION=${DURATION:-10s}
+# RUST_LOG for countersign, one count each: "info" writes the access log
+# (to a file here, as a log collector would read it), "warn" does not.
+LEVELS=${LEVELS:-warn}
+REDIS_PORT=${REDIS_PORT:-18222}
 . scripts/lib.sh
 install_if_missing valgrind valgrind
 install_if_missing nginx nginx-light
@@ -29,7 +35,11 @@ install_if_missing nginx nginx-light
 [ "$BIN" = target/release/countersign ] && cargo build --release --quiet
 work=$(mktemp -d)
 echo "callgrind output: $work"
-cleanup() { [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true; }
+redis_pid=
+cleanup() {
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null || true
+}
 trap cleanup EXIT
 
 mkdir -p "$work/ngx"
@@ -43,6 +53,22 @@ workers = 1
 $(xrtc_route "$UP_PORT")
 $(teamdrive_route "$UP_PORT")
 TOML
+case " $KINDS " in
+  *" xrtc-redis "*)
+    install_if_missing redis-server redis-server
+    # Redis as operators run it for countersign: AOF, fsync every second.
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly yes \
+      --appendfsync everysec --dir "$work" --logfile "$work/redis.log" &
+    redis_pid=$!
+    cat > "$work/cs-redis.toml" <<TOML
+[server]
+listen = "127.0.0.1:$PORT"
+state = "redis://127.0.0.1:$REDIS_PORT/0"
+workers = 1
+$(xrtc_route "$UP_PORT" 1000000)
+TOML
+    ;;
+esac
 cat > "$work/client.py" <<'PY'
 import http.client, sys
 n, port, path, kind = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -64,7 +90,7 @@ nginx -c "$work/up.conf" -p "$work" 2>/dev/null
 count() { # label path kind -- command...
   local label=$1 path=$2 kind=$3; shift 3
   rm -f "$work"/cg.out.*
-  valgrind --tool=callgrind --callgrind-out-file="$work/cg.out.%p" "$@" 2>"$work/valgrind.log" &
+  valgrind --tool=callgrind --callgrind-out-file="$work/cg.out.%p" "$@" 2>"$work/${label// /_}.log" &
   local vg=$!
   for _ in $(seq 150); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.2; done
   local n=$N
@@ -88,11 +114,22 @@ count() { # label path kind -- command...
 }
 
 for kind in $KINDS; do
+  conf=$work/cs.toml client=$kind
   case $kind in
     xrtc) path=/xrtc/v1/item/set ;;
+    xrtc-redis) path=/xrtc/v1/item/set conf=$work/cs-redis.toml client=xrtc ;;
     teamdrive) path=/teamdrive/yvva/api/api.xml ;;
     *) echo "unknown kind $kind" >&2; exit 2 ;;
   esac
-  RUST_LOG=warn count "countersign $kind" "$path" "$kind" "$BIN" run -c "$work/cs.toml"
+  for level in $LEVELS; do
+    RUST_LOG=$level count "countersign $kind $level" "$path" "$client" "$BIN" run -c "$conf"
+  done
 done
 count "nginx proxy_pass" /xrtc/v1/item/set xrtc nginx -c "$work/proxy.conf" -p "$work/ngx"
+case " $LEVELS " in
+  *" info "*)
+    mkdir -p "$work/ngx-log"
+    proxy_conf "$work/ngx-log" "$UP_PORT" "$PORT" 1 "master_process off; daemon off;" on > "$work/proxy-log.conf"
+    count "nginx proxy_pass, access log" /xrtc/v1/item/set xrtc nginx -c "$work/proxy-log.conf" -p "$work/ngx-log"
+    ;;
+esac

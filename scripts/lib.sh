@@ -39,8 +39,9 @@ http {
 NGINX
 }
 
-# xrtc_route UPSTREAM_PORT: an xrtc route whose limits never bind (the
-# permit and quota are still taken on every request).
+# xrtc_route UPSTREAM_PORT [PER_SECOND]: an xrtc route whose limits never
+# bind (the permit and quota are still taken on every request). With Redis
+# give PER_SECOND=1000000: a faster rate is not scheduled in Redis at all.
 xrtc_route() {
   cat <<TOML
 [routes.xrtc]
@@ -48,7 +49,7 @@ kind = "xrtc"
 upstream = "http://127.0.0.1:$1"
 account_id = "AC0987654321012345"
 api_key = "bench0000000000000000000000000000"
-rate_limit = { per_second = 1000000000, burst = 1000000 }
+rate_limit = { per_second = ${2:-1000000000}, burst = 1000000 }
 quota = { per_month = 1000000000000 }
 TOML
 }
@@ -66,9 +67,13 @@ distributor = "BENCH"
 TOML
 }
 
-# proxy_conf DIR UPSTREAM_PORT LISTEN_PORT WORKERS [EXTRA_MAIN] > FILE: nginx
-# doing plain reverse proxying to the upstream, connections kept alive (the bar).
+# proxy_conf DIR UPSTREAM_PORT LISTEN_PORT WORKERS [EXTRA_MAIN] [ACCESS_LOG] > FILE:
+# nginx doing plain reverse proxying to the upstream, connections kept alive
+# (the bar). ACCESS_LOG=on: its access log to DIR/access.log, buffered and
+# flushed every 100 ms like countersign's (the default "off" has none).
 proxy_conf() {
+  local access="access_log off;"
+  [ "${6:-off}" = on ] && access="access_log $1/access.log combined buffer=64k flush=100ms;"
   cat <<NGINX
 worker_processes $4;
 ${5:-}
@@ -76,7 +81,7 @@ pid $1/nginx.pid;
 error_log $1/error.log warn;
 events { worker_connections 4096; }
 http {
-  access_log off;
+  $access
   client_body_temp_path $1/body;
   proxy_temp_path $1/proxy_temp;
   keepalive_requests 1000000;

@@ -122,6 +122,12 @@ impl Registry {
         let m = self.quotas.lock().unwrap_or_else(|p| p.into_inner());
         m.values().cloned().collect()
     }
+
+    /// Every shared (Redis) limit, to give back what it holds at shutdown.
+    pub fn shared_limits(&self) -> Vec<Arc<SharedLimits>> {
+        let m = self.shared_limits.lock().unwrap_or_else(|p| p.into_inner());
+        m.values().cloned().collect()
+    }
 }
 
 pub fn token_digest(token: &str) -> [u8; 32] {
@@ -303,6 +309,11 @@ impl Gateway {
         for q in self.registry.quotas() {
             if let Err(e) = q.flush().await {
                 tracing::error!(error = %e, "quota flush failed; the stored count stays at its reservation");
+            }
+        }
+        for s in self.registry.shared_limits() {
+            if let Err(e) = s.flush().await {
+                tracing::error!(error = %e, "could not give back the unused quota units and rate slots to Redis; they stay counted");
             }
         }
     }

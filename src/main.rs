@@ -79,6 +79,12 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour only on a terminal: a log file or journald gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // The access lines (target countersign::access, one per request) are
+    // formatted by hand and written in batches, not by tracing's formatter.
+    server::access_log::install(match format {
+        LogFormat::Json => countersign::proxy::AccessFormat::Json,
+        LogFormat::Pretty => countersign::proxy::AccessFormat::Pretty { ansi },
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
@@ -163,6 +169,7 @@ async fn serve(command: Command) -> ExitCode {
         }
         Command::Check { .. } | Command::Explain { .. } => Ok(()),
     };
+    server::access_log::flush();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -7,6 +7,8 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use countersign::fake::tts;
@@ -444,6 +446,9 @@ async fn redis_down_with_local_policy_serves_a_replicas_share_and_counts_it_late
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // One more request: whichever of its Redis calls the probe let through
+    // first, the units sent meanwhile are in the count once this is answered.
+    assert_eq!(set(&gw, 0).await.status, 200);
     let (_, count) = quota_count(&redis).await;
     assert_eq!(
         count,
@@ -554,4 +559,437 @@ async fn redis_over_tls_with_a_private_ca() {
     assert_eq!(a.status, 503, "{}", a.text());
     assert_eq!(a.error_code(), Some("state_unavailable"));
     assert_eq!(fake.fake.stats().requests, before);
+}
+
+#[tokio::test]
+async fn a_clean_shutdown_gives_the_unused_quota_back() {
+    if !redis_server::available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let fake = fake_xrtc(|c| {
+        c.login_timeout = Duration::from_millis(100);
+        c.rate_per_second = 1000;
+    })
+    .await;
+    // A million a month: blocks of 100 units, each replica holds one.
+    let route = xrtc_route(
+        &fake,
+        "login_interval = \"100ms\"\nrate_limit = { per_second = 1000, burst = 100 }\nquota = { per_month = 1000000 }",
+    )
+    .replace("login_interval = \"1s\"\n", "");
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut gws = Vec::new();
+    for d in &dirs {
+        gws.push(gateway(&toml(d.path(), &shared(&redis, ""), &route)).await);
+    }
+    for a in join_all(gws.iter().flat_map(|gw| (0..10).map(move |i| set(gw, i)))).await {
+        assert_eq!(a.status, 200, "{}", a.text());
+    }
+    let sent = fake.fake.stats().requests;
+    assert_eq!(sent, 33, "30 calls and a login per replica");
+    let (_, reserved) = quota_count(&redis).await;
+    assert!(
+        reserved > sent && reserved <= sent + 3 * 150,
+        "each replica holds at most a block and a half ahead: {reserved}"
+    );
+    for gw in gws {
+        gw.stop().await;
+    }
+    let (_, count) = quota_count(&redis).await;
+    assert_eq!(count, sent, "the count is exact once the replicas stop");
+}
+
+/// An upstream that answers every call at once and notes when it arrived:
+/// an XRTC login gets its cookies, any other call a small JSON.
+struct CountingUpstream {
+    addr: std::net::SocketAddr,
+    arrivals: Arc<Mutex<Vec<Instant>>>,
+    /// While set, every call is answered 429 with `Retry-After: 2`.
+    refuse: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for CountingUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn counting_upstream() -> CountingUpstream {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let refuse = Arc::new(AtomicBool::new(false));
+    let (seen, refusing) = (arrivals.clone(), refuse.clone());
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            let (seen, refusing) = (seen.clone(), refusing.clone());
+            let svc = hyper::service::service_fn(move |req| {
+                let (seen, refusing) = (seen.clone(), refusing.clone());
+                answer_counted(req, seen, refusing)
+            });
+            conns.spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    CountingUpstream {
+        addr,
+        arrivals,
+        refuse,
+        task,
+    }
+}
+
+async fn answer_counted(
+    req: http::Request<hyper::body::Incoming>,
+    seen: Arc<Mutex<Vec<Instant>>>,
+    refusing: Arc<AtomicBool>,
+) -> Result<http::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
+    use http_body_util::BodyExt;
+    seen.lock().unwrap().push(Instant::now());
+    let login = req.uri().path().ends_with("/auth/login");
+    let _ = req.into_body().collect().await;
+    let mut resp = http::Response::builder().header("content-type", "application/json");
+    if refusing.load(Ordering::SeqCst) {
+        resp = resp.status(429).header("retry-after", "2");
+    } else if login {
+        resp = resp
+            .header("set-cookie", "JSESSIONID=s1; Path=/")
+            .header("set-cookie", "AWSALBAPP-0=alb; Path=/");
+    }
+    Ok(resp
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"{\"servertimestamp\":1}",
+        )))
+        .unwrap())
+}
+
+/// The most instants in any window `[t, t + len)`.
+fn busiest(instants: &[Instant], len: Duration) -> usize {
+    let mut sorted = instants.to_vec();
+    sorted.sort();
+    let mut first = 0;
+    let mut most = 0;
+    for (i, t) in sorted.iter().enumerate() {
+        while *t - sorted[first] >= len {
+            first += 1;
+        }
+        most = most.max(i + 1 - first);
+    }
+    most
+}
+
+/// How many instants fall in each whole second from the first.
+fn per_second(instants: &[Instant]) -> Vec<usize> {
+    let Some(start) = instants.iter().min() else {
+        return Vec::new();
+    };
+    let mut counts = Vec::new();
+    for t in instants {
+        let s = (*t - *start).as_secs() as usize;
+        if counts.len() <= s {
+            counts.resize(s + 1, 0);
+        }
+        counts[s] += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_at_2000_per_second_give_the_upstream_no_more() {
+    if !redis_server::available() {
+        return;
+    }
+    const RATE: usize = 2000;
+    const BURST: usize = 200;
+    let redis = RedisServer::start();
+    let up = counting_upstream().await;
+    let route = format!(
+        "kind = \"xrtc\"\nupstream = \"http://{}\"\naccount_id = \"{ACCOUNT}\"\napi_key = \"{API_KEY}\"\nlogin_interval = \"1s\"\nrate_limit = {{ per_second = {RATE}, burst = {BURST}, wait = \"100ms\" }}\n",
+        up.addr
+    );
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut gws = Vec::new();
+    for d in &dirs {
+        gws.push(gateway(&toml(d.path(), &shared(&redis, ""), &route)).await);
+    }
+    // 16 keep-alive callers per replica for 5 s (at most 20,000 calls each).
+    let until = Instant::now() + Duration::from_secs(5);
+    let callers = gws.iter().flat_map(|gw| {
+        (0..16).map(move |_| async move {
+            let client = client();
+            let (mut ok, mut limited) = (0usize, 0usize);
+            for _ in 0..20_000 {
+                if Instant::now() >= until {
+                    break;
+                }
+                let req = http::Request::post(gw.url("/r/v1/item/set"))
+                    .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                        b"{items:[{\"portalid\":\"p\",\"payload\":\"x\"}]}",
+                    )))
+                    .unwrap();
+                let resp = client.request(req).await.unwrap();
+                let status = resp.status();
+                let code = resp
+                    .headers()
+                    .get("x-countersign-error")
+                    .map(|v| v.to_str().unwrap().to_string());
+                let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+                match status.as_u16() {
+                    200 => ok += 1,
+                    429 if code.as_deref() == Some("rate_limited") => limited += 1,
+                    other => panic!("{other} {code:?}"),
+                }
+            }
+            (ok, limited)
+        })
+    });
+    let (ok, limited) = join_all(callers)
+        .await
+        .into_iter()
+        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+    let arrivals = up.arrivals.lock().unwrap().clone();
+    let busiest_second = busiest(&arrivals, Duration::from_secs(1));
+    eprintln!(
+        "{ok} sent, {limited} refused; upstream per second {:?}, busiest second {busiest_second}, busiest 100 ms {}",
+        per_second(&arrivals),
+        busiest(&arrivals, Duration::from_millis(100))
+    );
+    assert_eq!(
+        arrivals.len(),
+        ok + 3,
+        "the calls and one login per replica"
+    );
+    assert!(
+        busiest_second <= RATE + BURST,
+        "the upstream got {busiest_second} in one second: more than {RATE}/s with a burst of {BURST}"
+    );
+    assert!(limited > 0, "the callers asked for more than the limit");
+    assert!(
+        ok >= RATE * 5 / 2,
+        "batches must not starve the replicas: {ok} in 5 s"
+    );
+    for gw in gws {
+        gw.stop().await;
+    }
+}
+
+/// Three replicas' limits on one Redis schedule, without HTTP: the instants
+/// at which permits let requests go, against GCRA's bound in every window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_spread_over_replicas_keep_the_bound_of_one_gcra() {
+    use countersign::config::{OnStateFailure, RateLimit, StateConfig};
+    use countersign::limits::{Limits, SharedLimits, UpstreamHold};
+    use countersign::state::RedisState;
+
+    if !redis_server::available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let rate = RateLimit {
+        per_second: 5000.0,
+        burst: 500,
+        wait: Duration::from_millis(50),
+    };
+    let replica = |credential: &'static str| {
+        let cfg = StateConfig {
+            url: countersign::secret::Secret::new(redis.url()),
+            display: redis.url(),
+            password: None,
+            password_source: None,
+            prefix: "t".into(),
+            ca_file: None,
+            timeout: Duration::from_secs(2),
+            on_failure: OnStateFailure::FailClosed,
+            expected_replicas: 1,
+        };
+        let state = Arc::new(RedisState::connect(&cfg).unwrap());
+        let shared = Arc::new(SharedLimits::new(
+            state,
+            credential,
+            credential,
+            Some(rate),
+            None,
+        ));
+        Arc::new(Limits {
+            rate: None,
+            quota: None,
+            hold: Arc::new(UpstreamHold::default()),
+            shared: Some(shared),
+        })
+    };
+    // 8 tasks per replica take permits for `secs`; returns when each went.
+    let run = |replicas: Vec<Arc<Limits>>, secs: u64| async move {
+        let until = Instant::now() + Duration::from_secs(secs);
+        let tasks = replicas.iter().flat_map(|l| {
+            (0..8).map(move |_| {
+                let l = l.clone();
+                tokio::spawn(async move {
+                    let mut sent = Vec::new();
+                    for _ in 0..100_000 {
+                        if Instant::now() >= until {
+                            break;
+                        }
+                        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                        match l.acquire(deadline).await {
+                            Ok(()) => sent.push(Instant::now()),
+                            Err(countersign::limits::LimitError::RateLimited(_)) => {
+                                tokio::time::sleep(Duration::from_millis(1)).await
+                            }
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                    sent
+                })
+            })
+        });
+        let mut all = Vec::new();
+        for t in join_all(tasks).await {
+            all.extend(t.unwrap());
+        }
+        all
+    };
+    let sent = run((0..3).map(|_| replica("one-credential")).collect(), 3).await;
+    let (second, tenth) = (
+        busiest(&sent, Duration::from_secs(1)),
+        busiest(&sent, Duration::from_millis(100)),
+    );
+    eprintln!(
+        "shared: {} permits, per second {:?}, busiest second {second}, busiest 100 ms {tenth}",
+        sent.len(),
+        per_second(&sent)
+    );
+    // GCRA: at most burst + window / interval in any window.
+    assert!(second <= 5000 + 500, "{second} in one second");
+    assert!(tenth <= 500 + 500, "{tenth} in 100 ms");
+    assert!(second >= 4000, "the schedule was used: {second}");
+
+    // Control: each replica on a schedule of its own gives three times as much.
+    let replicas = ["own-a", "own-b", "own-c"].map(replica).to_vec();
+    let own = run(replicas, 2).await;
+    let alone = busiest(&own, Duration::from_secs(1));
+    assert!(alone > 5000 + 500, "the check catches an excess: {alone}");
+}
+
+#[tokio::test]
+async fn the_unused_tail_of_a_batch_goes_back_to_the_schedule() {
+    use countersign::config::{OnStateFailure, RateLimit, StateConfig};
+    use countersign::limits::{Limits, SharedLimits, UpstreamHold};
+    use countersign::state::RedisState;
+
+    if !redis_server::available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let cfg = StateConfig {
+        url: countersign::secret::Secret::new(redis.url()),
+        display: redis.url(),
+        password: None,
+        password_source: None,
+        prefix: "t".into(),
+        ca_file: None,
+        timeout: Duration::from_secs(2),
+        on_failure: OnStateFailure::FailClosed,
+        expected_replicas: 1,
+    };
+    let state = Arc::new(RedisState::connect(&cfg).unwrap());
+    // 1,000/s with a burst of 1,000: batches grow to 50 slots, 1 ms apart.
+    let rate = RateLimit {
+        per_second: 1000.0,
+        burst: 1000,
+        wait: Duration::from_secs(1),
+    };
+    let shared = Arc::new(SharedLimits::new(state, "cred", "cred", Some(rate), None));
+    let limits = Limits {
+        rate: None,
+        quota: None,
+        hold: Arc::new(UpstreamHold::default()),
+        shared: Some(shared.clone()),
+    };
+    for _ in 0..40 {
+        limits
+            .acquire(tokio::time::Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
+    let mut conn = redis.client().await;
+    let schedule = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move {
+            let v: i64 = redis::cmd("GET")
+                .arg("t:rate:cred")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            v
+        }
+    };
+    let before = schedule(&mut conn).await;
+    shared.flush().await.unwrap();
+    let after = schedule(&mut conn).await;
+    let back = before - after;
+    assert!(
+        back > 0 && back % 1000 == 0 && back <= 50 * 1000,
+        "whole slots of the last batch went back: {back} µs"
+    );
+    // Nothing is given twice.
+    shared.flush().await.unwrap();
+    assert_eq!(schedule(&mut conn).await, after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_429_seen_by_one_replica_holds_the_batches_of_all() {
+    if !redis_server::available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let up = counting_upstream().await;
+    let route = format!(
+        "kind = \"xrtc\"\nupstream = \"http://{}\"\naccount_id = \"{ACCOUNT}\"\napi_key = \"{API_KEY}\"\nlogin_interval = \"100ms\"\nrate_limit = {{ per_second = 2000, burst = 200, wait = \"100ms\" }}\n",
+        up.addr
+    );
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut gws = Vec::new();
+    for d in &dirs {
+        gws.push(gateway(&toml(d.path(), &shared(&redis, ""), &route)).await);
+    }
+    // Every replica logged in and holds a batch of slots.
+    for a in join_all(gws.iter().flat_map(|gw| (0..20).map(move |i| set(gw, i)))).await {
+        assert_eq!(a.status, 200, "{}", a.text());
+    }
+    // The upstream says "slow down, 2 s" to one replica.
+    up.refuse.store(true, Ordering::SeqCst);
+    let a = set(&gws[0], 0).await;
+    assert_eq!(a.status, 429, "{}", a.text());
+    let held = Instant::now();
+    up.refuse.store(false, Ordering::SeqCst);
+    // The slots the others held go stale within a batch's span.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let before = up.arrivals.lock().unwrap().len();
+    let answers = join_all(gws.iter().flat_map(|gw| (0..10).map(move |i| set(gw, i)))).await;
+    assert!(
+        held.elapsed() < Duration::from_millis(1500),
+        "too slow to tell"
+    );
+    for a in &answers {
+        assert_eq!(a.status, 429, "{}", a.text());
+        assert_eq!(a.error_code(), Some("rate_limited"), "{}", a.text());
+        assert!(a.headers.contains_key("retry-after"));
+    }
+    assert_eq!(
+        up.arrivals.lock().unwrap().len(),
+        before,
+        "a replica sent during the hold"
+    );
+    // After the hold every replica sends again.
+    tokio::time::sleep(Duration::from_millis(2100).saturating_sub(held.elapsed())).await;
+    for gw in &gws {
+        let a = set(gw, 1).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+    }
 }

@@ -176,6 +176,12 @@ async fn sighup_reloads_the_running_binary_and_json_logs_are_one_object_per_line
     );
 
     // Every log line is a JSON object; request lines carry the audit fields.
+    // (Access lines are written in batches, within 100 ms.)
+    let started = Instant::now();
+    while gw.logs().matches("\"message\":\"request\"").count() < 3 {
+        assert!(started.elapsed() < Duration::from_secs(5), "{}", gw.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let logs = gw.logs();
     let mut requests = 0;
     for line in logs.lines() {

@@ -112,7 +112,7 @@ pub fn parse(s: &mut Section<'_>) -> Option<StateConfig> {
     if let Some(p) = &ca_file {
         if !p.is_file() {
             s.problem("state_ca_file", format!("file {} not found", p.display()));
-        } else if !url.starts_with("rediss://") {
+        } else if !url.starts_with("rediss://") && !url.starts_with("rediss+cluster://") {
             s.problem(
                 "state_ca_file",
                 "only applies to a rediss:// (TLS) state URL",
@@ -151,14 +151,21 @@ pub fn parse(s: &mut Section<'_>) -> Option<StateConfig> {
 }
 
 /// `redis://user:pw@host:6379/0` -> `redis://user:***@host:6379/0`; refuses
-/// anything that is not a redis:// or rediss:// URL with a host.
+/// anything that is not a redis:// or rediss:// URL with a host, or a
+/// Redis Cluster's `redis+cluster://h1:p1,h2:p2` (`rediss+cluster://`).
 pub fn redact_url(url: &str) -> Result<String, String> {
     let (scheme, rest) = url
         .split_once("://")
-        .filter(|(scheme, _)| matches!(*scheme, "redis" | "rediss"))
+        .filter(|(scheme, _)| {
+            matches!(
+                *scheme,
+                "redis" | "rediss" | "redis+cluster" | "rediss+cluster"
+            )
+        })
         .ok_or_else(|| {
-            "must be a URL like redis://host:6379/0 or rediss://host:6380/0".to_string()
+            "must be a URL like redis://host:6379/0, rediss://host:6380/0 or redis+cluster://host1:7000,host2:7000".to_string()
         })?;
+    let cluster = scheme.ends_with("+cluster");
     let (authority, path) = match rest.find('/') {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
@@ -170,9 +177,17 @@ pub fn redact_url(url: &str) -> Result<String, String> {
     if host.is_empty() {
         return Err("has no host (write it like redis://127.0.0.1:6379/0)".into());
     }
+    if cluster && host.split(',').any(str::is_empty) {
+        return Err("names an empty node (write it like redis+cluster://h1:7000,h2:7000)".into());
+    }
     let db = path.trim_start_matches('/');
     if !db.is_empty() && db.parse::<u32>().is_err() {
         return Err(format!("database \"{db}\" is not a number"));
+    }
+    if cluster && !db.is_empty() && db != "0" {
+        return Err(format!(
+            "database {db}: a Redis Cluster has only database 0"
+        ));
     }
     let userinfo = match userinfo {
         Some(u) => match u.split_once(':') {
@@ -205,5 +220,11 @@ mod tests {
         assert!(redact_url("http://cache:6379").is_err());
         assert!(redact_url("redis:///0").is_err());
         assert!(redact_url("redis://cache/zero").is_err());
+        assert_eq!(
+            redact_url("rediss+cluster://app:hunter2@n1:7000,n2:7000").unwrap(),
+            "rediss+cluster://app:***@n1:7000,n2:7000"
+        );
+        assert!(redact_url("redis+cluster://n1:7000,,n2:7000").is_err());
+        assert!(redact_url("redis+cluster://n1:7000/3").is_err());
     }
 }

@@ -18,9 +18,12 @@
 //! A clean shutdown writes the exact count.
 //!
 //! With a shared state store (Redis), [`shared::SharedLimits`] takes the
-//! place of both, for every replica at once.
+//! place of both, for every replica at once: the same GCRA schedule and
+//! quota count in Redis, taken from in batches of slots and blocks of units.
 
 mod shared;
+mod shared_quota;
+mod shared_rate;
 
 pub use shared::SharedLimits;
 

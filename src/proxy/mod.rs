@@ -10,9 +10,11 @@
 //! (an expired session means [`phases::Outcome::Replay`], once) → `finish`
 //! (clear the session, or let the kind inspect the answer) → stream back.
 
+mod access;
 mod body;
 mod phases;
 
+pub use access::{set_sink, AccessFormat, AccessSink};
 pub use body::CallerBody;
 
 use std::convert::Infallible;
@@ -74,6 +76,16 @@ pub(crate) struct RequestLog {
     pub replayed: bool,
 }
 
+impl RequestLog {
+    /// This record's fields on the access line: one `key=value` each.
+    fn access_fields(&self, line: &mut access::Line<'_>) {
+        line.str("client", self.client.as_deref().unwrap_or("-"));
+        line.opt_num("upstream_status", self.upstream_status.map(u64::from));
+        line.str("login", self.login.as_str());
+        line.bool("replay", self.replayed);
+    }
+}
+
 /// Serves one request: the route's phases, then the log line and metrics.
 pub async fn handle<B: CallerBody>(gw: &Gateway, req: Request<B>) -> Response<RespBody> {
     let started = Instant::now();
@@ -116,19 +128,15 @@ pub async fn handle<B: CallerBody>(gw: &Gateway, req: Request<B>) -> Response<Re
         &log,
         took,
     );
-    tracing::info!(
-        client = log.client.as_deref().unwrap_or("-"),
-        route = %route_name,
-        method = %method,
-        path = %path_for_log,
-        status = resp.status().as_u16(),
-        upstream_status = log.upstream_status,
-        error = error.as_ref().map(ProxyError::code),
-        duration_ms = took.as_secs_f64() * 1000.0,
-        login = log.login.as_str(),
-        replay = log.replayed,
-        "request"
-    );
+    access::emit(|line| {
+        line.str("route", route_name);
+        line.str("method", method.as_str());
+        line.str("path", path_for_log);
+        line.num("status", u64::from(resp.status().as_u16()));
+        line.opt_str("error", error.as_ref().map(ProxyError::code));
+        line.millis("duration_ms", took);
+        log.access_fields(line);
+    });
     resp
 }
 

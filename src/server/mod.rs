@@ -3,6 +3,7 @@
 //! Each connection starts on the HTTP/1.1 fast path (`h1`); whatever that
 //! does not take is served by hyper.
 
+pub mod access_log;
 mod h1;
 mod prefixed;
 mod run;

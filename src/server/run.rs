@@ -80,6 +80,7 @@ pub async fn run(
                 tokio::task::spawn_blocking(move || threads.into_iter().all(|t| t.join().is_ok()))
                     .await;
             if !matches!(joined, Ok(true)) {
+                super::access_log::flush();
                 return Err(RunError::Unsupported(
                     "a worker thread failed while draining".into(),
                 ));
@@ -96,5 +97,7 @@ pub async fn run(
     for w in watchers {
         w.abort();
     }
+    // Every request has had its line by now: none is left in a buffer.
+    super::access_log::flush();
     Ok(())
 }

@@ -14,7 +14,7 @@ mod shared;
 
 pub use file::FileStore;
 pub use memory::MemoryStore;
-pub use shared::{Permit, PermitRequest, RedisState, SharedSession, SharedTimes};
+pub use shared::{QuotaRequest, RateBatch, RateRequest, RedisState, SharedSession, SharedTimes};
 
 use futures_util::future::BoxFuture;
 

@@ -3,16 +3,22 @@
 //!
 //! Everything that must be decided by all replicas at once runs as one Lua
 //! script (atomic in Redis, one round trip) against Redis's own clock, so
-//! replicas with skewed clocks still agree: the rate permit and quota unit
-//! ([`RedisState::permit`]), login spacing ([`RedisState::login_gate`]), the
-//! login lease ([`RedisState::try_lock`] / [`RedisState::unlock`]) and the
+//! replicas with skewed clocks still agree: a batch of rate slots
+//! ([`RedisState::rate_batch`]), a block of quota units
+//! ([`RedisState::quota_block`]), login spacing ([`RedisState::login_gate`]),
+//! the login lease ([`RedisState::try_lock`] / [`RedisState::unlock`]) and the
 //! shared session ([`RedisState::session_put`] / [`RedisState::session_drop`]).
 //!
 //! Keys: `<prefix>:<what>:<credential identity>`; identities are built from
 //! non-secret fields and short hashes (`xrtc-AC0987654321012345-1a2b3c4d5e6f`),
-//! never from a secret. Values that are secrets (a shared TTS session id, a
-//! rotated key) are stored as Redis holds any value: protect Redis with a
-//! password, TLS and network policy.
+//! never from a secret. On a Redis Cluster (`redis+cluster://h1:p1,h2:p2`)
+//! the identity is a hash tag (`<prefix>:rate:{<identity>}`), so every key
+//! of one credential lives in one slot and each script touches one slot. A
+//! single Redis keeps the untagged names, so replicas of the previous
+//! version and this one share their state during a rolling upgrade. Values
+//! that are secrets (a shared TTS session id, a rotated key) are stored as
+//! Redis holds any value: protect Redis with a password, TLS and network
+//! policy.
 //!
 //! Failures: every call has a deadline (`state_timeout`). After a failure
 //! the store is marked down and calls fail at once for a second (a circuit
@@ -24,8 +30,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{IntoConnectionInfo, Script};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Script, Value};
 use tokio::time::Instant;
 
 use super::{StateError, StateStore};
@@ -36,59 +43,88 @@ use crate::secret::Secret;
 /// How long calls fail fast after a failure before one probes Redis again.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
-const PERMIT: &str = r"
+/// Reserves up to `want` consecutive slots of a credential's GCRA schedule
+/// (KEYS[1], its theoretical arrival time in µs of Redis's clock), after the
+/// upstream's hold (KEYS[2]), and only slots within `max_wait`. Before that
+/// it gives back the unused tail of this replica's previous batch, if nobody
+/// reserved after it (the schedule still ends where that batch ended).
+/// Returns `{0, tat - now, floor - now, n, end}`: slot i's arrival time is
+/// `tat + i * interval`, it may be sent from `max(that - tolerance, floor)`;
+/// or `{1, wait}` when even the first slot is further than `max_wait` (then
+/// nothing is reserved). `want = 0` only gives back.
+const RATE_BATCH: &str = r"
 redis.replicate_commands()
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local max_wait = tonumber(ARGV[3])
-local limit = tonumber(ARGV[4])
-local expire_at = tonumber(ARGV[5])
-local pending = tonumber(ARGV[6])
-local used = 0
-if limit > 0 then
-  if pending > 0 then
-    used = redis.call('INCRBY', KEYS[2], pending)
-    redis.call('EXPIREAT', KEYS[2], expire_at)
-  else
-    used = tonumber(redis.call('GET', KEYS[2]) or '0')
-  end
-end
-local tat = now
-if interval > 0 then
-  tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
-end
-local at = now
-local hold = tonumber(redis.call('GET', KEYS[3]) or '0')
+local want = tonumber(ARGV[4])
+local back_end = tonumber(ARGV[5])
+local back_n = tonumber(ARGV[6])
+local stored = tonumber(redis.call('GET', KEYS[1]) or '0')
+local tat = stored
+if back_n > 0 and stored == back_end then tat = back_end - back_n * interval end
+tat = math.max(tat, now)
+local floor = now
+local hold = tonumber(redis.call('GET', KEYS[2]) or '0')
 if hold > now then
-  at = hold
-  if interval > 0 then tat = math.max(tat, hold + tolerance) end
+  floor = hold
+  tat = math.max(tat, hold + tolerance)
 end
-if interval > 0 then at = math.max(tat - tolerance, at) end
-if at - now > max_wait then return {1, at - now, used} end
-if limit > 0 then
-  if used >= limit then return {2, 0, used} end
-  used = redis.call('INCR', KEYS[2])
-  if used == 1 then redis.call('EXPIREAT', KEYS[2], expire_at) end
+local first = math.max(tat - tolerance, floor)
+local n = 0
+if want > 0 and first - now <= max_wait then
+  n = math.max(1, math.min(want, math.floor((now + max_wait + tolerance - tat) / interval) + 1))
 end
-if interval > 0 then
-  local nxt = tat + interval
+local nxt = tat + n * interval
+if nxt ~= stored then
   redis.call('SET', KEYS[1], string.format('%d', nxt), 'PX', math.floor((nxt - now) / 1000) + 1000)
 end
-return {0, at - now, used}
+if n == 0 and want > 0 then return {1, first - now, 0, 0, 0} end
+return {0, tat - now, floor - now, n, nxt}
 ";
 
+/// Reserves up to `want` units of a month's quota (KEYS[1], the count
+/// reserved by every replica), never past `limit`; one at a time once no
+/// more than `exact_below` are left, so the last units go to whichever
+/// replica needs them. First adds `pending` (units sent while Redis was
+/// unreachable) and subtracts `back` (units a replica reserved and did not
+/// use). Returns `{granted, count}`.
+const QUOTA_BLOCK: &str = r"
+local limit = tonumber(ARGV[1])
+local want = tonumber(ARGV[2])
+local exact_below = tonumber(ARGV[3])
+local expire_at = tonumber(ARGV[4])
+local pending = tonumber(ARGV[5])
+local back = tonumber(ARGV[6])
+local stored = tonumber(redis.call('GET', KEYS[1]) or '0')
+local count = stored + pending - math.min(back, stored)
+if limit - count <= exact_below then want = math.min(want, 1) end
+local granted = math.max(0, math.min(want, limit - count))
+count = count + granted
+if count ~= stored then
+  redis.call('SET', KEYS[1], string.format('%d', count))
+  redis.call('EXPIREAT', KEYS[1], expire_at)
+end
+return {granted, count}
+";
+
+/// Extends the upstream's hold (KEYS[1], Unix µs of Redis's clock) to
+/// `ARGV[1]` µs from now, if that is later; returns the µs left of it (so
+/// `0` only reads it).
 const HOLD: &str = r"
 redis.replicate_commands()
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local untl = now + tonumber(ARGV[1])
+local d = tonumber(ARGV[1])
+local untl = now + d
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-if untl > cur then
+if d > 0 and untl > cur then
   redis.call('SET', KEYS[1], string.format('%d', untl), 'PX', math.floor(tonumber(ARGV[1]) / 1000) + 1000)
+  cur = untl
 end
-return 0
+return math.max(cur - now, 0)
 ";
 
 const LOGIN_GATE: &str = r"
@@ -147,34 +183,93 @@ pub struct SharedTimes {
     pub renew_at_ms: Option<u64>,
 }
 
-/// The answer to a permit request.
+/// A batch of consecutive slots of a credential's shared GCRA schedule,
+/// in µs from Redis's clock at the moment it decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permit {
-    /// Send after this wait (zero: now). `used`: the month's count, this request included.
-    Granted { wait: Duration, used: u64 },
-    /// The slot (or the upstream's hold) is further away than the allowed wait.
-    RateLimited(Duration),
-    /// The month's quota is used up (`used` units).
-    QuotaExhausted { used: u64 },
+pub enum RateBatch {
+    /// `count` slots: slot i's theoretical arrival time is `tat + i *
+    /// interval`, it may be sent from `max(that - tolerance, floor)`. `end`
+    /// is the schedule's end after the batch (Redis's absolute µs), which
+    /// a give-back must name.
+    Granted {
+        tat: Duration,
+        floor: Duration,
+        count: u32,
+        end: i64,
+    },
+    /// Even the first slot (or the upstream's hold) is further than the wait.
+    TooFar(Duration),
 }
 
-/// What a permit asks for. Zero interval: no rate limit; zero limit: no quota.
-pub struct PermitRequest<'a> {
+/// What a rate batch asks for: up to `want` slots within `max_wait`, after
+/// giving back the `back_count` last slots of the batch that ended the
+/// schedule at `back_end` (if none was reserved after it).
+pub struct RateRequest<'a> {
     pub rate_key: &'a str,
-    pub quota_key: &'a str,
     pub hold_key: &'a str,
     pub interval: Duration,
     pub tolerance: Duration,
     pub max_wait: Duration,
+    pub want: u32,
+    pub back_end: i64,
+    pub back_count: u32,
+}
+
+/// What a quota block asks for: up to `want` units of `limit`.
+pub struct QuotaRequest<'a> {
+    pub key: &'a str,
     pub limit: u64,
-    /// Unix seconds when the quota key may expire (after its month).
+    pub want: u64,
+    /// At most this many left in the month: grant one unit at a time.
+    pub exact_below: u64,
+    /// Unix seconds when the key may expire (after its month).
     pub expire_at: i64,
     /// Units sent while Redis was unreachable, to add to the count now.
     pub pending: u64,
+    /// Units reserved earlier and not used, to take off the count now.
+    pub back: u64,
+}
+
+/// The connection: one Redis (reconnecting, multiplexed), or a cluster
+/// (one multiplexed connection per node, commands routed by key slot).
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
 }
 
 pub struct RedisState {
-    conn: ConnectionManager,
+    conn: Conn,
+    /// A Redis Cluster: credential identities become hash tags in keys.
+    cluster: bool,
     /// The URL without its password, for messages.
     display: String,
     prefix: String,
@@ -191,7 +286,8 @@ pub struct RedisState {
 }
 
 struct Scripts {
-    permit: Script,
+    rate_batch: Script,
+    quota_block: Script,
     hold: Script,
     login_gate: Script,
     unlock: Script,
@@ -212,35 +308,64 @@ impl RedisState {
     pub fn connect(cfg: &StateConfig) -> Result<Self, StateError> {
         let bad =
             |e: redis::RedisError| StateError::caused(format!("server.state {}", cfg.display), e);
-        let mut info = cfg.url.expose().into_connection_info().map_err(bad)?;
-        if let Some(pw) = &cfg.password {
-            let settings = info.redis_settings().clone().set_password(pw.expose());
-            info = info.set_redis_settings(settings);
-        }
-        let client = match &cfg.ca_file {
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| {
-                    StateError::caused(format!("server.state_ca_file {}", path.display()), e)
-                })?;
-                redis::Client::build_with_tls(
-                    info,
-                    redis::TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(pem),
-                    },
+        let ca = match &cfg.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                StateError::caused(format!("server.state_ca_file {}", path.display()), e)
+            })?),
+            None => None,
+        };
+        let certs = |pem: Vec<u8>| redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        };
+        let (conn, cluster) = match cluster_nodes(cfg.url.expose()) {
+            Some(nodes) => {
+                let mut builder = redis::cluster::ClusterClient::builder(nodes)
+                    // A redirect (MOVED, ASK) or a failed node costs a retry:
+                    // a few, quickly; `state_timeout` bounds the whole call.
+                    .retries(3)
+                    .min_retry_wait(10)
+                    .max_retry_wait(100);
+                if let Some(pw) = &cfg.password {
+                    builder = builder.password(pw.expose());
+                }
+                if let Some(pem) = ca {
+                    builder = builder.certs(certs(pem));
+                }
+                let config = redis::cluster::ClusterConfig::new()
+                    .set_connection_timeout(cfg.timeout)
+                    .set_response_timeout(cfg.timeout);
+                // Connects in the background: a gateway starts (and reports
+                // not ready) while the cluster is still down.
+                let client = builder.build().map_err(bad)?;
+                (
+                    Conn::Cluster(client.get_pending_async_connection_with_config(config)),
+                    true,
                 )
             }
-            None => redis::Client::open(info),
-        }
-        .map_err(bad)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(cfg.timeout))
-            .set_response_timeout(Some(cfg.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(bad)?;
+            None => {
+                let mut info = cfg.url.expose().into_connection_info().map_err(bad)?;
+                if let Some(pw) = &cfg.password {
+                    let settings = info.redis_settings().clone().set_password(pw.expose());
+                    info = info.set_redis_settings(settings);
+                }
+                let client = match ca {
+                    Some(pem) => redis::Client::build_with_tls(info, certs(pem)),
+                    None => redis::Client::open(info),
+                }
+                .map_err(bad)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(cfg.timeout))
+                    .set_response_timeout(Some(cfg.timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(bad)?;
+                (Conn::Single(conn), false)
+            }
+        };
         Ok(RedisState {
             conn,
+            cluster,
             display: cfg.display.clone(),
             prefix: cfg.prefix.clone(),
             timeout: cfg.timeout,
@@ -254,7 +379,8 @@ impl RedisState {
                 m
             },
             scripts: Scripts {
-                permit: Script::new(PERMIT),
+                rate_batch: Script::new(RATE_BATCH),
+                quota_block: Script::new(QUOTA_BLOCK),
                 hold: Script::new(HOLD),
                 login_gate: Script::new(LOGIN_GATE),
                 unlock: Script::new(UNLOCK),
@@ -265,9 +391,19 @@ impl RedisState {
         })
     }
 
-    /// `<prefix>:<what>:<id>`.
+    /// `<prefix>:<what>:<id>`; on a cluster `<prefix>:<what>:{<id>}`, so
+    /// every key of one identity hashes to one slot.
     pub fn key(&self, what: &str, id: &str) -> String {
-        format!("{}:{what}:{id}", self.prefix)
+        if self.cluster {
+            format!("{}:{what}:{{{id}}}", self.prefix)
+        } else {
+            format!("{}:{what}:{id}", self.prefix)
+        }
+    }
+
+    /// Whether the store is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
     }
 
     pub fn is_up(&self) -> bool {
@@ -277,7 +413,7 @@ impl RedisState {
     /// For /readyz: where the state is and whether it answers (no secrets).
     pub fn describe(&self) -> serde_json::Value {
         serde_json::json!({
-            "store": "redis",
+            "store": if self.cluster { "redis-cluster" } else { "redis" },
             "url": self.display,
             "prefix": self.prefix,
             "up": self.is_up(),
@@ -348,28 +484,57 @@ impl RedisState {
         }
     }
 
-    /// One rate permit and quota unit, decided for every replica at once.
-    pub async fn permit(&self, r: &PermitRequest<'_>) -> Result<Permit, StateError> {
+    /// Reserves a batch of rate slots for this replica (see [`RATE_BATCH`]).
+    pub async fn rate_batch(&self, r: &RateRequest<'_>) -> Result<RateBatch, StateError> {
         let mut conn = self.conn.clone();
-        let mut call = self.scripts.permit.prepare_invoke();
+        let mut call = self.scripts.rate_batch.prepare_invoke();
         call.key(r.rate_key)
-            .key(r.quota_key)
             .key(r.hold_key)
             .arg(r.interval.as_micros() as u64)
             .arg(r.tolerance.as_micros() as u64)
             .arg(r.max_wait.as_micros() as u64)
-            .arg(r.limit)
-            .arg(r.expire_at)
-            .arg(r.pending);
-        let (code, micros, used): (i64, i64, i64) =
-            self.run("permit", call.invoke_async(&mut conn)).await?;
-        let d = Duration::from_micros(micros.max(0) as u64);
-        let used = used.max(0) as u64;
+            .arg(r.want)
+            .arg(r.back_end)
+            .arg(r.back_count);
+        let (code, tat, floor, count, end): (i64, i64, i64, i64, i64) =
+            self.run("rate_batch", call.invoke_async(&mut conn)).await?;
+        let micros = |v: i64| Duration::from_micros(v.max(0) as u64);
         Ok(match code {
-            0 => Permit::Granted { wait: d, used },
-            1 => Permit::RateLimited(d),
-            _ => Permit::QuotaExhausted { used },
+            0 => RateBatch::Granted {
+                tat: micros(tat),
+                floor: micros(floor),
+                count: count.clamp(0, i64::from(u32::MAX)) as u32,
+                end,
+            },
+            _ => RateBatch::TooFar(micros(tat)),
         })
+    }
+
+    /// Reserves a block of quota units (see [`QUOTA_BLOCK`]): `(granted, count)`.
+    pub async fn quota_block(&self, r: &QuotaRequest<'_>) -> Result<(u64, u64), StateError> {
+        let mut conn = self.conn.clone();
+        let mut call = self.scripts.quota_block.prepare_invoke();
+        call.key(r.key)
+            .arg(r.limit)
+            .arg(r.want)
+            .arg(r.exact_below)
+            .arg(r.expire_at)
+            .arg(r.pending)
+            .arg(r.back);
+        let (granted, count): (i64, i64) = self
+            .run("quota_block", call.invoke_async(&mut conn))
+            .await?;
+        Ok((granted.max(0) as u64, count.max(0) as u64))
+    }
+
+    /// What is left of the upstream's hold another replica shared (zero:
+    /// none), for routes with no rate batch to bring it.
+    pub async fn hold_remaining(&self, key: &str) -> Result<Duration, StateError> {
+        let mut conn = self.conn.clone();
+        let mut call = self.scripts.hold.prepare_invoke();
+        call.key(key).arg(0);
+        let left: i64 = self.run("hold", call.invoke_async(&mut conn)).await?;
+        Ok(Duration::from_micros(left.max(0) as u64))
     }
 
     /// The upstream said "not before `d` from now": every replica holds.
@@ -509,7 +674,7 @@ impl StateStore for RedisState {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, StateError>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            let k = self.key("kv", key);
+            let k = format!("{}:kv:{key}", self.prefix);
             self.run("get", redis::cmd("GET").arg(&k).query_async(&mut conn))
                 .await
         })
@@ -520,7 +685,7 @@ impl StateStore for RedisState {
     fn put<'a>(&'a self, key: &'a str, value: String) -> BoxFuture<'a, Result<(), StateError>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            let k = self.key("kv", key);
+            let k = format!("{}:kv:{key}", self.prefix);
             self.run(
                 "put",
                 redis::cmd("SET")
@@ -530,5 +695,50 @@ impl StateStore for RedisState {
             )
             .await
         })
+    }
+}
+
+/// The seed nodes of a cluster URL, `redis+cluster://[user:pw@]h1:p1,h2:p2`
+/// (`rediss+cluster://` for TLS), each as a plain node URL carrying the
+/// same credentials; `None` for any other URL. The client learns the rest
+/// of the cluster from whichever seed answers.
+fn cluster_nodes(url: &str) -> Option<Vec<String>> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = match scheme {
+        "redis+cluster" => "redis",
+        "rediss+cluster" => "rediss",
+        _ => return None,
+    };
+    // A cluster has one database: a `/0` is allowed and meaningless.
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (format!("{u}@"), h),
+        None => (String::new(), authority),
+    };
+    Some(
+        hosts
+            .split(',')
+            .filter(|h| !h.is_empty())
+            .map(|h| format!("{scheme}://{userinfo}{h}"))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_urls_name_their_seed_nodes() {
+        assert_eq!(cluster_nodes("redis://127.0.0.1:6379/0"), None);
+        assert_eq!(cluster_nodes("rediss://cache:6380"), None);
+        assert_eq!(
+            cluster_nodes("redis+cluster://10.0.0.1:7000,10.0.0.2:7001").unwrap(),
+            ["redis://10.0.0.1:7000", "redis://10.0.0.2:7001"]
+        );
+        assert_eq!(
+            cluster_nodes("rediss+cluster://app:pw@cfg.cache.amazonaws.com:6379/0").unwrap(),
+            ["rediss://app:pw@cfg.cache.amazonaws.com:6379"]
+        );
     }
 }

@@ -181,3 +181,181 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// Whether the cluster tests run: only when `CI` is set (they start three
+/// servers each), and then `redis-server` and `redis-cli` must be there.
+pub fn cluster_wanted() -> bool {
+    if std::env::var_os("CI").is_none() {
+        eprintln!(
+            "SKIPPED: the Redis Cluster tests run when CI is set (CI=1 cargo test --test cluster)"
+        );
+        return false;
+    }
+    for tool in ["redis-server", "redis-cli"] {
+        let found = Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            found,
+            "{tool} is not installed, and CI is set: install it (apt-get install -y redis-server)"
+        );
+    }
+    true
+}
+
+/// A free loopback port whose cluster bus port (10,000 above) is free too.
+fn node_port() -> u16 {
+    for _ in 0..1000 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free pair of loopback ports for a cluster node");
+}
+
+/// A three-node Redis Cluster on loopback (no replicas), each node in its
+/// own temporary directory; every node is killed when dropped.
+pub struct RedisCluster {
+    nodes: Vec<(Child, u16)>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let mut cluster = RedisCluster {
+            nodes: Vec::new(),
+            _dirs: Vec::new(),
+        };
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let port = node_port();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string()])
+                .args(["--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", "nodes.conf"])
+                .args(["--save", ""])
+                .args(["--appendonly", "yes"])
+                .args(["--appendfsync", "always"])
+                .arg("--dir")
+                .arg(dir.path())
+                .arg("--logfile")
+                .arg(dir.path().join("redis.log"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server could not be started");
+            cluster.nodes.push((child, port));
+            cluster._dirs.push(dir);
+        }
+        for port in cluster.ports() {
+            let started = Instant::now();
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "cluster node {port} did not start"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(cluster.ports().iter().map(|p| format!("127.0.0.1:{p}")))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli could not be started");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Every node agrees the cluster is up (all slots served).
+        let started = Instant::now();
+        for port in cluster.ports() {
+            loop {
+                let info = cli(port, &["CLUSTER", "INFO"]);
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "the cluster did not come up: {info}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        cluster
+    }
+
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|(_, p)| *p).collect()
+    }
+
+    /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3`.
+    pub fn url(&self) -> String {
+        let nodes: Vec<_> = self
+            .ports()
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// Every key matching `pattern`, from every node.
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        self.ports()
+            .iter()
+            .flat_map(|p| {
+                cli(*p, &["--raw", "KEYS", pattern])
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// The slot a key hashes to.
+    pub fn slot(&self, key: &str) -> u16 {
+        cli(self.ports()[0], &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// A key's value, from whichever node holds it (`-c` follows redirects).
+    pub fn get(&self, key: &str) -> String {
+        cli(self.ports()[0], &["-c", "--raw", "GET", key])
+            .trim()
+            .to_string()
+    }
+}
+
+/// `redis-cli -p PORT args…`, its output.
+fn cli(port: u16, args: &[&str]) -> String {
+    let mut cmd = Command::new("redis-cli");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
+    // `--raw` and `-c` are options: they go before the command.
+    let (options, command): (Vec<&str>, Vec<&str>) = args.iter().partition(|a| a.starts_with('-'));
+    let out = cmd.args(options).args(command).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for (child, _) in &mut self.nodes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
