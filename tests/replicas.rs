@@ -769,7 +769,13 @@ async fn three_replicas_at_2000_per_second_give_the_upstream_no_more() {
         busiest_second <= RATE + BURST,
         "the upstream got {busiest_second} in one second: more than {RATE}/s with a burst of {BURST}"
     );
-    assert!(limited > 0, "the callers asked for more than the limit");
+    // Whether the callers were refused depends on how fast this machine
+    // is (a wait of 100 ms absorbs a queue); what must hold is that they
+    // asked for at least the limit, so the limit is what was measured.
+    assert!(
+        ok + limited >= RATE * 5 * 9 / 10,
+        "the callers asked for less than the limit: {ok} sent, {limited} refused"
+    );
     assert!(
         ok >= RATE * 5 / 2,
         "batches must not starve the replicas: {ok} in 5 s"
