@@ -45,6 +45,51 @@ pub struct Metrics {
     pub upstream_errors: Family<RouteClass, Counter>,
     pub replays: Family<RouteLabel, Counter>,
     pub reloads: Family<ReloadResult, Counter>,
+    /// Caller connections open in the process (every worker's).
+    pub connections_open: Gauge,
+    /// Idle keep-alive connections closed to admit a new one at `max_connections`.
+    pub connections_evicted: Counter,
+    /// Requests and connections cut off, by [`Cutoff`] reason.
+    pub cutoffs: Family<CutoffLabel, Counter>,
+}
+
+/// Why countersign cut a caller's request or answer short: each reason is
+/// a bound of DESIGN §6, counted in `countersign_cutoffs_total{reason}`
+/// and named in the access log line's `cutoff` field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cutoff {
+    /// A request head begun but not finished within `header_read_timeout`.
+    HeaderTimeout,
+    /// A request body not whole within `body_read_timeout` of its head: 408.
+    BodyTimeout,
+    /// The upstream silent past the route's `read_timeout`: 504 before the
+    /// answer head, a cut answer after it.
+    UpstreamReadTimeout,
+    /// A request whose framing cannot be trusted (RFC 9112): 400 and close.
+    BadFraming,
+}
+
+impl Cutoff {
+    pub const ALL: [Cutoff; 4] = [
+        Cutoff::HeaderTimeout,
+        Cutoff::BodyTimeout,
+        Cutoff::UpstreamReadTimeout,
+        Cutoff::BadFraming,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cutoff::HeaderTimeout => "header_timeout",
+            Cutoff::BodyTimeout => "body_timeout",
+            Cutoff::UpstreamReadTimeout => "upstream_read_timeout",
+            Cutoff::BadFraming => "bad_framing",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CutoffLabel {
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -108,8 +153,33 @@ impl Default for Metrics {
             "Config reloads (SIGHUP), by result (ok, rejected)",
             reloads.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "countersign_connections_open",
+            "Caller connections open in the process (at most server.max_connections)",
+            connections_open.clone(),
+        );
+        let connections_evicted = Counter::default();
+        registry.register(
+            "countersign_connections_evicted",
+            "Idle keep-alive caller connections closed to admit a new one at server.max_connections",
+            connections_evicted.clone(),
+        );
+        let cutoffs = Family::<CutoffLabel, Counter>::default();
+        registry.register(
+            "countersign_cutoffs",
+            "Requests, answers and connections cut off, by reason (header_timeout, body_timeout, upstream_read_timeout, bad_framing)",
+            cutoffs.clone(),
+        );
+        // Every reason exists from the start, so a rate() over it has a series.
+        for c in Cutoff::ALL {
+            let _ = cutoffs.get_or_create(&CutoffLabel { reason: c.as_str() });
+        }
         Metrics {
             registry,
+            connections_open,
+            connections_evicted,
+            cutoffs,
             reloads,
             requests,
             duration,
@@ -151,6 +221,13 @@ impl Metrics {
         );
     }
 
+    /// Counts one cut-off.
+    pub fn cutoff(&self, c: Cutoff) {
+        self.cutoffs
+            .get_or_create(&CutoffLabel { reason: c.as_str() })
+            .inc();
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -165,6 +242,27 @@ pub struct RouteMetrics {
     /// `countersign_requests_total{route, status="200"}`.
     pub ok: Counter,
     pub duration: Histogram,
+    /// Where an answer cut mid-body for the upstream's silence is counted
+    /// and logged: the answer's head (and so its access log line) is out
+    /// by then.
+    pub answer_cut: AnswerCut,
+}
+
+/// Counts and logs an answer cut after its head because the upstream went
+/// silent past `read_timeout`. One per route, shared by its answers.
+#[derive(Clone)]
+pub struct AnswerCut(std::sync::Arc<(Counter, String)>);
+
+impl AnswerCut {
+    pub fn record(&self) {
+        let (counter, route) = &*self.0;
+        counter.inc();
+        tracing::warn!(
+            route = %route,
+            cutoff = Cutoff::UpstreamReadTimeout.as_str(),
+            "answer cut: the upstream went silent mid-body past read_timeout; the caller sees a truncated answer"
+        );
+    }
 }
 
 impl Metrics {
@@ -178,6 +276,14 @@ impl Metrics {
                 })
                 .clone(),
             duration: self.duration.get_or_create(&self::route(route)).clone(),
+            answer_cut: AnswerCut(std::sync::Arc::new((
+                self.cutoffs
+                    .get_or_create(&CutoffLabel {
+                        reason: Cutoff::UpstreamReadTimeout.as_str(),
+                    })
+                    .clone(),
+                route.to_string(),
+            ))),
         }
     }
 }

@@ -29,8 +29,24 @@ const INSPECT_MAX: usize = 1024 * 1024;
 /// Login answers are small; a bigger one is refused rather than held.
 const LOGIN_BODY_MAX: usize = 256 * 1024;
 
-/// The route's phases for one request.
+/// The route's phases for one request; an error that is a cut-off (a body
+/// that did not come in time, an upstream silent past `read_timeout`) is
+/// noted for the log line and the metrics.
 pub(super) async fn run<B: CallerBody>(
+    snap: &Snapshot,
+    route: &Route,
+    req: Request<B>,
+    started: Instant,
+    log: &mut RequestLog,
+) -> Result<Response<RespBody>, ProxyError> {
+    let result = phases(snap, route, req, started, log).await;
+    if let Err(e) = &result {
+        log.cutoff = e.cutoff();
+    }
+    result
+}
+
+async fn phases<B: CallerBody>(
     snap: &Snapshot,
     route: &Route,
     req: Request<B>,
@@ -418,7 +434,11 @@ async fn finish(ctx: &Ctx<'_>, mut ex: Exchange) -> Result<Response<RespBody>, P
         }
     }
     let body = match (ex.read, ex.unread) {
-        (_, Some(stream)) => Either::Right(stream),
+        (_, Some(mut stream)) => {
+            // Cut mid-body for the upstream's silence, it is counted there.
+            stream.report_cut(ctx.route.metrics.answer_cut.clone());
+            Either::Right(stream)
+        }
         (bytes, None) => Either::Left(Full::new(bytes.unwrap_or_default())),
     };
     Ok(Response::from_parts(head, body))

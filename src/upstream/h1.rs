@@ -109,6 +109,35 @@ pub struct ExchangeError {
     /// Nothing was written, or the upstream closed before answering a
     /// request that may be repeated.
     pub retryable: bool,
+    /// Which bound ran out, when one did.
+    pub timeout: Option<Bound>,
+}
+
+/// The bounds of one exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// The request's deadline (`request_timeout`).
+    Deadline,
+    /// The upstream's silence once the request was written (`read_timeout`).
+    Silence,
+}
+
+/// When an exchange must be over: the request's deadline, and the longest
+/// silence from the upstream once the request is written.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub deadline: Instant,
+    pub silence: std::time::Duration,
+}
+
+impl ExchangeError {
+    fn timed_out(bound: Bound, what: &str) -> Self {
+        ExchangeError {
+            message: what.to_string(),
+            retryable: false,
+            timeout: Some(bound),
+        }
+    }
 }
 
 /// The request as bytes: the head (and a small body) in one buffer, a large
@@ -194,6 +223,7 @@ pub async fn exchange(
     mut conn: Conn,
     req: &Encoded,
     idle: IdleConns,
+    limits: Limits,
 ) -> Result<Response<WireBody>, ExchangeError> {
     let reused = conn.idle_since.is_some();
     let write = async {
@@ -203,32 +233,65 @@ pub async fn exchange(
         }
         conn.io.flush().await
     };
-    if let Err(e) = write.await {
-        return Err(ExchangeError {
-            message: format!("sending the request: {e}"),
-            retryable: reused,
-        });
+    // A timer only registers if the write has to wait (an upstream that
+    // does not read): the common write completes on its first poll.
+    match tokio::time::timeout_at(limits.deadline, write).await {
+        Err(_) => {
+            return Err(ExchangeError::timed_out(
+                Bound::Deadline,
+                "the upstream did not take the request",
+            ))
+        }
+        Ok(Err(e)) => {
+            return Err(ExchangeError {
+                message: format!("sending the request: {e}"),
+                retryable: reused,
+                timeout: None,
+            })
+        }
+        Ok(Ok(())) => {}
     }
     tracing::trace!(
         reused,
         bytes = req.head.len() + req.body.len(),
         "request written upstream"
     );
+    // The head must come within `read_timeout` of the request's end, and
+    // by the request's deadline: whichever is first.
+    let silent_by = Instant::now() + limits.silence;
+    let (by, bound) = if silent_by < limits.deadline {
+        (silent_by, Bound::Silence)
+    } else {
+        (limits.deadline, Bound::Deadline)
+    };
     let repeatable = req.method.is_idempotent();
-    let head = loop {
-        let head = read_head(&mut conn).await.map_err(|e| {
+    let read = async {
+        loop {
+            let head = read_head(&mut conn).await?;
+            // Interim answers (100 Continue, 103 Early Hints) precede the real one.
+            if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
+                continue;
+            }
+            break Ok::<_, io::Error>(head);
+        }
+    };
+    let head = match tokio::time::timeout_at(by, read).await {
+        Err(_) => {
+            return Err(ExchangeError::timed_out(
+                bound,
+                "the upstream sent no answer head in time",
+            ))
+        }
+        Ok(Err(e)) => {
             let nothing = e.kind() == io::ErrorKind::UnexpectedEof
                 || e.kind() == io::ErrorKind::ConnectionReset;
-            ExchangeError {
+            return Err(ExchangeError {
                 message: e.to_string(),
                 retryable: reused && repeatable && nothing,
-            }
-        })?;
-        // Interim answers (100 Continue, 103 Early Hints) precede the real one.
-        if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
-            continue;
+                timeout: None,
+            });
         }
-        break head;
+        Ok(Ok(head)) => head,
     };
     let framing = head.framing(&req.method);
     let keep_alive = framing != Framing::Close && head.keeps_alive();
@@ -620,6 +683,18 @@ impl WireBody {
             body.finish();
         }
         body
+    }
+
+    /// A body already over, holding no connection: what a cut answer
+    /// leaves in place of its wire.
+    pub fn ended() -> Self {
+        WireBody {
+            conn: None,
+            framing: Framing::Length(0),
+            keep_alive: false,
+            idle: None,
+            raw: None,
+        }
     }
 
     /// The answer's header lines, if they were kept as they came.
