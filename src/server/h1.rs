@@ -518,3 +518,7 @@ mod date {
 #[cfg(test)]
 #[path = "h1_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "h1_diff_tests.rs"]
+mod diff_tests;

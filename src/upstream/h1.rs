@@ -293,6 +293,13 @@ pub async fn exchange(
         }
         Ok(Ok(head)) => head,
     };
+    if let Some(why) = head.faulty(&req.method) {
+        return Err(ExchangeError {
+            message: why.to_string(),
+            retryable: false,
+            timeout: None,
+        });
+    }
     let framing = head.framing(&req.method);
     let keep_alive = framing != Framing::Close && head.keeps_alive();
     let status = head.status;
@@ -370,6 +377,15 @@ impl Head {
             (Some(false), _) | (None, None) => Framing::Close,
             (None, Some(n)) => Framing::Length(n),
         }
+    }
+
+    /// RFC 9112 §6.1: an HTTP/1.0 answer whose body is framed by
+    /// `Transfer-Encoding` has faulty framing (hyper's client refuses it
+    /// too; the differential test found ours reading it as chunked).
+    fn faulty(&self, method: &Method) -> Option<&'static str> {
+        let framed = self.framing(method) != Framing::Length(0);
+        (self.version == Version::HTTP_10 && self.chunked.is_some() && framed)
+            .then_some("the upstream sent Transfer-Encoding in an HTTP/1.0 answer")
     }
 
     fn keeps_alive(&self) -> bool {
@@ -859,3 +875,7 @@ fn step_chunk(state: Chunk, buf: &mut BytesMut) -> Result<Option<Option<Chunk>>,
 #[cfg(test)]
 #[path = "h1_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "h1_diff_tests.rs"]
+mod diff_tests;
