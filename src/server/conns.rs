@@ -12,13 +12,16 @@
 //! since when (in a process-wide sequence, so "longest idle" needs no
 //! clock) it has been idle; closing one for the cap is a compare-and-swap
 //! from the idle value it was seen with, so a connection that just became
-//! busy is never taken.
+//! busy is never taken. A connection that has not sent a request yet goes
+//! before every keep-alive one: a flood of silent connections makes room
+//! among itself before it costs a caller its kept-alive connection.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
@@ -26,6 +29,9 @@ use tokio::sync::Notify;
 /// A slot's state: busy, idle since a sequence number, or closed for the cap.
 const BUSY: u64 = 0;
 const EVICTED: u64 = u64::MAX;
+/// Set in the idle value of a connection that has carried a request, so
+/// that connections which never did sort first.
+const KEPT_ALIVE: u64 = 1 << 62;
 
 /// How often a connection waiting at the cap looks again for an idle one
 /// (a connection going idle does not wake it; a connection closing does).
@@ -49,7 +55,9 @@ pub struct Connections {
 /// One connection's idle/busy state and its "close for the cap" signal.
 pub struct Slot {
     state: AtomicU64,
-    evict: Notify,
+    /// The idle connection waiting for its next head, woken to close.
+    /// (A waker, not a `Notify`: registering it costs no lock per wait.)
+    evict: AtomicWaker,
     /// hyper's path: requests in flight (h2 has several); idle at zero.
     in_flight: AtomicUsize,
     /// hyper's path: bytes came since the last request started, so a
@@ -107,7 +115,7 @@ impl Connections {
         let slot = Arc::new(Slot {
             // A new connection waits for its first head: idle from now.
             state: AtomicU64::new(self.sequence.fetch_add(1, Ordering::Relaxed)),
-            evict: Notify::new(),
+            evict: AtomicWaker::new(),
             in_flight: AtomicUsize::new(0),
             head_started: AtomicBool::new(false),
             conns: self.clone(),
@@ -138,7 +146,7 @@ impl Connections {
                 .compare_exchange(seen, EVICTED, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                slot.evict.notify_one();
+                slot.evict.wake();
                 return true;
             }
         }
@@ -167,7 +175,7 @@ impl Slot {
     /// The connection waits for its next request head. False when it was
     /// closed for the cap: it must close now.
     pub fn idle(&self) -> bool {
-        let next = self.conns.sequence.fetch_add(1, Ordering::Relaxed);
+        let next = self.conns.sequence.fetch_add(1, Ordering::Relaxed) | KEPT_ALIVE;
         self.state
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
                 (s != EVICTED).then_some(next)
@@ -183,7 +191,15 @@ impl Slot {
 
     /// Resolves once the connection is chosen to close for the cap.
     pub async fn evicted(&self) {
-        self.evict.notified().await
+        std::future::poll_fn(|cx| {
+            self.evict.register(cx.waker());
+            if self.state.load(Ordering::Acquire) == EVICTED {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await
     }
 
     /// hyper's path: a request is dispatched.
@@ -228,7 +244,7 @@ mod tests {
         let old = c.try_admit().unwrap();
         let busy = c.try_admit().unwrap();
         let young = c.try_admit().unwrap();
-        assert!(busy.slot.busy() == false);
+        assert!(!busy.slot.busy());
         // Re-marking keeps the order: `young` went idle after `old`.
         assert!(young.slot.idle());
         assert!(c.evict_longest_idle());
@@ -243,6 +259,18 @@ mod tests {
         assert!(young.slot.busy(), "a request racing the close learns of it");
         assert!(!c.evict_longest_idle(), "nothing idle is left");
         drop(busy);
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_never_sent_a_request_goes_before_a_kept_alive_one() {
+        let c = conns(2);
+        let kept = c.try_admit().unwrap();
+        kept.slot.busy();
+        assert!(kept.slot.idle(), "one request served, idle again");
+        let silent = c.try_admit().unwrap(); // younger, but never used
+        assert!(c.evict_longest_idle());
+        assert!(silent.slot.busy(), "the silent one was chosen");
+        assert!(kept.slot.idle(), "the kept-alive one was not");
     }
 
     #[tokio::test]

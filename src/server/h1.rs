@@ -324,29 +324,41 @@ fn parse(buf: &mut BytesMut, max_body: u64) -> Parsed {
 /// A byte of a `Host` value as RFC 3986 writes `host[:port]`: reg-name
 /// (unreserved, pct-encoded, sub-delims), IP literals in brackets, a port.
 fn is_host_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'%'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'['
-                | b']'
-        )
+    HOST_BYTES[b as usize]
 }
+
+/// [`is_host_byte`] as a table: one load per byte of every request's Host.
+const HOST_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'['
+                    | b']'
+            );
+        i += 1;
+    }
+    t
+};
 
 /// Writes one answer; `Ok(true)` when the connection stays open for the next.
 async fn write_answer<I>(
