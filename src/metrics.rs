@@ -42,11 +42,16 @@ pub struct Metrics {
     pub logins: Family<RouteResult, Counter>,
     pub rate_limited: Family<RouteLabel, Counter>,
     pub quota_used: Family<RouteLabel, Gauge>,
+    /// The route's monthly quota, beside `quota_used`, so that an alert can
+    /// say "above 90 % of the month" without knowing the config.
+    pub quota_limit: Family<RouteLabel, Gauge>,
     pub upstream_errors: Family<RouteClass, Counter>,
     pub replays: Family<RouteLabel, Counter>,
     pub reloads: Family<ReloadResult, Counter>,
     /// Caller connections open in the process (every worker's).
     pub connections_open: Gauge,
+    /// `server.max_connections`, beside the open count, for "near the cap".
+    pub connections_max: Gauge,
     /// Idle keep-alive connections closed to admit a new one at `max_connections`.
     pub connections_evicted: Counter,
     /// Requests and connections cut off, by [`Cutoff`] reason.
@@ -135,6 +140,12 @@ impl Default for Metrics {
             "Quota units used this UTC month",
             quota_used.clone(),
         );
+        let quota_limit = Family::<RouteLabel, Gauge>::default();
+        registry.register(
+            "countersign_quota_limit",
+            "The route's monthly quota (quota.per_month)",
+            quota_limit.clone(),
+        );
         let upstream_errors = Family::<RouteClass, Counter>::default();
         registry.register(
             "countersign_upstream_errors",
@@ -159,6 +170,12 @@ impl Default for Metrics {
             "Caller connections open in the process (at most server.max_connections)",
             connections_open.clone(),
         );
+        let connections_max = Gauge::default();
+        registry.register(
+            "countersign_connections_max",
+            "server.max_connections: caller connections the process serves at once",
+            connections_max.clone(),
+        );
         let connections_evicted = Counter::default();
         registry.register(
             "countersign_connections_evicted",
@@ -178,6 +195,7 @@ impl Default for Metrics {
         Metrics {
             registry,
             connections_open,
+            connections_max,
             connections_evicted,
             cutoffs,
             reloads,
@@ -186,6 +204,7 @@ impl Default for Metrics {
             logins,
             rate_limited,
             quota_used,
+            quota_limit,
             upstream_errors,
             replays,
         }

@@ -173,6 +173,10 @@ pub fn serve_workers(
 /// The process's connection count, at the configured `max_connections`.
 fn connections(gateway: &Gateway) -> Arc<Connections> {
     let max = gateway.snapshot.load().config.server.max_connections;
+    gateway
+        .metrics
+        .connections_max
+        .set(i64::try_from(max).unwrap_or(i64::MAX));
     Connections::new(
         max,
         gateway.metrics.connections_open.clone(),
