@@ -293,6 +293,7 @@ async fn a_stream_keeps_flowing_past_read_timeout_while_chunks_keep_coming() {
     ))
     .await;
     let (text, ended, took) = stream_through(&gw, 7).await;
+    eprintln!("stream flowed for {took:?} (read_timeout 700ms)");
     assert_eq!(ended, Ok(()), "received {text:?}");
     assert!(took >= Duration::from_millis(1500), "{took:?}");
     assert!(text.contains("\"n5\""), "{text}");
@@ -315,6 +316,7 @@ async fn a_stream_that_goes_silent_past_read_timeout_is_cut() {
     .await;
     // One chunk, then 3 s of silence.
     let (text, ended, took) = stream_through(&gw, 0).await;
+    eprintln!("silent stream cut after {took:?} (read_timeout 500ms)");
     assert!(text.contains("\"first\""), "{text}");
     assert!(ended.is_err(), "a silent stream was passed off as complete");
     assert!(

@@ -333,6 +333,7 @@ async fn a_body_that_stops_short_of_its_length_gets_408_and_close_on_the_fast_pa
     assert_eq!(status(&a), 408, "{a}");
     assert!(a.contains("x-countersign-error: body_timeout"), "{a}");
     assert!(a.to_ascii_lowercase().contains("connection: close"), "{a}");
+    eprintln!("408 after {took:?} (body_read_timeout 700ms)");
     assert!(took >= Duration::from_millis(600), "cut early: {took:?}");
     assert_eq!(fake.fake.stats().requests, 0, "nothing went upstream");
     assert_eq!(
@@ -404,6 +405,7 @@ async fn a_body_trickled_a_byte_at_a_time_is_cut_at_the_body_read_timeout() {
             }
         }
         let took = started.elapsed();
+        eprintln!("trickled body cut after {took:?} (body_read_timeout 700ms)");
         let a = String::from_utf8_lossy(&answer);
         assert!(a.starts_with("HTTP/1.1 408"), "{a:?} after {took:?}");
         assert!(took < Duration::from_secs(4), "{took:?}");

@@ -888,6 +888,7 @@ async fn an_upstream_silent_before_its_head_is_a_504_at_the_read_timeout() {
     let started = Instant::now();
     let a = get(&gw, "1").await;
     let took = started.elapsed();
+    eprintln!("504 after {took:?} (read_timeout 300ms)");
     assert_eq!(a.status, 504, "{}", a.text());
     assert_eq!(a.error_code(), Some("upstream_timeout"));
     assert!(a.text().contains("read_timeout"), "{}", a.text());
@@ -925,6 +926,7 @@ async fn an_upstream_silent_mid_body_cuts_the_callers_answer_short() {
         // `call` panics if the body hangs past WAIT.
         let a = call(&gw, "GET", "/r/wire?deviceId=d1", "").await;
         let took = started.elapsed();
+        eprintln!("answer cut after {took:?} (read_timeout 400ms)");
         assert_eq!(a.status, 200);
         assert!(
             a.body.is_err(),

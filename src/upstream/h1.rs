@@ -233,9 +233,14 @@ pub async fn exchange(
         }
         conn.io.flush().await
     };
-    // A timer only registers if the write has to wait (an upstream that
-    // does not read): the common write completes on its first poll.
-    match tokio::time::timeout_at(limits.deadline, write).await {
+    // The common write completes on its first poll: only one that has to
+    // wait (an upstream that does not read) gets a timer.
+    let mut write = std::pin::pin!(write);
+    let written = match futures_util::FutureExt::now_or_never(write.as_mut()) {
+        Some(done) => Ok(done),
+        None => tokio::time::timeout_at(limits.deadline, write).await,
+    };
+    match written {
         Err(_) => {
             return Err(ExchangeError::timed_out(
                 Bound::Deadline,
