@@ -149,5 +149,11 @@ async fn refresh_gauges(gw: &Gateway) {
                 .get_or_create(&crate::metrics::route(name))
                 .set(used);
         }
+        if let Some(limit) = r.config.quota_per_month {
+            gw.metrics
+                .quota_limit
+                .get_or_create(&crate::metrics::route(name))
+                .set(i64::try_from(limit).unwrap_or(i64::MAX));
+        }
     }
 }

@@ -66,8 +66,15 @@ pub enum ProxyError {
     BodyTooLarge(u64),
     #[error("{0}")]
     BadRequest(String),
+    /// A request whose framing cannot be trusted (RFC 9112: no `Host` in
+    /// HTTP/1.1, two `Host` fields, `chunked` applied twice): refused, and
+    /// its connection closed, since where its body ends is in doubt.
+    #[error("{0}")]
+    BadFraming(String),
     #[error("{0}")]
     BadRequestBody(String),
+    #[error("the request body did not arrive within {}s of its head (body_read_timeout)", .0.as_secs_f64())]
+    BodyTimeout(Duration),
     #[error("{0}")]
     MethodNotAllowed(String),
     #[error("rate limit reached: a permit would take longer than the route's wait; retry after {}s", secs(*.0))]
@@ -87,6 +94,8 @@ pub enum ProxyError {
     },
     #[error("upstream did not answer within {}s (request_timeout)", .0.as_secs_f64())]
     UpstreamTimeout(Duration),
+    #[error("upstream was silent for {}s after the request was sent (read_timeout)", .0.as_secs_f64())]
+    UpstreamReadTimeout(Duration),
     #[error("key rotation: {0}")]
     KeyRotation(String),
     #[error("state store failed: {0}")]
@@ -102,7 +111,8 @@ impl ProxyError {
             ProxyError::UnauthorizedClient => "unauthorized_client",
             ProxyError::ForbiddenRoute(_) => "forbidden_route",
             ProxyError::BodyTooLarge(_) => "body_too_large",
-            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::BadRequest(_) | ProxyError::BadFraming(_) => "bad_request",
+            ProxyError::BodyTimeout(_) => "body_timeout",
             ProxyError::BadRequestBody(_) => "bad_request_body",
             ProxyError::MethodNotAllowed(_) => "method_not_allowed",
             ProxyError::RateLimited(_) => "rate_limited",
@@ -110,7 +120,9 @@ impl ProxyError {
             ProxyError::LoginFailed(_) => "login_failed",
             ProxyError::LoginThrottled(_) => "login_throttled",
             ProxyError::UpstreamUnreachable { .. } => "upstream_unreachable",
-            ProxyError::UpstreamTimeout(_) => "upstream_timeout",
+            ProxyError::UpstreamTimeout(_) | ProxyError::UpstreamReadTimeout(_) => {
+                "upstream_timeout"
+            }
             ProxyError::KeyRotation(_) => "key_rotation_failed",
             ProxyError::State(_) => "state_unavailable",
             ProxyError::Internal(_) => "internal",
@@ -123,7 +135,10 @@ impl ProxyError {
             ProxyError::UnauthorizedClient => StatusCode::UNAUTHORIZED,
             ProxyError::ForbiddenRoute(_) => StatusCode::FORBIDDEN,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::BadRequest(_) | ProxyError::BadRequestBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_)
+            | ProxyError::BadFraming(_)
+            | ProxyError::BadRequestBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::RateLimited(_) | ProxyError::QuotaExhausted { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -132,7 +147,9 @@ impl ProxyError {
             | ProxyError::UpstreamUnreachable { .. }
             | ProxyError::KeyRotation(_) => StatusCode::BAD_GATEWAY,
             ProxyError::LoginThrottled(_) | ProxyError::State(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::UpstreamTimeout(_) | ProxyError::UpstreamReadTimeout(_) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -158,7 +175,9 @@ impl ProxyError {
             | ProxyError::ForbiddenRoute(_)
             | ProxyError::BodyTooLarge(_)
             | ProxyError::BadRequest(_)
+            | ProxyError::BadFraming(_)
             | ProxyError::BadRequestBody(_)
+            | ProxyError::BodyTimeout(_)
             | ProxyError::MethodNotAllowed(_)
             | ProxyError::RateLimited(_)
             | ProxyError::QuotaExhausted { .. } => Class::Caller,
@@ -166,6 +185,7 @@ impl ProxyError {
             | ProxyError::LoginThrottled(_)
             | ProxyError::UpstreamUnreachable { .. }
             | ProxyError::UpstreamTimeout(_)
+            | ProxyError::UpstreamReadTimeout(_)
             | ProxyError::KeyRotation(_) => Class::Upstream,
             ProxyError::State(_) | ProxyError::Internal(_) => Class::Internal,
         }
@@ -175,7 +195,9 @@ impl ProxyError {
     pub fn upstream_class(&self) -> Option<UpstreamClass> {
         Some(match self {
             ProxyError::UpstreamUnreachable { .. } => UpstreamClass::Unreachable,
-            ProxyError::UpstreamTimeout(_) => UpstreamClass::Timeout,
+            ProxyError::UpstreamTimeout(_) | ProxyError::UpstreamReadTimeout(_) => {
+                UpstreamClass::Timeout
+            }
             ProxyError::LoginFailed(_) => UpstreamClass::LoginFailed,
             ProxyError::LoginThrottled(_) => UpstreamClass::LoginThrottled,
             ProxyError::KeyRotation(_) => UpstreamClass::KeyRotation,
@@ -189,6 +211,18 @@ impl ProxyError {
             self,
             ProxyError::RateLimited(_) | ProxyError::QuotaExhausted { .. }
         )
+    }
+
+    /// The cut-off it is counted as (`countersign_cutoffs_total{reason}`)
+    /// and logged as (`cutoff=`), if it is one.
+    pub fn cutoff(&self) -> Option<crate::metrics::Cutoff> {
+        use crate::metrics::Cutoff;
+        match self {
+            ProxyError::BadFraming(_) => Some(Cutoff::BadFraming),
+            ProxyError::BodyTimeout(_) => Some(Cutoff::BodyTimeout),
+            ProxyError::UpstreamReadTimeout(_) => Some(Cutoff::UpstreamReadTimeout),
+            _ => None,
+        }
     }
 
     /// Whether the caller may try again later with the same request (pingora's retry class).
@@ -213,6 +247,11 @@ impl ProxyError {
         h.insert("x-countersign-error", HeaderValue::from_static(self.code()));
         if let Some(d) = self.retry_after() {
             h.insert(RETRY_AFTER, HeaderValue::from(secs(d)));
+        }
+        // The body's end is unknown (a stalled body, doubtful framing): the
+        // connection cannot carry another request.
+        if matches!(self, ProxyError::BodyTimeout(_) | ProxyError::BadFraming(_)) {
+            h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
     }

@@ -42,9 +42,59 @@ pub struct Metrics {
     pub logins: Family<RouteResult, Counter>,
     pub rate_limited: Family<RouteLabel, Counter>,
     pub quota_used: Family<RouteLabel, Gauge>,
+    /// The route's monthly quota, beside `quota_used`, so that an alert can
+    /// say "above 90 % of the month" without knowing the config.
+    pub quota_limit: Family<RouteLabel, Gauge>,
     pub upstream_errors: Family<RouteClass, Counter>,
     pub replays: Family<RouteLabel, Counter>,
     pub reloads: Family<ReloadResult, Counter>,
+    /// Caller connections open in the process (every worker's).
+    pub connections_open: Gauge,
+    /// `server.max_connections`, beside the open count, for "near the cap".
+    pub connections_max: Gauge,
+    /// Idle keep-alive connections closed to admit a new one at `max_connections`.
+    pub connections_evicted: Counter,
+    /// Requests and connections cut off, by [`Cutoff`] reason.
+    pub cutoffs: Family<CutoffLabel, Counter>,
+}
+
+/// Why countersign cut a caller's request or answer short: each reason is
+/// a bound of DESIGN §6, counted in `countersign_cutoffs_total{reason}`
+/// and named in the access log line's `cutoff` field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cutoff {
+    /// A request head begun but not finished within `header_read_timeout`.
+    HeaderTimeout,
+    /// A request body not whole within `body_read_timeout` of its head: 408.
+    BodyTimeout,
+    /// The upstream silent past the route's `read_timeout`: 504 before the
+    /// answer head, a cut answer after it.
+    UpstreamReadTimeout,
+    /// A request whose framing cannot be trusted (RFC 9112): 400 and close.
+    BadFraming,
+}
+
+impl Cutoff {
+    pub const ALL: [Cutoff; 4] = [
+        Cutoff::HeaderTimeout,
+        Cutoff::BodyTimeout,
+        Cutoff::UpstreamReadTimeout,
+        Cutoff::BadFraming,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cutoff::HeaderTimeout => "header_timeout",
+            Cutoff::BodyTimeout => "body_timeout",
+            Cutoff::UpstreamReadTimeout => "upstream_read_timeout",
+            Cutoff::BadFraming => "bad_framing",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CutoffLabel {
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -90,6 +140,12 @@ impl Default for Metrics {
             "Quota units used this UTC month",
             quota_used.clone(),
         );
+        let quota_limit = Family::<RouteLabel, Gauge>::default();
+        registry.register(
+            "countersign_quota_limit",
+            "The route's monthly quota (quota.per_month)",
+            quota_limit.clone(),
+        );
         let upstream_errors = Family::<RouteClass, Counter>::default();
         registry.register(
             "countersign_upstream_errors",
@@ -108,14 +164,47 @@ impl Default for Metrics {
             "Config reloads (SIGHUP), by result (ok, rejected)",
             reloads.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "countersign_connections_open",
+            "Caller connections open in the process (at most server.max_connections)",
+            connections_open.clone(),
+        );
+        let connections_max = Gauge::default();
+        registry.register(
+            "countersign_connections_max",
+            "server.max_connections: caller connections the process serves at once",
+            connections_max.clone(),
+        );
+        let connections_evicted = Counter::default();
+        registry.register(
+            "countersign_connections_evicted",
+            "Idle keep-alive caller connections closed to admit a new one at server.max_connections",
+            connections_evicted.clone(),
+        );
+        let cutoffs = Family::<CutoffLabel, Counter>::default();
+        registry.register(
+            "countersign_cutoffs",
+            "Requests, answers and connections cut off, by reason (header_timeout, body_timeout, upstream_read_timeout, bad_framing)",
+            cutoffs.clone(),
+        );
+        // Every reason exists from the start, so a rate() over it has a series.
+        for c in Cutoff::ALL {
+            let _ = cutoffs.get_or_create(&CutoffLabel { reason: c.as_str() });
+        }
         Metrics {
             registry,
+            connections_open,
+            connections_max,
+            connections_evicted,
+            cutoffs,
             reloads,
             requests,
             duration,
             logins,
             rate_limited,
             quota_used,
+            quota_limit,
             upstream_errors,
             replays,
         }
@@ -151,6 +240,13 @@ impl Metrics {
         );
     }
 
+    /// Counts one cut-off.
+    pub fn cutoff(&self, c: Cutoff) {
+        self.cutoffs
+            .get_or_create(&CutoffLabel { reason: c.as_str() })
+            .inc();
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -165,6 +261,27 @@ pub struct RouteMetrics {
     /// `countersign_requests_total{route, status="200"}`.
     pub ok: Counter,
     pub duration: Histogram,
+    /// Where an answer cut mid-body for the upstream's silence is counted
+    /// and logged: the answer's head (and so its access log line) is out
+    /// by then.
+    pub answer_cut: AnswerCut,
+}
+
+/// Counts and logs an answer cut after its head because the upstream went
+/// silent past `read_timeout`. One per route, shared by its answers.
+#[derive(Clone)]
+pub struct AnswerCut(std::sync::Arc<(Counter, String)>);
+
+impl AnswerCut {
+    pub fn record(&self) {
+        let (counter, route) = &*self.0;
+        counter.inc();
+        tracing::warn!(
+            route = %route,
+            cutoff = Cutoff::UpstreamReadTimeout.as_str(),
+            "answer cut: the upstream went silent mid-body past read_timeout; the caller sees a truncated answer"
+        );
+    }
 }
 
 impl Metrics {
@@ -178,6 +295,14 @@ impl Metrics {
                 })
                 .clone(),
             duration: self.duration.get_or_create(&self::route(route)).clone(),
+            answer_cut: AnswerCut(std::sync::Arc::new((
+                self.cutoffs
+                    .get_or_create(&CutoffLabel {
+                        reason: Cutoff::UpstreamReadTimeout.as_str(),
+                    })
+                    .clone(),
+                route.to_string(),
+            ))),
         }
     }
 }

@@ -238,3 +238,94 @@ async fn dot_segments_cannot_leave_the_base_path() {
     assert_eq!(fake.fake.stats().requests, 0);
     let _ = Full::new(Bytes::new()).collect().await;
 }
+
+/// A stream read (`mode: stream`) through route `x` of `gw`, started after
+/// one item is set; `feed` more items are set 250 ms apart while it flows.
+/// Returns the text received and whether the body ended cleanly.
+async fn stream_through(gw: &Gw, feed: usize) -> (String, Result<(), String>, Duration) {
+    assert_eq!(set_item(gw, "s1", "first").await.status, 200);
+    let started = Instant::now();
+    let req = Request::post(gw.url("/x/v1/item/get"))
+        .body(Full::new(Bytes::from_static(
+            br#"{portals:[{"portalid":"s1"}],"mode":"stream","schedule":"FIFO"}"#,
+        )))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), client().request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let url = gw.url("/x/v1/item/set");
+    let feeder = tokio::spawn(async move {
+        for i in 0..feed {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let body = format!("{{items:[{{\"portalid\":\"s1\",\"payload\":\"n{i}\"}}]}}");
+            post(&url, &body).await;
+        }
+    });
+    let mut body = resp.into_body();
+    let mut text = String::new();
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(5), body.frame()).await {
+            Err(_) => break Err("the stream hung".to_string()),
+            Ok(None) => break Ok(()),
+            Ok(Some(Err(e))) => break Err(format!("{e:?}")),
+            Ok(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    text.push_str(&String::from_utf8_lossy(d));
+                }
+            }
+        }
+    };
+    feeder.abort();
+    (text, ended, started.elapsed())
+}
+
+#[tokio::test]
+async fn a_stream_keeps_flowing_past_read_timeout_while_chunks_keep_coming() {
+    // The stream lasts 2 s; no gap between its chunks reaches 700 ms.
+    let fake = fake_xrtc(|c| c.get_item_timeout = Duration::from_millis(2000)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&xrtc_toml(
+        &format!("http://{}", fake.addr),
+        dir.path(),
+        "read_timeout = \"700ms\"\nrate_limit = { per_second = 100, burst = 100 }",
+    ))
+    .await;
+    let (text, ended, took) = stream_through(&gw, 7).await;
+    eprintln!("stream flowed for {took:?} (read_timeout 700ms)");
+    assert_eq!(ended, Ok(()), "received {text:?}");
+    assert!(took >= Duration::from_millis(1500), "{took:?}");
+    assert!(text.contains("\"n5\""), "{text}");
+    let m = gw.gateway.metrics.encode();
+    assert!(
+        m.contains("countersign_cutoffs_total{reason=\"upstream_read_timeout\"} 0"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_goes_silent_past_read_timeout_is_cut() {
+    let fake = fake_xrtc(|c| c.get_item_timeout = Duration::from_millis(3000)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&xrtc_toml(
+        &format!("http://{}", fake.addr),
+        dir.path(),
+        "read_timeout = \"500ms\"",
+    ))
+    .await;
+    // One chunk, then 3 s of silence.
+    let (text, ended, took) = stream_through(&gw, 0).await;
+    eprintln!("silent stream cut after {took:?} (read_timeout 500ms)");
+    assert!(text.contains("\"first\""), "{text}");
+    assert!(ended.is_err(), "a silent stream was passed off as complete");
+    assert!(
+        took < Duration::from_millis(2500),
+        "not cut at read_timeout: {took:?}"
+    );
+    let m = gw.gateway.metrics.encode();
+    assert!(
+        m.contains("countersign_cutoffs_total{reason=\"upstream_read_timeout\"} 1"),
+        "{m}"
+    );
+}

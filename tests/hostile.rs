@@ -275,3 +275,216 @@ async fn the_client_token_is_never_forwarded() {
         }
     }
 }
+
+// --- Every wait bounded (issue 15) ---
+
+/// The value of one series in the gateway's `/metrics` text (0 if absent).
+fn metric(gw: &Gw, series: &str) -> f64 {
+    gw.gateway
+        .metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A gateway with short bounds, in front of the fake XRTC.
+async fn bounded(extra_server: &str) -> (FakeXrtc, Gw, tempfile::TempDir) {
+    let fake = fake_xrtc(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = xrtc_toml(&format!("http://{}", fake.addr), dir.path(), "").replace(
+        "shutdown_grace = \"2s\"",
+        &format!("shutdown_grace = \"2s\"\nheader_read_timeout = \"5s\"\nbody_read_timeout = \"700ms\"\n{extra_server}"),
+    );
+    let gw = gateway(&toml).await;
+    (fake, gw, dir)
+}
+
+/// Writes `head` and `body_part`, then waits (at most 5 s) for what comes
+/// back until the gateway closes: the answer, and how long it took.
+async fn stall(addr: std::net::SocketAddr, head: &[u8], body_part: &[u8]) -> (String, Duration) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let started = Instant::now();
+    s.write_all(head).await.unwrap();
+    s.write_all(body_part).await.unwrap();
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    assert!(
+        closed.is_ok(),
+        "connection still held after 5 s: {:?}",
+        String::from_utf8_lossy(&out)
+    );
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[tokio::test]
+async fn a_body_that_stops_short_of_its_length_gets_408_and_close_on_the_fast_path() {
+    let (fake, gw, _d) = bounded("").await;
+    // The fast path takes this head (a plain Content-Length request).
+    let (a, took) = stall(
+        gw.addr,
+        b"POST /x/v1/item/set HTTP/1.1\r\nHost: g\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n",
+        b"{it",
+    )
+    .await;
+    assert_eq!(status(&a), 408, "{a}");
+    assert!(a.contains("x-countersign-error: body_timeout"), "{a}");
+    assert!(a.to_ascii_lowercase().contains("connection: close"), "{a}");
+    eprintln!("408 after {took:?} (body_read_timeout 700ms)");
+    assert!(took >= Duration::from_millis(600), "cut early: {took:?}");
+    assert_eq!(fake.fake.stats().requests, 0, "nothing went upstream");
+    assert_eq!(
+        metric(&gw, "countersign_cutoffs_total{reason=\"body_timeout\"}"),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_stops_short_gets_408_and_close_on_hypers_path_too() {
+    let (fake, gw, _d) = bounded("").await;
+    // `Expect` sends the request to hyper; so does a chunked body.
+    let (a, _) = stall(
+        gw.addr,
+        b"POST /x/v1/item/set HTTP/1.1\r\nHost: g\r\nExpect: 100-continue\r\nContent-Length: 100\r\n\r\n",
+        b"{it",
+    )
+    .await;
+    assert!(a.contains(" 408 "), "{a}");
+    assert!(a.contains("x-countersign-error: body_timeout"), "{a}");
+    let (a, _) = stall(
+        gw.addr,
+        b"POST /x/v1/item/set HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"5\r\n{it",
+    )
+    .await;
+    assert_eq!(status(&a), 408, "{a}");
+    // A streamed (unbuffered) route: the body stalls on its way upstream;
+    // the caller still gets its 408, and the upstream no complete request.
+    let (a, _) = stall(
+        gw.addr,
+        b"POST /x/v1/auth/registrationstart HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"2\r\n{}\r\n",
+    )
+    .await;
+    assert_eq!(status(&a), 408, "{a}");
+    assert!(
+        fake.fake.stats().recent.iter().all(|r| r.status != 200),
+        "the upstream accepted none of it"
+    );
+    assert_eq!(
+        metric(&gw, "countersign_cutoffs_total{reason=\"body_timeout\"}"),
+        3.0
+    );
+}
+
+#[tokio::test]
+async fn a_body_trickled_a_byte_at_a_time_is_cut_at_the_body_read_timeout() {
+    let (fake, gw, _d) = bounded("").await;
+    for head in [
+        &b"POST /x/v1/item/set HTTP/1.1\r\nHost: g\r\nContent-Length: 100\r\n\r\n"[..],
+        &b"POST /x/v1/item/set HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n64\r\n"[..],
+    ] {
+        let mut s = TcpStream::connect(gw.addr).await.unwrap();
+        let started = Instant::now();
+        s.write_all(head).await.unwrap();
+        // One byte every 100 ms: each read is quick, the whole is not.
+        let mut answer = Vec::new();
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if s.write_all(b"x").await.is_err() {
+                break;
+            }
+            let mut buf = [0u8; 1024];
+            match tokio::time::timeout(Duration::from_millis(1), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+        let took = started.elapsed();
+        eprintln!("trickled body cut after {took:?} (body_read_timeout 700ms)");
+        let a = String::from_utf8_lossy(&answer);
+        assert!(a.starts_with("HTTP/1.1 408"), "{a:?} after {took:?}");
+        assert!(took < Duration::from_secs(4), "{took:?}");
+    }
+    assert_eq!(fake.fake.stats().requests, 0);
+}
+
+#[tokio::test]
+async fn rfc_9112_host_and_chunked_rules_are_a_400_on_both_paths() {
+    let (fake, gw, _d) = setup().await;
+    for (what, req) in [
+        ("no Host", &b"POST /x/v1/item/get HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"[..]),
+        (
+            "two Host fields",
+            b"POST /x/v1/item/get HTTP/1.1\r\nHost: g\r\nHost: evil\r\nContent-Length: 2\r\n\r\n{}",
+        ),
+        (
+            "a Host that is no host",
+            b"POST /x/v1/item/get HTTP/1.1\r\nHost: g h\r\nContent-Length: 2\r\n\r\n{}",
+        ),
+        (
+            "chunked, chunked",
+            b"POST /x/v1/item/get HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        ),
+        (
+            "two chunked fields",
+            b"POST /x/v1/item/get HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        ),
+        (
+            "two Host fields behind Expect (hyper's path)",
+            b"POST /x/v1/item/get HTTP/1.1\r\nHost: g\r\nHost: g\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}",
+        ),
+    ] {
+        let a = raw(gw.addr, req).await;
+        assert_eq!(status(&a), 400, "{what}: {a}");
+        assert!(a.contains("x-countersign-error: bad_request"), "{what}: {a}");
+        assert!(a.contains("RFC 9112"), "{what}: {a}");
+        assert!(a.to_ascii_lowercase().contains("connection: close"), "{what}: {a}");
+    }
+    // HTTP/1.0 predates Host: still served.
+    let a = raw(
+        gw.addr,
+        b"POST /x/v1/auth/registrationstart HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .await;
+    assert!(!a.contains("RFC 9112") && a.contains("HTTP/1.1 "), "{a}");
+    assert_eq!(
+        fake.fake
+            .stats()
+            .recent
+            .iter()
+            .filter(|r| r.path_and_query.contains("item"))
+            .count(),
+        0
+    );
+    assert_eq!(
+        metric(&gw, "countersign_cutoffs_total{reason=\"bad_framing\"}"),
+        6.0
+    );
+}
+
+#[tokio::test]
+async fn a_slowloris_head_is_counted_and_an_idle_keep_alive_close_is_not() {
+    let (_fake, gw, _d) = setup().await; // header_read_timeout 500ms
+    let mut idle = TcpStream::connect(gw.addr).await.unwrap();
+    let mut slow = TcpStream::connect(gw.addr).await.unwrap();
+    slow.write_all(b"POST /x/v1/item/get HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    for s in [&mut idle, &mut slow] {
+        let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+            .await
+            .expect("closed within 3 s")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+    assert_eq!(
+        metric(&gw, "countersign_cutoffs_total{reason=\"header_timeout\"}"),
+        1.0
+    );
+}

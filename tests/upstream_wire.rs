@@ -329,9 +329,14 @@ async fn read_body(s: &mut TcpStream, buf: &mut Vec<u8>, head: &Head) -> Vec<u8>
 
 /// A gateway whose route `r` (utilsio, no login) forwards to `up`.
 async fn gateway_to(up: &RawUpstream) -> (Gw, tempfile::TempDir) {
+    gateway_with(up, "").await
+}
+
+/// [`gateway_to`] with `extra` keys for the route.
+async fn gateway_with(up: &RawUpstream, extra: &str) -> (Gw, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let route = format!(
-        "kind = \"utilsio\"\nupstream = \"http://{}\"\napp_id = \"{APP_ID}\"\napp_hash = \"{APP_HASH}\"\nconnect_timeout = \"2s\"\nrequest_timeout = \"3s\"\n",
+        "kind = \"utilsio\"\nupstream = \"http://{}\"\napp_id = \"{APP_ID}\"\napp_hash = \"{APP_HASH}\"\nconnect_timeout = \"2s\"\nrequest_timeout = \"3s\"\n{extra}\n",
         up.addr
     );
     let gw = gateway(&route_toml(dir.path(), &route)).await;
@@ -857,4 +862,109 @@ async fn the_upstream_receives_origin_form_host_and_one_exact_content_length() {
 
     assert_eq!(chunked.head.all("content-length"), ["7"]);
     assert_eq!(chunked.body, b"abcdefg");
+}
+
+// ---------------------------------------------------------------------------
+// Silent upstreams (read_timeout)
+// ---------------------------------------------------------------------------
+
+/// The value of one series in the gateway's `/metrics` text (0 if absent).
+fn metric(gw: &Gw, series: &str) -> f64 {
+    gw.gateway
+        .metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+const READ_CUTS: &str = "countersign_cutoffs_total{reason=\"upstream_read_timeout\"}";
+
+#[tokio::test]
+async fn an_upstream_silent_before_its_head_is_a_504_at_the_read_timeout() {
+    // request_timeout is 3 s; the silence bound is shorter and wins.
+    let up = raw_upstream(|_, _| Reply::silence().then(After::IdleTimeout(WAIT))).await;
+    let (gw, _dir) = gateway_with(&up, "read_timeout = \"300ms\"").await;
+    let started = Instant::now();
+    let a = get(&gw, "1").await;
+    let took = started.elapsed();
+    eprintln!("504 after {took:?} (read_timeout 300ms)");
+    assert_eq!(a.status, 504, "{}", a.text());
+    assert_eq!(a.error_code(), Some("upstream_timeout"));
+    assert!(a.text().contains("read_timeout"), "{}", a.text());
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+    assert_eq!(metric(&gw, READ_CUTS), 1.0);
+}
+
+/// An upstream that sends `head` and `part` of the body, then is silent
+/// (the connection open) for longer than any test waits.
+async fn stalls_mid_body(head: &'static [u8], part: &'static [u8]) -> RawUpstream {
+    raw_upstream(move |_, _| {
+        Reply::pieces(&[head, part], Duration::from_millis(20)).then(After::IdleTimeout(WAIT * 2))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_upstream_silent_mid_body_cuts_the_callers_answer_short() {
+    for (head, part) in [
+        (
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"[..],
+            &b"0123456789"[..],
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"a\r\n0123456789\r\n",
+        ),
+    ] {
+        let up = stalls_mid_body(head, part).await;
+        let (gw, _dir) = gateway_with(&up, "read_timeout = \"400ms\"").await;
+        let started = Instant::now();
+        // `call` panics if the body hangs past WAIT.
+        let a = call(&gw, "GET", "/r/wire?deviceId=d1", "").await;
+        let took = started.elapsed();
+        eprintln!("answer cut after {took:?} (read_timeout 400ms)");
+        assert_eq!(a.status, 200);
+        assert!(
+            a.body.is_err(),
+            "a short body passed off as whole: {:?}",
+            a.body
+        );
+        assert!(
+            took >= Duration::from_millis(350) && took < Duration::from_secs(4),
+            "{took:?}"
+        );
+        assert_eq!(metric(&gw, READ_CUTS), 1.0);
+    }
+}
+
+#[tokio::test]
+async fn a_cut_answer_is_truncated_on_hypers_path_and_for_http10_callers_too() {
+    let up = stalls_mid_body(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
+        b"0123456789",
+    )
+    .await;
+    let (gw, _dir) = gateway_with(&up, "read_timeout = \"300ms\"").await;
+    for req in [
+        // `Expect` hands the connection to hyper, which writes the answer.
+        &b"GET /r/wire?deviceId=d1 HTTP/1.1\r\nHost: g\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n"[..],
+        b"GET /r/wire?deviceId=d1 HTTP/1.0\r\n\r\n",
+    ] {
+        let mut s = TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(req).await.unwrap();
+        let mut out = Vec::new();
+        timeout(WAIT, s.read_to_end(&mut out))
+            .await
+            .expect("the cut answer's connection was not closed")
+            .ok();
+        let text = String::from_utf8_lossy(&out);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        assert!(head.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(head.to_ascii_lowercase().contains("content-length: 100"), "{text}");
+        assert_eq!(body, "0123456789", "closed before the declared length");
+    }
 }

@@ -98,6 +98,12 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// A caller must send its whole request head within this time (slowloris).
     pub header_read_timeout: Duration,
+    /// A caller's whole request body must arrive within this time of its
+    /// head (a stalled or trickled body); past it, 408 and close.
+    pub body_read_timeout: Duration,
+    /// Caller connections open at once in the process; at the cap the
+    /// longest-idle keep-alive one is closed for a new one.
+    pub max_connections: usize,
     /// Worker threads for a TCP listener, each a single-threaded runtime with
     /// its own SO_REUSEPORT socket and upstream connections (thread-per-core).
     pub workers: usize,
@@ -129,6 +135,9 @@ pub struct RouteConfig<K> {
     pub base_path: String,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// The longest silence from the upstream once a request is sent, before
+    /// its answer head and between reads of its body.
+    pub read_timeout: Duration,
     pub rate_limit: Option<RateLimit>,
     pub quota_per_month: Option<u64>,
     pub login_interval: Duration,
@@ -275,6 +284,17 @@ fn parse_server(s: &mut Section<'_>) -> Option<ServerConfig> {
     let header_read_timeout = s
         .duration("header_read_timeout")
         .unwrap_or(Duration::from_secs(30));
+    let body_read_timeout = s
+        .duration("body_read_timeout")
+        .unwrap_or(Duration::from_secs(30));
+    let max_connections = match s.get::<usize>("max_connections") {
+        Some(0) => {
+            s.problem("max_connections", "must be at least 1");
+            1
+        }
+        Some(n) => n,
+        None => 10_000,
+    };
     let state = state::parse(s);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = match s.get::<usize>("workers") {
@@ -296,6 +316,8 @@ fn parse_server(s: &mut Section<'_>) -> Option<ServerConfig> {
         state,
         shutdown_grace,
         header_read_timeout,
+        body_read_timeout,
+        max_connections,
         workers,
     })
 }
@@ -361,6 +383,9 @@ fn parse_route<C: KindCatalog>(
     let request_timeout = s
         .duration("request_timeout")
         .unwrap_or(Duration::from_secs(30));
+    let read_timeout = s
+        .duration("read_timeout")
+        .unwrap_or(Duration::from_secs(60));
     let rate_limit = match s.table("rate_limit") {
         Some(d) => s.child("rate_limit", d, parse_rate_limit),
         None => defaults.and_then(|d| d.rate_limit),
@@ -408,6 +433,7 @@ fn parse_route<C: KindCatalog>(
         base_path,
         connect_timeout,
         request_timeout,
+        read_timeout,
         rate_limit,
         quota_per_month,
         login_interval,

@@ -38,7 +38,10 @@ pub(super) async fn read_all(
         tokio::time::timeout_at(deadline, Limited::new(body, max).collect())
             .await
             .map_err(|_| ProxyError::UpstreamTimeout(timeout))?
-            .map_err(|e| ProxyError::unreachable("reading the answer", e))?
+            .map_err(|e| match e.downcast_ref::<crate::upstream::ReadTimeout>() {
+                Some(t) => ProxyError::UpstreamReadTimeout(t.0),
+                None => ProxyError::unreachable("reading the answer", e),
+            })?
             .to_bytes(),
     )
 }
@@ -77,6 +80,8 @@ pub(super) async fn whole<B: CallerBody>(body: B, max: u64) -> Result<Bytes, Pro
 fn body_error(e: Box<dyn std::error::Error + Send + Sync>, max: u64) -> ProxyError {
     if e.is::<http_body_util::LengthLimitError>() {
         ProxyError::BodyTooLarge(max)
+    } else if let Some(t) = e.downcast_ref::<crate::vocab::BodyTimedOut>() {
+        ProxyError::BodyTimeout(t.0)
     } else {
         ProxyError::BadRequestBody(format!("the request body could not be read: {e}"))
     }

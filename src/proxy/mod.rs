@@ -25,7 +25,6 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::error::{ProxyError, UpstreamClass};
@@ -42,7 +41,7 @@ pub type RespBody = Either<Full<Bytes>, UpBody>;
 #[derive(Clone)]
 pub struct GatewayService(pub Arc<Gateway>);
 
-impl tower::Service<Request<Incoming>> for GatewayService {
+impl<B: CallerBody> tower::Service<Request<B>> for GatewayService {
     type Response = Response<RespBody>;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
@@ -51,7 +50,7 @@ impl tower::Service<Request<Incoming>> for GatewayService {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let gw = self.0.clone();
         Box::pin(async move { Ok(with_header_map(handle(&gw, req).await)) })
     }
@@ -67,6 +66,13 @@ fn with_header_map(resp: Response<RespBody>) -> Response<RespBody> {
     Response::from_parts(parts, body)
 }
 
+/// A request the server refused before the pipeline could read it (its
+/// body did not arrive in time, its framing is in doubt), carried as a
+/// request extension: [`handle`] answers it with this error, logged and
+/// counted like any other, without routing it.
+#[derive(Clone, Debug)]
+pub struct Refused(pub ProxyError);
+
 /// What happened to one request, for its log line and metrics.
 #[derive(Debug)]
 pub(crate) struct RequestLog {
@@ -74,6 +80,8 @@ pub(crate) struct RequestLog {
     pub upstream_status: Option<u16>,
     pub login: LoginAttempt,
     pub replayed: bool,
+    /// The bound that cut the request short, if one did.
+    pub cutoff: Option<metrics::Cutoff>,
 }
 
 impl RequestLog {
@@ -83,6 +91,7 @@ impl RequestLog {
         line.opt_num("upstream_status", self.upstream_status.map(u64::from));
         line.str("login", self.login.as_str());
         line.bool("replay", self.replayed);
+        line.opt_str("cutoff", self.cutoff.map(metrics::Cutoff::as_str));
     }
 }
 
@@ -100,15 +109,20 @@ pub async fn handle<B: CallerBody>(gw: &Gateway, req: Request<B>) -> Response<Re
         upstream_status: None,
         login: LoginAttempt::None,
         replayed: false,
+        cutoff: None,
     };
     let known = snap.route(route_name);
     // Hostile shapes are refused before routing: an absolute-form URI's path
     // says nothing about which route the caller meant.
-    let result = match (
-        headers::check_form(&method, req.uri(), req.version()),
-        known,
-    ) {
-        (Err(e), _) => Err(e),
+    let admitted = match req.extensions().get::<Refused>() {
+        Some(Refused(e)) => Err(e.clone()),
+        None => headers::check_form(&method, req.uri(), req.version()),
+    };
+    let result = match (admitted, known) {
+        (Err(e), _) => {
+            log.cutoff = e.cutoff();
+            Err(e)
+        }
         (Ok(()), None) => Err(ProxyError::UnknownRoute(route_name.to_string())),
         (Ok(()), Some(route)) => phases::run(&snap, route, req, started, &mut log).await,
     };
@@ -150,6 +164,9 @@ fn record(
     took: std::time::Duration,
 ) {
     let m = &gw.metrics;
+    if let Some(c) = log.cutoff {
+        m.cutoff(c);
+    }
     // An unknown route name is the caller's text: never a label value.
     let route = known.map_or("", |r| r.name.as_str());
     // The common answer uses the route's own handles: no label lookup.

@@ -29,7 +29,10 @@ const INSPECT_MAX: usize = 1024 * 1024;
 /// Login answers are small; a bigger one is refused rather than held.
 const LOGIN_BODY_MAX: usize = 256 * 1024;
 
-/// The route's phases for one request.
+/// The route's phases for one request. An error that is a cut-off (a body
+/// that did not come in time, an upstream silent past `read_timeout`) is
+/// noted for the log line and the metrics where it can arise: reading the
+/// body, and each exchange with the upstream.
 pub(super) async fn run<B: CallerBody>(
     snap: &Snapshot,
     route: &Route,
@@ -58,21 +61,38 @@ pub(super) async fn run<B: CallerBody>(
         deadline,
         strip_auth: !snap.clients.is_empty(),
     };
-    let mut body = read_body(snap, &parts, body, forward.buffer_body).await?;
+    let mut body = read_body(snap, &parts, body, forward.buffer_body)
+        .await
+        .map_err(|e| noted(log, e))?;
     check_signable(&ctx, &body)?;
     // The exchange is filled in place by the phases (answers are large:
     // moving them from phase to phase cost more than the phases).
     let mut ex = Exchange::default();
-    attempt(&ctx, &mut body, &mut ex, log).await?;
-    if classify(&ctx, &mut ex, body.replayable(), log).await? == Outcome::Replay {
+    attempt(&ctx, &mut body, &mut ex, log)
+        .await
+        .map_err(|e| noted(log, e))?;
+    let outcome = classify(&ctx, &mut ex, body.replayable(), log)
+        .await
+        .map_err(|e| noted(log, e))?;
+    if outcome == Outcome::Replay {
         // The session was rejected: one new login, one replay, before any
         // byte reached the caller. A second rejection goes to the caller.
         log.replayed = true;
         tracing::debug!(route = %route.name, "session rejected upstream; logging in again to replay once");
-        attempt(&ctx, &mut body, &mut ex, log).await?;
-        classify(&ctx, &mut ex, false, log).await?;
+        attempt(&ctx, &mut body, &mut ex, log)
+            .await
+            .map_err(|e| noted(log, e))?;
+        classify(&ctx, &mut ex, false, log)
+            .await
+            .map_err(|e| noted(log, e))?;
     }
-    finish(&ctx, ex).await
+    finish(&ctx, ex).await.map_err(|e| noted(log, e))
+}
+
+/// Notes a cut-off for the log line and the metrics.
+fn noted(log: &mut RequestLog, e: ProxyError) -> ProxyError {
+    log.cutoff = e.cutoff();
+    e
 }
 
 /// What every phase after `plan` reads.
@@ -433,7 +453,11 @@ async fn finish(ctx: &Ctx<'_>, mut ex: Exchange) -> Result<Response<RespBody>, P
         }
     }
     let body = match (ex.read, ex.unread) {
-        (_, Some(stream)) => Either::Right(stream),
+        (_, Some(mut stream)) => {
+            // Cut mid-body for the upstream's silence, it is counted there.
+            stream.report_cut(ctx.route.metrics.answer_cut.clone());
+            Either::Right(stream)
+        }
         (bytes, None) => Either::Left(Full::new(bytes.unwrap_or_default())),
     };
     Ok(Response::from_parts(head, body))

@@ -24,7 +24,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::conns::Slot;
 use crate::gateway::Gateway;
+use crate::metrics::Cutoff;
 use crate::proxy::RespBody;
 
 /// Heads are bounded as hyper bounds them: 100 headers, 64 KiB (hyper
@@ -62,13 +64,24 @@ enum Parsed {
     NotPlain,
 }
 
+/// How long a caller may take: its request head (and an idle keep-alive
+/// connection its next one), and its body once the head is in.
+#[derive(Clone, Copy)]
+pub struct Bounds {
+    pub header: Duration,
+    pub body: Duration,
+}
+
 /// Serves requests on `io` until the caller closes, asks to close, goes
-/// quiet past `header_timeout` while a head is awaited, `stop` turns true,
-/// or sends something for hyper.
+/// quiet past the header bound while a head is awaited, is chosen to close
+/// for `max_connections` while idle, `stop` turns true, or sends something
+/// for hyper. A body not whole within the body bound gets a 408 and the
+/// connection closes.
 pub async fn run<I>(
     mut io: I,
     gw: &Gateway,
-    header_timeout: Duration,
+    bounds: Bounds,
+    slot: &Slot,
     stop: &mut watch::Receiver<bool>,
 ) -> End<I>
 where
@@ -78,9 +91,12 @@ where
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut out = Vec::with_capacity(8 * 1024);
     let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
+    // A new connection is idle until its first bytes (`Slot` starts so).
+    let mut idle_marked = true;
     loop {
-        // The head, within `header_timeout` of starting to wait for it.
+        // The head, within the header bound of starting to wait for it.
         let mut deadline = None;
+        let mut close_after = false;
         let head = loop {
             if !buf.is_empty() {
                 match parse(&mut buf, max_body) {
@@ -90,7 +106,7 @@ where
                     Parsed::Partial => {}
                 }
             }
-            let at = *deadline.get_or_insert_with(|| Instant::now() + header_timeout);
+            let at = *deadline.get_or_insert_with(|| Instant::now() + bounds.header);
             if timer.deadline() != at {
                 timer.as_mut().reset(at);
             }
@@ -98,33 +114,56 @@ where
                 buf.reserve(8 * 1024);
             }
             let idle = buf.is_empty();
+            if idle && !idle_marked {
+                if !slot.idle() {
+                    return End::Closed;
+                }
+                idle_marked = true;
+            }
             tokio::select! {
                 biased;
                 read = io.read_buf(&mut buf) => match read {
                     Ok(0) | Err(_) => return End::Closed,
-                    Ok(_) => {}
+                    Ok(_) => if idle_marked {
+                        idle_marked = false;
+                        // Chosen to close for the cap as this request came:
+                        // it is answered, then the connection closes.
+                        close_after = slot.busy();
+                    },
                 },
                 _ = &mut timer => {
-                    tracing::debug!("caller sent no complete request head within header_read_timeout");
+                    if !idle {
+                        gw.metrics.cutoff(Cutoff::HeaderTimeout);
+                        tracing::debug!(cutoff = Cutoff::HeaderTimeout.as_str(), "caller sent no complete request head within header_read_timeout");
+                    }
                     return End::Closed;
                 }
                 _ = stop.wait_for(|s| *s), if idle => return End::Closed,
+                _ = slot.evicted(), if idle => {
+                    tracing::debug!("idle connection closed for max_connections");
+                    return End::Closed;
+                }
             }
         };
-        // The body, whole (its size is bounded above).
-        while buf.len() < head.body_len {
-            buf.reserve(head.body_len - buf.len());
-            match io.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return End::Closed,
-                Ok(_) => {}
-            }
-        }
-        let body = buf.split_to(head.body_len).freeze();
         let method = head.req.method().clone();
         let version = head.req.version();
-        let req = head.req.map(|()| Full::new(body));
+        // The body, whole (its size is bounded above), within the body bound.
+        let req = match read_body(&mut io, &mut buf, head.body_len, bounds.body).await {
+            Ok(body) => head.req.map(|()| Full::new(body)),
+            Err(BodyEnd::Closed) => return End::Closed,
+            Err(BodyEnd::TimedOut) => {
+                // The pipeline answers it (408, logged, counted); the rest
+                // of the body is never read, so the connection closes.
+                close_after = true;
+                let mut req = head.req.map(|()| Full::new(Bytes::new()));
+                req.extensions_mut().insert(crate::proxy::Refused(
+                    crate::error::ProxyError::BodyTimeout(bounds.body),
+                ));
+                req
+            }
+        };
         let resp = crate::proxy::handle(gw, req).await;
-        let keep_alive = head.keep_alive && !*stop.borrow();
+        let keep_alive = head.keep_alive && !close_after && !*stop.borrow();
         match write_answer(&mut io, &mut out, resp, &method, version, keep_alive).await {
             Ok(true) => {}
             Ok(false) | Err(_) => {
@@ -133,6 +172,40 @@ where
             }
         }
     }
+}
+
+enum BodyEnd {
+    Closed,
+    TimedOut,
+}
+
+/// The next `len` bytes of `io` after what `buf` holds, by `limit` from now.
+async fn read_body<I>(
+    io: &mut I,
+    buf: &mut BytesMut,
+    len: usize,
+    limit: Duration,
+) -> Result<Bytes, BodyEnd>
+where
+    I: AsyncRead + Unpin,
+{
+    if buf.len() < len {
+        // Only a body that is not all here yet arms a timer.
+        let read = async {
+            while buf.len() < len {
+                buf.reserve(len - buf.len());
+                match io.read_buf(buf).await {
+                    Ok(0) | Err(_) => return Err(BodyEnd::Closed),
+                    Ok(_) => {}
+                }
+            }
+            Ok(())
+        };
+        tokio::time::timeout(limit, read)
+            .await
+            .map_err(|_| BodyEnd::TimedOut)??;
+    }
+    Ok(buf.split_to(len).freeze())
 }
 
 fn hand_off<I>(io: I, buf: BytesMut) -> End<I> {
@@ -167,6 +240,7 @@ fn parse(buf: &mut BytesMut, max_body: u64) -> Parsed {
     let path = parsed.path.unwrap_or("");
     let path_span = (path.as_ptr() as usize - base, path.len());
     let mut body_len = None;
+    let mut hosts = 0u32;
     let (mut close, mut keep) = (false, false);
     let mut spans = Vec::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
@@ -182,7 +256,15 @@ fn parse(buf: &mut BytesMut, max_body: u64) -> Parsed {
                 _ => return Parsed::NotPlain,
             }
             continue;
-        } else if name.eq_ignore_ascii_case(b"host") || name.eq_ignore_ascii_case(b"keep-alive") {
+        } else if name.eq_ignore_ascii_case(b"host") {
+            // One Host, of plain host[:port] bytes; anything else is
+            // refused on hyper's path (RFC 9112 §3.2), with its message.
+            hosts += 1;
+            if hosts > 1 || !h.value.iter().all(|b| is_host_byte(*b)) {
+                return Parsed::NotPlain;
+            }
+            continue;
+        } else if name.eq_ignore_ascii_case(b"keep-alive") {
             continue;
         } else if name.eq_ignore_ascii_case(b"transfer-encoding")
             || name.eq_ignore_ascii_case(b"expect")
@@ -211,6 +293,10 @@ fn parse(buf: &mut BytesMut, max_body: u64) -> Parsed {
         let start = h.value.as_ptr() as usize - base;
         spans.push((name, start, start + h.value.len()));
     }
+    // HTTP/1.1 requires a Host (HTTP/1.0 predates it).
+    if hosts == 0 && version == Version::HTTP_11 {
+        return Parsed::NotPlain;
+    }
     let bytes = buf.split_to(len).freeze();
     let Ok(uri) = Uri::from_maybe_shared(bytes.slice(path_span.0..path_span.0 + path_span.1))
     else {
@@ -234,6 +320,45 @@ fn parse(buf: &mut BytesMut, max_body: u64) -> Parsed {
         },
     })
 }
+
+/// A byte of a `Host` value as RFC 3986 writes `host[:port]`: reg-name
+/// (unreserved, pct-encoded, sub-delims), IP literals in brackets, a port.
+fn is_host_byte(b: u8) -> bool {
+    HOST_BYTES[b as usize]
+}
+
+/// [`is_host_byte`] as a table: one load per byte of every request's Host.
+const HOST_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'['
+                    | b']'
+            );
+        i += 1;
+    }
+    t
+};
 
 /// Writes one answer; `Ok(true)` when the connection stays open for the next.
 async fn write_answer<I>(
@@ -405,3 +530,7 @@ mod date {
 #[cfg(test)]
 #[path = "h1_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "h1_diff_tests.rs"]
+mod diff_tests;

@@ -1,12 +1,15 @@
-//! Listeners and the accept loop: HTTP/1.1 and h2c from callers, a header
-//! read timeout against slow callers, and a graceful drain on shutdown.
+//! Listeners and the accept loop: HTTP/1.1 and h2c from callers, bounds
+//! against slow and hostile callers (a header and a body read timeout, at
+//! most `max_connections` at once), and a graceful drain on shutdown.
 //! Each connection starts on the HTTP/1.1 fast path (`h1`); whatever that
-//! does not take is served by hyper.
+//! does not take is served by hyper (`service`).
 
 pub mod access_log;
+mod conns;
 mod h1;
 mod prefixed;
 mod run;
+mod service;
 
 pub use run::run;
 
@@ -18,13 +21,12 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
+use self::conns::Connections;
 use crate::gateway::Gateway;
 use crate::kinds::Config;
-use crate::proxy::GatewayService;
+use crate::metrics::Cutoff;
 use crate::state::{FileStore, RedisState, StateStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -129,8 +131,11 @@ pub fn serve_workers(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     let mut threads = Vec::with_capacity(listeners.len());
+    // One count for the process: `max_connections` is shared by the workers.
+    let conns = connections(&gateway);
     for (i, listener) in listeners.into_iter().enumerate() {
         let gateway = gateway.clone();
+        let conns = conns.clone();
         let mut stop = stop.clone();
         let worker = move || {
             let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -146,7 +151,7 @@ pub fn serve_workers(
             runtime.block_on(async move {
                 match TcpListener::from_std(listener) {
                     Ok(l) => {
-                        serve(gateway, l, async move {
+                        serve_counted(gateway, l, conns, async move {
                             let _ = stop.wait_for(|s| *s).await;
                         })
                         .await
@@ -166,6 +171,20 @@ pub fn serve_workers(
     Ok(threads)
 }
 
+/// The process's connection count, at the configured `max_connections`.
+fn connections(gateway: &Gateway) -> Arc<Connections> {
+    let max = gateway.snapshot.load().config.server.max_connections;
+    gateway
+        .metrics
+        .connections_max
+        .set(i64::try_from(max).unwrap_or(i64::MAX));
+    Connections::new(
+        max,
+        gateway.metrics.connections_open.clone(),
+        gateway.metrics.connections_evicted.clone(),
+    )
+}
+
 /// Serves `gateway` on `listener` until `shutdown` resolves, then lets
 /// in-flight requests finish for up to the configured `shutdown_grace`.
 pub async fn serve<L: Listener>(
@@ -173,11 +192,26 @@ pub async fn serve<L: Listener>(
     listener: L,
     shutdown: impl Future<Output = ()>,
 ) {
-    let (grace, header_timeout) = {
+    let conns = connections(&gateway);
+    serve_counted(gateway, listener, conns, shutdown).await
+}
+
+/// [`serve`], counting connections in `conns` (shared by a process's workers).
+async fn serve_counted<L: Listener>(
+    gateway: Arc<Gateway>,
+    listener: L,
+    conns: Arc<Connections>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (grace, bounds) = {
         let snap = gateway.snapshot.load();
+        let server = &snap.config.server;
         (
-            snap.config.server.shutdown_grace,
-            snap.config.server.header_read_timeout,
+            server.shutdown_grace,
+            h1::Bounds {
+                header: server.header_read_timeout,
+                body: server.body_read_timeout,
+            },
         )
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -186,13 +220,12 @@ pub async fn serve<L: Listener>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
+        .header_read_timeout(bounds.header)
         .max_headers(100)
         .max_buf_size(64 * 1024);
     builder.http2().max_header_list_size(64 * 1024);
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
-    // Fast-path connections hold a receiver: `closed()` waits for them all.
+    // Every connection holds a receiver: `closed()` waits for them all.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -208,35 +241,86 @@ pub async fn serve<L: Listener>(
             },
             _ = &mut shutdown => break,
         };
+        // At `max_connections` this waits (and accepts nothing more) until
+        // an idle connection closed for this one, or any closed.
+        let admitted = tokio::select! {
+            a = conns.admit() => a,
+            _ = &mut shutdown => break,
+        };
         let gateway = gateway.clone();
         let builder = builder.clone();
-        let watcher = graceful.watcher();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
-            let (io, read) = match h1::run(stream, &gateway, header_timeout, &mut stop).await {
+            let slot = admitted.slot.clone();
+            let (io, read) = match h1::run(stream, &gateway, bounds, &slot, &mut stop).await {
                 h1::End::Closed => return,
                 h1::End::HandOff { io, read } => (io, read),
             };
-            drop(stop);
-            let service = TowerToHyperService::new(GatewayService(gateway));
-            let io = TokioIo::new(prefixed::Prefixed::new(read, io));
+            let service = service::ConnService {
+                gateway: gateway.clone(),
+                slot: slot.clone(),
+                body_timeout: bounds.body,
+            };
+            let io = TokioIo::new(prefixed::Prefixed::new(read, io, slot.clone()));
             let conn = builder.serve_connection(io, service).into_owned();
-            if let Err(e) = watcher.watch(conn).await {
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                _ = stopped(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+                _ = slot.evicted() => {
+                    // Only an idle connection is chosen; hyper still lets
+                    // a request that raced the choice finish.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
+                count_hyper_cutoff(&gateway, &slot, e.as_ref());
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            drop(admitted);
         });
     }
     drop(listener);
     drop(stop_rx);
     tracing::info!(grace_s = grace.as_secs_f64(), "draining in-flight requests");
     let _ = stop_tx.send(true);
-    let drained = async {
-        tokio::join!(graceful.shutdown(), stop_tx.closed());
-    };
-    if tokio::time::timeout(grace, drained).await.is_err() {
+    if tokio::time::timeout(grace, stop_tx.closed()).await.is_err() {
         tracing::warn!("shutdown_grace elapsed with requests still in flight");
     }
     gateway.flush().await;
+}
+
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// hyper ends a connection with an error for a head it refused (400, 431:
+/// framing) or one not whole within `header_read_timeout`; an idle
+/// keep-alive connection timing out is no cut-off.
+fn count_hyper_cutoff(
+    gateway: &Gateway,
+    slot: &conns::Slot,
+    e: &(dyn std::error::Error + 'static),
+) {
+    let Some(e) = e.downcast_ref::<hyper::Error>() else {
+        return;
+    };
+    let cutoff = if e.is_timeout() {
+        slot.head_started
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then_some(Cutoff::HeaderTimeout)
+    } else if e.is_parse() || e.is_parse_too_large() {
+        Some(Cutoff::BadFraming)
+    } else {
+        None
+    };
+    if let Some(c) = cutoff {
+        gateway.metrics.cutoff(c);
+    }
 }
 
 /// Reloads `path` into `gateway` on every SIGHUP, for as long as it runs.

@@ -1,21 +1,32 @@
 //! A connection with bytes already read from it put back in front, so hyper
-//! reads the request the fast path started on from its first byte.
+//! reads the request the fast path started on from its first byte. Bytes
+//! read are noted on the connection's slot: a header timeout after them
+//! cut a head short (a cut-off), one without them closed an idle connection.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::conns::Slot;
 
 pub struct Prefixed<I> {
     prefix: Bytes,
     io: I,
+    slot: Arc<Slot>,
 }
 
 impl<I> Prefixed<I> {
-    pub fn new(prefix: Bytes, io: I) -> Self {
-        Prefixed { prefix, io }
+    pub fn new(prefix: Bytes, io: I, slot: Arc<Slot>) -> Self {
+        if !prefix.is_empty() {
+            slot.head_started.store(true, Ordering::Relaxed);
+        }
+        Prefixed { prefix, io, slot }
     }
 }
 
@@ -32,7 +43,12 @@ impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
             this.prefix.advance(n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.slot.head_started.store(true, Ordering::Relaxed);
+        }
+        polled
     }
 }
 

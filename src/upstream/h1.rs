@@ -109,6 +109,35 @@ pub struct ExchangeError {
     /// Nothing was written, or the upstream closed before answering a
     /// request that may be repeated.
     pub retryable: bool,
+    /// Which bound ran out, when one did.
+    pub timeout: Option<Bound>,
+}
+
+/// The bounds of one exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// The request's deadline (`request_timeout`).
+    Deadline,
+    /// The upstream's silence once the request was written (`read_timeout`).
+    Silence,
+}
+
+/// When an exchange must be over: the request's deadline, and the longest
+/// silence from the upstream once the request is written.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub deadline: Instant,
+    pub silence: std::time::Duration,
+}
+
+impl ExchangeError {
+    fn timed_out(bound: Bound, what: &str) -> Self {
+        ExchangeError {
+            message: what.to_string(),
+            retryable: false,
+            timeout: Some(bound),
+        }
+    }
 }
 
 /// The request as bytes: the head (and a small body) in one buffer, a large
@@ -194,6 +223,7 @@ pub async fn exchange(
     mut conn: Conn,
     req: &Encoded,
     idle: IdleConns,
+    limits: Limits,
 ) -> Result<Response<WireBody>, ExchangeError> {
     let reused = conn.idle_since.is_some();
     let write = async {
@@ -203,33 +233,78 @@ pub async fn exchange(
         }
         conn.io.flush().await
     };
-    if let Err(e) = write.await {
-        return Err(ExchangeError {
-            message: format!("sending the request: {e}"),
-            retryable: reused,
-        });
+    // The common write completes on its first poll: only one that has to
+    // wait (an upstream that does not read) gets a timer.
+    let mut write = std::pin::pin!(write);
+    let written = match futures_util::FutureExt::now_or_never(write.as_mut()) {
+        Some(done) => Ok(done),
+        None => tokio::time::timeout_at(limits.deadline, write).await,
+    };
+    match written {
+        Err(_) => {
+            return Err(ExchangeError::timed_out(
+                Bound::Deadline,
+                "the upstream did not take the request",
+            ))
+        }
+        Ok(Err(e)) => {
+            return Err(ExchangeError {
+                message: format!("sending the request: {e}"),
+                retryable: reused,
+                timeout: None,
+            })
+        }
+        Ok(Ok(())) => {}
     }
     tracing::trace!(
         reused,
         bytes = req.head.len() + req.body.len(),
         "request written upstream"
     );
+    // The head must come within `read_timeout` of the request's end, and
+    // by the request's deadline: whichever is first.
+    let silent_by = Instant::now() + limits.silence;
+    let (by, bound) = if silent_by < limits.deadline {
+        (silent_by, Bound::Silence)
+    } else {
+        (limits.deadline, Bound::Deadline)
+    };
     let repeatable = req.method.is_idempotent();
-    let head = loop {
-        let head = read_head(&mut conn).await.map_err(|e| {
+    let read = async {
+        loop {
+            let head = read_head(&mut conn).await?;
+            // Interim answers (100 Continue, 103 Early Hints) precede the real one.
+            if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
+                continue;
+            }
+            break Ok::<_, io::Error>(head);
+        }
+    };
+    let head = match tokio::time::timeout_at(by, read).await {
+        Err(_) => {
+            return Err(ExchangeError::timed_out(
+                bound,
+                "the upstream sent no answer head in time",
+            ))
+        }
+        Ok(Err(e)) => {
             let nothing = e.kind() == io::ErrorKind::UnexpectedEof
                 || e.kind() == io::ErrorKind::ConnectionReset;
-            ExchangeError {
+            return Err(ExchangeError {
                 message: e.to_string(),
                 retryable: reused && repeatable && nothing,
-            }
-        })?;
-        // Interim answers (100 Continue, 103 Early Hints) precede the real one.
-        if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
-            continue;
+                timeout: None,
+            });
         }
-        break head;
+        Ok(Ok(head)) => head,
     };
+    if let Some(why) = head.faulty(&req.method) {
+        return Err(ExchangeError {
+            message: why.to_string(),
+            retryable: false,
+            timeout: None,
+        });
+    }
     let framing = head.framing(&req.method);
     let keep_alive = framing != Framing::Close && head.keeps_alive();
     let status = head.status;
@@ -307,6 +382,15 @@ impl Head {
             (Some(false), _) | (None, None) => Framing::Close,
             (None, Some(n)) => Framing::Length(n),
         }
+    }
+
+    /// RFC 9112 §6.1: an HTTP/1.0 answer whose body is framed by
+    /// `Transfer-Encoding` has faulty framing (hyper's client refuses it
+    /// too; the differential test found ours reading it as chunked).
+    fn faulty(&self, method: &Method) -> Option<&'static str> {
+        let framed = self.framing(method) != Framing::Length(0);
+        (self.version == Version::HTTP_10 && self.chunked.is_some() && framed)
+            .then_some("the upstream sent Transfer-Encoding in an HTTP/1.0 answer")
     }
 
     fn keeps_alive(&self) -> bool {
@@ -622,6 +706,18 @@ impl WireBody {
         body
     }
 
+    /// A body already over, holding no connection: what a cut answer
+    /// leaves in place of its wire.
+    pub fn ended() -> Self {
+        WireBody {
+            conn: None,
+            framing: Framing::Length(0),
+            keep_alive: false,
+            idle: None,
+            raw: None,
+        }
+    }
+
     /// The answer's header lines, if they were kept as they came.
     pub fn take_raw(&mut self) -> Option<RawHeaders> {
         self.raw.take()
@@ -784,3 +880,7 @@ fn step_chunk(state: Chunk, buf: &mut BytesMut) -> Result<Option<Option<Chunk>>,
 #[cfg(test)]
 #[path = "h1_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "h1_diff_tests.rs"]
+mod diff_tests;

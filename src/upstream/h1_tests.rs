@@ -313,7 +313,9 @@ async fn a_connection_goes_back_idle_only_once_its_body_is_read() {
     ])
     .await;
     let idle = IdleConns::default();
-    let resp = exchange(conn, &get(), idle.clone()).await.unwrap();
+    let resp = exchange(conn, &get(), idle.clone(), limits())
+        .await
+        .unwrap();
     assert_eq!(
         resp.status(),
         StatusCode::OK,
@@ -326,7 +328,9 @@ async fn a_connection_goes_back_idle_only_once_its_body_is_read() {
         .take()
         .expect("back on the idle list at the body's end");
     assert!(conn.idle_since.is_some());
-    let resp = exchange(conn, &get(), idle.clone()).await.unwrap();
+    let resp = exchange(conn, &get(), idle.clone(), limits())
+        .await
+        .unwrap();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"hi");
     assert!(idle.take().is_none(), "Connection: close is not reused");
@@ -340,7 +344,9 @@ async fn a_body_cut_short_is_an_error_not_an_end() {
     ])
     .await;
     let idle = IdleConns::default();
-    let resp = exchange(conn, &get(), idle.clone()).await.unwrap();
+    let resp = exchange(conn, &get(), idle.clone(), limits())
+        .await
+        .unwrap();
     assert!(resp.into_body().collect().await.is_err());
     assert!(idle.take().is_none());
 }
@@ -352,9 +358,16 @@ async fn a_reused_connection_closed_before_answering_may_be_retried() {
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     assert!(!conn.is_usable(), "the upstream closed it");
     conn.idle_since = Some(Instant::now());
-    let err = exchange(conn, &get(), IdleConns::default())
+    let err = exchange(conn, &get(), IdleConns::default(), limits())
         .await
         .err()
         .expect("no answer");
     assert!(err.retryable, "{}", err.message);
+}
+
+fn limits() -> Limits {
+    Limits {
+        deadline: Instant::now() + std::time::Duration::from_secs(5),
+        silence: std::time::Duration::from_secs(5),
+    }
 }

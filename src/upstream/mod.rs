@@ -35,7 +35,7 @@ use tokio::time::Instant;
 
 use crate::config::RouteConfig;
 use crate::error::ProxyError;
-use crate::vocab::{BodyOverLimit, Buffered, Outgoing};
+use crate::vocab::{BodyOverLimit, BodyTimedOut, Buffered, Outgoing};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A request body going upstream: buffered, or the caller's stream capped at `max_body`.
@@ -64,9 +64,15 @@ pub enum SendError {
     },
     #[error("no answer within request_timeout ({}s)", .0.as_secs_f64())]
     Timeout(Duration),
+    /// The upstream was silent past `read_timeout` once the request was sent.
+    #[error("no answer head within read_timeout ({}s) of the request", .0.as_secs_f64())]
+    ReadTimeout(Duration),
     /// The caller's streamed body went over `max_body` on the way.
     #[error("the request body exceeds max_body ({0} bytes)")]
     BodyTooLarge(u64),
+    /// The caller's streamed body stalled past `body_read_timeout` on the way.
+    #[error("the request body did not arrive within body_read_timeout ({}s)", .0.as_secs_f64())]
+    BodyTimeout(Duration),
 }
 
 impl SendError {
@@ -87,7 +93,9 @@ impl From<SendError> for ProxyError {
                 source: source.map(Arc::from),
             },
             SendError::Timeout(d) => ProxyError::UpstreamTimeout(d),
+            SendError::ReadTimeout(d) => ProxyError::UpstreamReadTimeout(d),
             SendError::BodyTooLarge(max) => ProxyError::BodyTooLarge(max),
+            SendError::BodyTimeout(d) => ProxyError::BodyTimeout(d),
         }
     }
 }
@@ -136,10 +144,76 @@ impl IdleConns {
     }
 }
 
-/// What an upstream answer's body is read by.
-pub enum UpBody {
-    Wire(h1::WireBody),
+/// What an upstream answer's body is read by, with the route's bound on
+/// the upstream's silence between reads (`read_timeout`).
+pub struct UpBody {
+    inner: Wire,
+    silence: Silence,
+    /// Where a cut is counted and logged once the answer goes to the caller.
+    cut: Option<crate::metrics::AnswerCut>,
+}
+
+enum Wire {
+    H1(h1::WireBody),
     Hyper(Incoming),
+}
+
+/// The upstream went silent mid-body for longer than `read_timeout`: the
+/// answer is cut there (the caller sees a truncated transfer).
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream was silent for {}s mid-answer (read_timeout)", .0.as_secs_f64())]
+pub struct ReadTimeout(pub Duration);
+
+/// The silence timer: made only when a read has to wait (an answer that
+/// came whole with its head never arms one), moved only when data came
+/// since it was last armed.
+struct Silence {
+    limit: Duration,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Data came since the timer was armed: re-arm it on the next wait.
+    moved: bool,
+}
+
+impl Silence {
+    fn new(limit: Duration) -> Self {
+        Silence {
+            limit,
+            timer: None,
+            moved: false,
+        }
+    }
+
+    /// Called when a read has to wait: whether the silence is over the limit.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        use std::future::Future as _;
+        let timer = match &mut self.timer {
+            Some(t) => {
+                if self.moved {
+                    t.as_mut().reset(Instant::now() + self.limit);
+                }
+                t
+            }
+            None => self.timer.insert(Box::pin(tokio::time::sleep(self.limit))),
+        };
+        self.moved = false;
+        timer.as_mut().poll(cx).is_ready()
+    }
+}
+
+impl UpBody {
+    fn new(inner: Wire, read_timeout: Duration) -> Self {
+        UpBody {
+            inner,
+            silence: Silence::new(read_timeout),
+            cut: None,
+        }
+    }
+
+    /// Counts and logs a cut of this answer through `cut` (the pipeline
+    /// sets it when the body goes to the caller).
+    pub fn report_cut(&mut self, cut: crate::metrics::AnswerCut) {
+        self.cut = Some(cut);
+    }
 }
 
 impl http_body::Body for UpBody {
@@ -150,25 +224,45 @@ impl http_body::Body for UpBody {
         self: std::pin::Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            UpBody::Wire(b) => std::pin::Pin::new(b).poll_frame(cx),
-            UpBody::Hyper(b) => std::pin::Pin::new(b)
+        let this = self.get_mut();
+        let polled = match &mut this.inner {
+            Wire::H1(b) => std::pin::Pin::new(b).poll_frame(cx),
+            Wire::Hyper(b) => std::pin::Pin::new(b)
                 .poll_frame(cx)
                 .map_err(|e| Box::new(e) as BoxError),
+        };
+        match polled {
+            Poll::Pending => {
+                if !this.silence.expired(cx) {
+                    return Poll::Pending;
+                }
+                // Dropping the wire closes the upstream connection: it is
+                // never reused with an answer half read.
+                this.inner = Wire::H1(h1::WireBody::ended());
+                if let Some(cut) = this.cut.take() {
+                    cut.record();
+                }
+                Poll::Ready(Some(Err(Box::new(ReadTimeout(this.silence.limit)))))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                this.silence.moved = true;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            other => other,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            UpBody::Wire(b) => b.is_end_stream(),
-            UpBody::Hyper(b) => b.is_end_stream(),
+        match &self.inner {
+            Wire::H1(b) => b.is_end_stream(),
+            Wire::Hyper(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        match self {
-            UpBody::Wire(b) => b.size_hint(),
-            UpBody::Hyper(b) => b.size_hint(),
+        match &self.inner {
+            Wire::H1(b) => b.size_hint(),
+            Wire::Hyper(b) => b.size_hint(),
         }
     }
 }
@@ -178,9 +272,9 @@ impl UpBody {
     /// (`h1::RawHeaders`): whoever takes them writes them or puts them in
     /// the map.
     pub fn take_raw(&mut self) -> Option<RawHeaders> {
-        match self {
-            UpBody::Wire(b) => b.take_raw(),
-            UpBody::Hyper(_) => None,
+        match &mut self.inner {
+            Wire::H1(b) => b.take_raw(),
+            Wire::Hyper(_) => None,
         }
     }
 }
@@ -226,6 +320,8 @@ pub struct Upstream {
     /// The upstream URL's own path, without the trailing '/'.
     base_path: String,
     pub request_timeout: Duration,
+    /// The longest silence from the upstream once a request is sent.
+    pub read_timeout: Duration,
 }
 
 /// Loading the system's roots reads files; do it once per process.
@@ -323,6 +419,7 @@ impl Upstream {
             pools: thread_local::ThreadLocal::new(),
             base_path: base_path.to_string(),
             request_timeout: route.request_timeout,
+            read_timeout: route.read_timeout,
         })
     }
 
@@ -359,11 +456,15 @@ impl Upstream {
         let pq = self.path_and_query(std::mem::take(&mut out.path_and_query))?;
         if stream.is_none() && !self.h2.load(Ordering::Relaxed) {
             let req = h1::encode(&out, self.authority.as_str(), pq.as_str());
-            match tokio::time::timeout_at(deadline, self.send_h1(&req)).await {
-                Err(_) => return Err(SendError::Timeout(self.request_timeout)),
-                Ok(Ok(resp)) => return Ok(resp.map(UpBody::Wire)),
-                Ok(Err(Connect::Failed(e))) => return Err(e),
-                Ok(Err(Connect::ChoseH2)) => {}
+            // Each step is bounded inside: connecting by the deadline,
+            // the answer head by the deadline and `read_timeout`.
+            match self.send_h1(&req, deadline).await {
+                Ok(resp) => {
+                    let silence = self.read_timeout;
+                    return Ok(resp.map(|b| UpBody::new(Wire::H1(b), silence)));
+                }
+                Err(Connect::Failed(e)) => return Err(e),
+                Err(Connect::ChoseH2) => {}
             }
         }
         // Boxed: streamed bodies and HTTP/2 upstreams are the rare case, and
@@ -393,9 +494,17 @@ impl Upstream {
         *req.method_mut() = out.method;
         *req.uri_mut() = uri;
         *req.headers_mut() = out.headers;
-        match tokio::time::timeout_at(deadline, self.pool().request(req)).await {
+        // A streamed body's end is not seen here: the head's silence is
+        // counted from the start of the request, which a caller's own body
+        // bound (`body_read_timeout`) keeps short.
+        let silent_by = Instant::now() + self.read_timeout;
+        match tokio::time::timeout_at(deadline.min(silent_by), self.pool().request(req)).await {
+            Err(_) if silent_by < deadline => Err(SendError::ReadTimeout(self.read_timeout)),
             Err(_) => Err(SendError::Timeout(self.request_timeout)),
-            Ok(Ok(resp)) => Ok(resp.map(UpBody::Hyper)),
+            Ok(Ok(resp)) => {
+                let silence = self.read_timeout;
+                Ok(resp.map(|b| UpBody::new(Wire::Hyper(b), silence)))
+            }
             Ok(Err(e)) => Err(classify(e, self.request_timeout)),
         }
     }
@@ -403,21 +512,45 @@ impl Upstream {
     /// One HTTP/1.1 exchange on an idle connection or a new one. A reused
     /// connection the upstream closed before answering gets one retry on a
     /// new connection, when resending is safe (see `h1::exchange`).
-    async fn send_h1(&self, req: &h1::Encoded) -> Result<Response<h1::WireBody>, Connect> {
+    async fn send_h1(
+        &self,
+        req: &h1::Encoded,
+        deadline: Instant,
+    ) -> Result<Response<h1::WireBody>, Connect> {
+        let limits = h1::Limits {
+            deadline,
+            silence: self.read_timeout,
+        };
         let conn = match self.idle.take() {
             Some(c) => c,
-            None => self.connect().await?,
+            None => self.connect_by(deadline).await?,
         };
-        match h1::exchange(conn, req, self.idle.clone()).await {
+        match h1::exchange(conn, req, self.idle.clone(), limits).await {
             Ok(resp) => Ok(resp),
             Err(e) if e.retryable => {
                 tracing::debug!(upstream = %self.authority, error = %e.message, "idle upstream connection was closed; retrying on a new one");
-                let conn = self.connect().await?;
-                h1::exchange(conn, req, self.idle.clone())
+                let conn = self.connect_by(deadline).await?;
+                h1::exchange(conn, req, self.idle.clone(), limits)
                     .await
-                    .map_err(|e| Connect::Failed(SendError::unreachable(e.message)))
+                    .map_err(|e| Connect::Failed(self.exchange_error(e)))
             }
-            Err(e) => Err(Connect::Failed(SendError::unreachable(e.message))),
+            Err(e) => Err(Connect::Failed(self.exchange_error(e))),
+        }
+    }
+
+    fn exchange_error(&self, e: h1::ExchangeError) -> SendError {
+        match e.timeout {
+            Some(h1::Bound::Deadline) => SendError::Timeout(self.request_timeout),
+            Some(h1::Bound::Silence) => SendError::ReadTimeout(self.read_timeout),
+            None => SendError::unreachable(e.message),
+        }
+    }
+
+    /// [`Upstream::connect`], by the request's deadline.
+    async fn connect_by(&self, deadline: Instant) -> Result<h1::Conn, Connect> {
+        match tokio::time::timeout_at(deadline, self.connect()).await {
+            Ok(c) => c,
+            Err(_) => Err(Connect::Failed(SendError::Timeout(self.request_timeout))),
         }
     }
 
@@ -473,9 +606,12 @@ impl Upstream {
         let body = tokio::time::timeout_at(deadline, Limited::new(body, max).collect())
             .await
             .map_err(|_| SendError::Timeout(self.request_timeout))?
-            .map_err(|e| SendError::Unreachable {
-                what: format!("reading the answer: {e}"),
-                source: Some(e),
+            .map_err(|e| match e.downcast_ref::<ReadTimeout>() {
+                Some(t) => SendError::ReadTimeout(t.0),
+                None => SendError::Unreachable {
+                    what: format!("reading the answer: {e}"),
+                    source: Some(e),
+                },
             })?
             .to_bytes();
         Ok(Buffered {
@@ -494,6 +630,9 @@ fn classify(e: hyper_util::client::legacy::Error, timeout: Duration) -> SendErro
     while let Some(s) = source {
         if let Some(over) = s.downcast_ref::<BodyOverLimit>() {
             return SendError::BodyTooLarge(over.0);
+        }
+        if let Some(t) = s.downcast_ref::<BodyTimedOut>() {
+            return SendError::BodyTimeout(t.0);
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::TimedOut {

@@ -19,4 +19,4 @@ pub use crate::config::KindDefaults;
 pub use ids::{fingerprint, identity, now_ms, safe_id, Clock, ManualClock, SystemClock};
 pub use kind::{Kind, LoginChannel, Transport};
 pub use plan::{Forward, Need, Plan, Then};
-pub use wire::{local_json, BodyOverLimit, Buffered, Credential, Outgoing};
+pub use wire::{local_json, BodyOverLimit, BodyTimedOut, Buffered, Credential, Outgoing};

@@ -103,3 +103,9 @@ pub fn local_json(
 #[derive(Debug, thiserror::Error)]
 #[error("the request body exceeds max_body ({0} bytes)")]
 pub struct BodyOverLimit(pub u64);
+
+/// The caller's body did not arrive whole within `body_read_timeout` of
+/// its head: the caller's failure, a 408, wherever it is found.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {}s (body_read_timeout)", .0.as_secs_f64())]
+pub struct BodyTimedOut(pub std::time::Duration);
