@@ -166,3 +166,58 @@ async fn a_rotation_spelled_with_escapes_is_still_a_rotation() {
     .await;
     assert_eq!(next.status, 200, "{}", next.text());
 }
+
+// ---- Finding 4: the state dir is countersign's alone ----
+
+#[cfg(unix)]
+#[test]
+fn run_refuses_a_state_dir_others_can_write_to() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, xrtc_toml("http://127.0.0.1:1", &state, "")).unwrap();
+    let log = dir.path().join("log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // A gateway that starts anyway is a failure, not a hang.
+    let mut child = KillOnDrop(child);
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "it started: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "state_dir {} is writable by its group or other users",
+            state.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("chmod 700"), "{err}");
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
