@@ -8,6 +8,10 @@
 //! deliberate change wins and the stored rotation is ignored: the config is
 //! never silently overridden by a rotation of some older key.
 //!
+//! A key is sent in a header and a JSON body: only visible ASCII of at most
+//! 4 KiB is stored ([`check_key`]); anything else (a pushed key with a line
+//! break) would break the route for every caller, across restarts.
+//!
 //! With Redis, replicas share the rotated keys: a rotation bumps a version
 //! counter after storing the key, and every request first compares that
 //! counter with the version it holds (one GET), so each replica switches on
@@ -24,6 +28,24 @@ use crate::error::ProxyError;
 use crate::secret::Secret;
 use crate::state::{RedisState, StateStore};
 use crate::vocab::fingerprint;
+
+/// The longest key countersign stores (and a caller may push).
+pub const MAX_KEY_LEN: usize = 4096;
+
+/// Whether `value` can be a key: 1 to [`MAX_KEY_LEN`] bytes of visible
+/// ASCII (no space, line break, control character or non-ASCII), so it
+/// fits a header and cannot split one. `Err` says what is wrong, never the value.
+pub fn check_key(value: &str) -> Result<(), &'static str> {
+    if value.is_empty() {
+        Err("is empty")
+    } else if value.len() > MAX_KEY_LEN {
+        Err("is longer than 4 KiB")
+    } else if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        Err("holds a character that is not visible ASCII (a space, a line break, a control or non-ASCII character)")
+    } else {
+        Ok(())
+    }
+}
 
 /// The rotatable keys of one credential.
 pub struct HeldKeys {
@@ -152,6 +174,15 @@ impl HeldKeys {
                 tracing::error!(credential = %self.id, key = name, "stored rotated key is unreadable; using the configured one");
                 continue;
             };
+            if let Err(why) = check_key(&stored.value) {
+                tracing::error!(
+                    credential = %self.id,
+                    key = name,
+                    state_key = %self.state_key(name),
+                    "STORED ROTATED KEY IS INVALID: it {why}; it is ignored and the configured key is used (put the upstream's current key in the config, or remove the stored one)"
+                );
+                continue;
+            }
             if stored.replaces == fingerprint(configured) {
                 if self
                     .get(name)
@@ -173,6 +204,12 @@ impl HeldKeys {
         let Some((_, configured)) = self.configured.iter().find(|(n, _)| *n == name) else {
             return Err(ProxyError::Internal(format!("no rotatable key {name}")));
         };
+        if let Err(why) = check_key(value.expose()) {
+            tracing::error!(credential = %self.id, key = name, "the new key {why}: not stored, the old key is kept");
+            return Err(ProxyError::KeyRotation(format!(
+                "the upstream's new {name} {why}: countersign cannot send it, so it is not stored and the old key is kept; later calls may fail until the config holds a usable key"
+            )));
+        }
         let _one = self.writing.lock().await;
         let written = match &self.store {
             Some(store) => {
@@ -315,5 +352,53 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         let other = vec![("access_key", Secret::new("AK-2"))];
         assert!(!Arc::ptr_eq(&a, &ring.get("tts-x", other)));
+    }
+
+    #[tokio::test]
+    async fn a_key_that_cannot_be_sent_is_never_stored_and_the_old_one_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn StateStore> = Arc::new(FileStore::open(dir.path()).unwrap());
+        let keys = HeldKeys::new("tts-x".into(), Some(store.clone()), configured());
+        keys.load().await.unwrap();
+        let long = "k".repeat(MAX_KEY_LEN + 1);
+        for bad in [
+            "AK-new\nX-Injected: 1",
+            "AK new",
+            "AK-\u{e9}",
+            "",
+            long.as_str(),
+        ] {
+            let e = keys
+                .replace("access_key", Secret::new(bad))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), "key_rotation_failed");
+            assert!(bad.is_empty() || !e.to_string().contains(bad));
+            assert_eq!(keys.get("access_key").unwrap().expose(), "AK-config");
+        }
+        assert_eq!(store.get("keys.tts-x.access_key").await.unwrap(), None);
+        let max = "k".repeat(MAX_KEY_LEN);
+        keys.replace("access_key", Secret::new(max.clone()))
+            .await
+            .unwrap();
+        assert_eq!(keys.get("access_key").unwrap().expose(), max);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_stored_key_is_ignored_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn StateStore> = Arc::new(FileStore::open(dir.path()).unwrap());
+        // What an earlier version stored from a push with a line break.
+        let stored = serde_json::json!({
+            "replaces": fingerprint(&Secret::new("AK-config")),
+            "value": "AK-pushed\n",
+        });
+        store
+            .put("keys.tts-x.access_key", stored.to_string())
+            .await
+            .unwrap();
+        let keys = HeldKeys::new("tts-x".into(), Some(store), configured());
+        keys.load().await.unwrap();
+        assert_eq!(keys.get("access_key").unwrap().expose(), "AK-config");
     }
 }

@@ -221,3 +221,50 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+// ---- Finding 3: keys that cannot be sent are never stored ----
+
+#[tokio::test]
+async fn a_pushed_key_with_a_line_break_is_refused_before_the_push() {
+    let (addr, fake, _stop) = start_fake!(TtsFake::new(tts::Config {
+        login_interval: std::time::Duration::from_millis(300),
+        ..Default::default()
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&route_toml(dir.path(), &tts_route_toml(addr, ""))).await;
+    let id = tts::DEMO_IDENTIFIER;
+    let call = |path: String, body: &'static str| {
+        http::Request::post(gw.url(&path))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap()
+    };
+    let stats = br#"{"action":"fetchStats","month":"2025-01","output":"json"}"#;
+    let stats = std::str::from_utf8(stats).unwrap();
+    assert_eq!(send(call(format!("/r/{id}"), stats)).await.status, 200);
+    let before = fake.stats().journal.requests;
+    for body in [
+        r#"{"new_access_key":"AK-2\nX-Injected: yes"}"#,
+        r#"{"new_access_key":"AK-2 with spaces"}"#,
+    ] {
+        let a = send(call(format!("/r/{id}/customers/push_access_key"), body)).await;
+        assert_eq!(a.status, 400, "{}", a.text());
+        assert_eq!(a.error_code(), Some("bad_request_body"));
+    }
+    assert_eq!(fake.stats().journal.requests, before, "nothing was sent");
+    assert_eq!(fake.access_key(), tts::DEMO_ACCESS_KEY);
+    // The route still works, and keeps working after a restart.
+    assert_eq!(send(call(format!("/r/{id}"), stats)).await.status, 200);
+    gw.stop().await;
+    let gw = gateway(&route_toml(dir.path(), &tts_route_toml(addr, ""))).await;
+    let a = send(
+        http::Request::post(gw.url(&format!("/r/{id}")))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(
+                br#"{"action":"fetchStats","month":"2025-01","output":"json"}"#,
+            )))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+}

@@ -21,7 +21,7 @@ use super::tts_body::{self, Fill, Format};
 use super::{BuildEnv, KindRef, KindRow, KindSettings};
 use crate::config::{KindDefaults, Section};
 use crate::error::ProxyError;
-use crate::keys::{HeldKeys, Keyring};
+use crate::keys::{check_key, HeldKeys, Keyring};
 use crate::secret::Secret;
 use crate::vocab::{
     fingerprint, local_json, safe_id, Buffered, Credential, Forward, Kind, LoginChannel, Need,
@@ -337,6 +337,27 @@ enum Rotation<'a> {
     Request(&'static str),
 }
 
+/// A pushed key is stored once the upstream accepts it, and then sent on
+/// every call: one that cannot be (a line break, a space, 5 KiB) is refused
+/// before the push goes out, since the upstream would switch to it and the
+/// route would be broken for everyone. Called from `sign`, so a cold
+/// session's trial signature refuses it before any login too.
+fn check_pushed(out: &Outgoing, field: &str) -> Result<(), ProxyError> {
+    let body = out.body.as_deref().unwrap_or_default();
+    let format = tts_body::format_of(&out.headers, body);
+    let key = tts_body::field(body, format, field).map(zeroize::Zeroizing::new);
+    let Some(key) = key else {
+        return Err(ProxyError::BadRequestBody(format!(
+            "a key push needs the new key in the body's \"{field}\" field; nothing was sent"
+        )));
+    };
+    check_key(&key).map_err(|why| {
+        ProxyError::BadRequestBody(format!(
+            "the pushed {field} {why}: countersign could not send it afterwards, so nothing was sent"
+        ))
+    })
+}
+
 fn credential_id(s: &Settings) -> String {
     // One session per member: the identity is the member, not the key.
     format!(
@@ -484,6 +505,9 @@ impl Kind for Tts {
 
     fn sign(&self, out: &mut Outgoing, session: Option<&Secret>) -> Result<(), ProxyError> {
         let call = call_of(&out.path_and_query);
+        if let Some((_, Rotation::Request(field))) = self.rotation(call) {
+            check_pushed(out, field)?;
+        }
         self.base_headers(&mut out.headers)?;
         if let Some(id) = session {
             let v = HeaderValue::from_str(id.expose()).map_err(|_| {

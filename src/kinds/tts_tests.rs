@@ -151,3 +151,57 @@ fn identity_holds_no_secret_and_no_email() {
     assert!(!id.contains("member"));
     assert!(!id.contains("AK-config"));
 }
+
+#[tokio::test]
+async fn a_rotated_key_that_cannot_be_sent_fails_the_rotation_and_keeps_the_old_key() {
+    let store: std::sync::Arc<dyn crate::state::StateStore> =
+        std::sync::Arc::new(crate::state::MemoryStore::default());
+    let tts = Tts::new(settings(), &Keyring::new(store.clone(), None));
+    let sent = Outgoing::post(
+        "/www.example.com/customers/rotate_access_key",
+        HeaderMap::new(),
+        "",
+    );
+    let mut answer = Buffered {
+        status: StatusCode::OK,
+        headers: HeaderMap::new(),
+        body: bytes::Bytes::from_static(br#"{"access_key":"AK-2\r\nX-Evil: 1"}"#),
+    };
+    let e = tts.inspect(&sent, &mut answer).await.unwrap_err();
+    assert_eq!(e.code(), "key_rotation_failed");
+    assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+    let mut out = Outgoing::post("/www.example.com/customers/get_users", HeaderMap::new(), "");
+    tts.sign(&mut out, Some(&Secret::new("sess-1"))).unwrap();
+    assert_eq!(out.headers["x-tts-cc-access-key"], "AK-config-0001");
+}
+
+#[test]
+fn a_pushed_key_that_cannot_be_sent_is_refused_before_the_push() {
+    let tts = Tts::new(settings(), &Keyring::detached());
+    let push = |body: &str, ct: &'static str| {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+        let mut out = Outgoing::post(
+            "/www.example.com/customers/push_access_key",
+            h,
+            body.to_string(),
+        );
+        tts.sign(&mut out, Some(&Secret::new("sess-1")))
+    };
+    let long = format!(r#"{{"new_access_key":"{}"}}"#, "k".repeat(4097));
+    for (body, ct) in [
+        (r#"{"new_access_key":"AK-2\nX"}"#, "application/json"),
+        (r#"{"new_access_key":"AK 2"}"#, "application/json"),
+        (long.as_str(), "application/json"),
+        (
+            "new_access_key=AK-2%0D%0AX",
+            "application/x-www-form-urlencoded",
+        ),
+        (r#"{"other":"x"}"#, "application/json"),
+    ] {
+        let e = push(body, ct).unwrap_err();
+        assert_eq!(e.code(), "bad_request_body", "{body}");
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+    }
+    push(r#"{"new_access_key":"AK-2-fine"}"#, "application/json").unwrap();
+}
