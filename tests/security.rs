@@ -268,3 +268,63 @@ async fn a_pushed_key_with_a_line_break_is_refused_before_the_push() {
     .await;
     assert_eq!(a.status, 200, "{}", a.text());
 }
+
+// ---- Finding 5: config errors never print a value ----
+
+/// toml's error text quotes the broken line; a rejected reload logged it.
+#[tokio::test]
+async fn a_broken_config_is_reported_by_line_and_key_without_its_value() {
+    const LEAK: &str = "Tk9x2mQ7vL4p-new-key-in-a-broken-line";
+    let fake = fake_xrtc(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = xrtc_toml(
+        &format!("http://{}", fake.addr),
+        &dir.path().join("state"),
+        "",
+    );
+    let gw = spawn_binary_with(dir.path(), &toml, "info", &["--log-format", "json"]).await;
+    assert_eq!(set_item_at(&gw.url("/x/v1/item/set")).await, 200);
+    let cfg = dir.path().join("countersign.toml");
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    let broken = good.replace(
+        &format!("api_key = \"{API_KEY}\""),
+        &format!("api_key = \"{LEAK}"),
+    );
+    std::fs::write(&cfg, &broken).unwrap();
+    gw.signal("HUP");
+    let started = std::time::Instant::now();
+    while !gw.logs().contains("config reload rejected") {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{}",
+            gw.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let logs = gw.logs();
+    assert!(!logs.contains(LEAK), "{logs}");
+    assert!(
+        logs.contains("routes.x.api_key: TOML syntax error at line"),
+        "{logs}"
+    );
+    // `check` says the same.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("routes.x.api_key: TOML syntax error at line"),
+        "{err}"
+    );
+    assert!(!err.contains(LEAK), "{err}");
+}
+
+async fn set_item_at(url: &str) -> u16 {
+    post(url, r#"{items:[{"portalid":"p","payload":"v"}]}"#)
+        .await
+        .status
+        .as_u16()
+}

@@ -75,10 +75,10 @@ impl Settings {
             None | Some("HMAC-SHA1") => Method1::HmacSha1,
             Some("HMAC-SHA256") => Method1::HmacSha256,
             Some("PLAINTEXT") => Method1::Plaintext,
-            Some(other) => {
+            Some(_) => {
                 s.problem(
                     "signature_method",
-                    format!("\"{other}\" is not HMAC-SHA1, HMAC-SHA256 or PLAINTEXT"),
+                    "must be HMAC-SHA1, HMAC-SHA256 or PLAINTEXT",
                 );
                 Method1::HmacSha1
             }

@@ -82,10 +82,10 @@ impl Settings {
         let client_auth = match s.get::<String>("client_auth").as_deref() {
             None | Some("basic") => ClientAuth::Basic,
             Some("post") => ClientAuth::Post,
-            Some(other) => {
+            Some(_) => {
                 s.problem(
                     "client_auth",
-                    format!("\"{other}\" is neither \"basic\" (client_secret_basic) nor \"post\" (client_secret_post)"),
+                    "must be \"basic\" (client_secret_basic) or \"post\" (client_secret_post)",
                 );
                 ClientAuth::Basic
             }

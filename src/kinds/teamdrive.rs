@@ -42,11 +42,8 @@ impl Settings {
         let auth = match s.required::<String>("auth").as_deref() {
             Some("md5") => Some(Auth::Md5),
             Some("hmac-sha1") => Some(Auth::HmacSha1),
-            Some(other) => {
-                s.problem(
-                    "auth",
-                    format!("\"{other}\" is neither \"md5\" nor \"hmac-sha1\""),
-                );
+            Some(_) => {
+                s.problem("auth", "must be \"md5\" or \"hmac-sha1\"");
                 None
             }
             None => None,
@@ -56,11 +53,8 @@ impl Settings {
         let set_requesttime = match s.get::<String>("requesttime").as_deref() {
             None | Some("set") => true,
             Some("keep") => false,
-            Some(other) => {
-                s.problem(
-                    "requesttime",
-                    format!("\"{other}\" is neither \"set\" nor \"keep\""),
-                );
+            Some(_) => {
+                s.problem("requesttime", "must be \"set\" or \"keep\"");
                 true
             }
         };

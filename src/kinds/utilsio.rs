@@ -56,11 +56,8 @@ impl Settings {
         let timestamp_ms = match s.get::<String>("timestamp_unit").as_deref() {
             None | Some("s") => false,
             Some("ms") => true,
-            Some(other) => {
-                s.problem(
-                    "timestamp_unit",
-                    format!("\"{other}\" is neither \"s\" nor \"ms\""),
-                );
+            Some(_) => {
+                s.problem("timestamp_unit", "must be \"s\" or \"ms\"");
                 false
             }
         };
