@@ -115,6 +115,17 @@ impl Registry {
             .clone()
     }
 
+    /// Drops the sessions and held keys no route uses any more (a removed
+    /// credential, a replaced key), so that their secrets are zeroed now
+    /// rather than held for the life of the process. Those still used by
+    /// requests in flight on an older snapshot go at a later reload.
+    fn prune(&self) {
+        let mut m = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, slot| Arc::strong_count(slot) > 1);
+        drop(m);
+        self.keyring.prune();
+    }
+
     /// Every quota, for the exact flush at shutdown.
     pub fn quotas(&self) -> Vec<Arc<Quota>> {
         let m = self.quotas.lock().unwrap_or_else(|p| p.into_inner());
@@ -275,21 +286,24 @@ impl Gateway {
     /// their sessions, rate state and quota counters (the registry is keyed
     /// by credential identity); requests in flight finish on the old snapshot.
     pub fn reload(&self, config: Config) -> Result<(), UpstreamError> {
-        let old = self.snapshot.load();
-        if old.config.server.listen != config.server.listen {
-            tracing::warn!(
-                old = %old.config.server.listen,
-                new = %config.server.listen,
-                "server.listen changed: it takes effect only on restart"
-            );
-        }
-        if old.config.server.state.as_ref().map(|s| s.display.as_str())
-            != config.server.state.as_ref().map(|s| s.display.as_str())
         {
-            tracing::warn!("server.state changed: it takes effect only on restart");
+            let old = self.snapshot.load();
+            if old.config.server.listen != config.server.listen {
+                tracing::warn!(
+                    old = %old.config.server.listen,
+                    new = %config.server.listen,
+                    "server.listen changed: it takes effect only on restart"
+                );
+            }
+            if old.config.server.state.as_ref().map(|s| s.display.as_str())
+                != config.server.state.as_ref().map(|s| s.display.as_str())
+            {
+                tracing::warn!("server.state changed: it takes effect only on restart");
+            }
         }
         let snapshot = Snapshot::build(config, &self.store, &self.registry, &self.metrics)?;
         self.snapshot.store(Arc::new(snapshot));
+        self.registry.prune();
         Ok(())
     }
 
@@ -300,5 +314,35 @@ impl Gateway {
                 tracing::error!(error = %e, "quota flush failed; the stored count stays at its reservation");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reload that replaces a key dropped the snapshot, but the registry
+    /// kept the old key (and the old credential's session) for the life
+    /// of the process.
+    #[test]
+    fn a_reload_lets_go_of_replaced_keys_and_sessions() {
+        let toml = |key: &str| {
+            format!(
+                "[routes.t]\nkind = \"tts\"\nupstream = \"http://127.0.0.1:1\"\nidentifier = \"site\"\nclient_ver = \"V1\"\nemail = \"m@example.com\"\npassword = \"pw\"\naccess_key = \"{key}\"\nip_address = \"192.0.2.1\"\n\n[routes.x]\nkind = \"xrtc\"\nupstream = \"http://127.0.0.1:2\"\naccount_id = \"AC1\"\napi_key = \"{key}\"\n"
+            )
+        };
+        let config = |key: &str| crate::kinds::from_toml(&toml(key)).unwrap();
+        let store: Arc<dyn StateStore> = Arc::new(crate::state::MemoryStore::default());
+        let gw = Gateway::new(config("key-one"), store, None).unwrap();
+        let held = |gw: &Gateway| {
+            let sessions = gw.registry.sessions.lock().unwrap().len();
+            (sessions, gw.registry.keyring.len())
+        };
+        assert_eq!(held(&gw), (2, 1));
+        gw.reload(config("key-two")).unwrap();
+        // The TTS session is the member's (kept); XRTC's is the old key's (gone).
+        assert_eq!(held(&gw), (2, 1));
+        gw.reload(config("key-two")).unwrap();
+        assert_eq!(held(&gw), (2, 1));
     }
 }

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::config::OnStateFailure;
 use crate::error::ProxyError;
@@ -72,6 +73,14 @@ struct Stored {
     /// Fingerprint of the configured value this rotation replaced.
     replaces: String,
     value: String,
+}
+
+/// The stored form holds a key: zeroed when dropped (inside `Zeroizing`).
+impl Zeroize for Stored {
+    fn zeroize(&mut self) {
+        self.replaces.zeroize();
+        self.value.zeroize();
+    }
 }
 
 impl HeldKeys {
@@ -170,10 +179,12 @@ impl HeldKeys {
                 .await
                 .map_err(ProxyError::from)?;
             let Some(raw) = raw else { continue };
+            let raw = Zeroizing::new(raw);
             let Ok(stored) = serde_json::from_str::<Stored>(&raw) else {
                 tracing::error!(credential = %self.id, key = name, "stored rotated key is unreadable; using the configured one");
                 continue;
             };
+            let mut stored = Zeroizing::new(stored);
             if let Err(why) = check_key(&stored.value) {
                 tracing::error!(
                     credential = %self.id,
@@ -190,7 +201,7 @@ impl HeldKeys {
                 {
                     tracing::info!(credential = %self.id, key = name, "using the rotated key from the state store");
                 }
-                next.insert(name, Secret::new(stored.value));
+                next.insert(name, Secret::new(std::mem::take(&mut stored.value)));
             } else {
                 tracing::warn!(credential = %self.id, key = name, "the configured key changed since the last rotation; the configured one wins");
             }
@@ -213,11 +224,11 @@ impl HeldKeys {
         let _one = self.writing.lock().await;
         let written = match &self.store {
             Some(store) => {
-                let stored = Stored {
+                let stored = Zeroizing::new(Stored {
                     replaces: fingerprint(configured),
                     value: value.expose().to_string(),
-                };
-                let text = serde_json::to_string(&stored)
+                });
+                let text = serde_json::to_string(&*stored)
                     .map_err(|e| ProxyError::Internal(e.to_string()))?;
                 let put = store
                     .put(&self.state_key(name), text)
@@ -277,6 +288,23 @@ impl Keyring {
     /// A keyring that reads and writes nothing (for `explain`).
     pub fn detached() -> Self {
         Keyring::default()
+    }
+
+    /// Drops the keys no kind holds any more (a reload replaced or removed
+    /// them): their values are zeroed, not kept for the process's life.
+    pub fn prune(&self) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.retain(|_, k| Arc::strong_count(k) > 1);
+    }
+
+    /// How many credentials' keys are held (tests).
+    pub fn len(&self) -> usize {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether no keys are held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn get(&self, id: &str, configured: Vec<(&'static str, Secret)>) -> Arc<HeldKeys> {

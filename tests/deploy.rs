@@ -86,6 +86,20 @@ fn dockerfile_and_systemd_command_lines_parse() {
     }
 }
 
+/// Secrets in memory must not reach a core file, and the state dir must be
+/// countersign's alone (it refuses one others can write).
+#[test]
+fn systemd_unit_writes_no_core_and_keeps_state_private() {
+    let unit = std::fs::read_to_string(format!("{ROOT}/deploy/countersign.service")).unwrap();
+    let directives: Vec<&str> = unit
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    assert!(directives.contains(&"LimitCORE=0"), "{unit}");
+    assert!(directives.contains(&"StateDirectoryMode=0700"), "{unit}");
+}
+
 /// An emptyDir is world-writable: the state dir is a subdirectory
 /// countersign creates itself, 0700.
 #[test]

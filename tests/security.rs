@@ -328,3 +328,81 @@ async fn set_item_at(url: &str) -> u16 {
         .status
         .as_u16()
 }
+
+// ---- Finding 6: secrets do not outlive their use ----
+
+/// A non-dumpable process's memory and environment are closed to other
+/// processes of the same user (and it writes no core file).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_process_is_not_dumpable() {
+    use std::os::unix::process::CommandExt;
+    let fake = fake_xrtc(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = my_uid() == 0;
+    // As root, everything is readable: run both sides as another user.
+    let nobody = 65534;
+    let state = dir.path().join("state");
+    let toml = xrtc_toml(&format!("http://{}", fake.addr), &state, "");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        toml.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+    )
+    .unwrap();
+    if root {
+        std::os::unix::fs::chown(dir.path(), Some(nobody), Some(nobody)).unwrap();
+        std::os::unix::fs::chown(&cfg, Some(nobody), Some(nobody)).unwrap();
+    }
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"));
+    cmd.args(["run", "-c"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if root {
+        cmd.uid(nobody).gid(nobody);
+    }
+    let child = cmd.spawn().unwrap();
+    let _kill = KillOnDrop(child);
+    let pid = _kill.0.id();
+    let started = std::time::Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let environ = format!("/proc/{pid}/environ");
+    let readable = if root {
+        std::process::Command::new("cat")
+            .arg(&environ)
+            .uid(nobody)
+            .gid(nobody)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    } else {
+        std::fs::read(&environ).is_ok()
+    };
+    assert!(
+        !readable,
+        "{environ} is readable by another process of its user"
+    );
+}
+
+fn my_uid() -> u32 {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap_or(u32::MAX)
+}

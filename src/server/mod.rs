@@ -310,7 +310,9 @@ pub async fn reload_on_file_change(
     }
 }
 
-/// Size, modification time and a content digest of each file (absent files count too).
+/// Size, modification time and a content digest of each file (absent files
+/// count too). The files hold secrets and are read every 2 s: each buffer
+/// is zeroed before it is freed.
 fn fingerprint(
     files: &[std::path::PathBuf],
 ) -> Vec<Option<(u64, std::time::SystemTime, [u8; 32])>> {
@@ -319,11 +321,11 @@ fn fingerprint(
         .iter()
         .map(|p| {
             let meta = std::fs::metadata(p).ok()?;
-            let content = std::fs::read(p).ok()?;
+            let content = zeroize::Zeroizing::new(std::fs::read(p).ok()?);
             Some((
                 meta.len(),
                 meta.modified().ok()?,
-                sha2::Sha256::digest(content).into(),
+                sha2::Sha256::digest(&*content).into(),
             ))
         })
         .collect()
