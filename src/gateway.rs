@@ -14,9 +14,10 @@ use crate::keys::Keyring;
 use crate::kinds::{BuildEnv, Config, RouteConfig};
 use crate::limits::{Gcra, Limits, Quota, SharedLimits, UpstreamHold};
 use crate::session::{SessionSlot, SharedLogin};
+use crate::state::migrate::{Claim, Space};
 use crate::state::{RedisState, StateStore};
 use crate::upstream::{Upstream, UpstreamError};
-use crate::vocab::Kind;
+use crate::vocab::{credential_at, quota_at, Kind};
 
 /// A configured route, ready for requests.
 pub struct Route {
@@ -24,6 +25,12 @@ pub struct Route {
     pub name: String,
     /// The kind's hooks, built from the route's settings.
     pub kind: Arc<dyn Kind>,
+    /// The kind's credential at this route's upstream
+    /// ([`crate::vocab::credential_at`]): what the session, limits and
+    /// state are kept under.
+    pub credential: String,
+    /// The quota's identity ([`crate::vocab::quota_at`]).
+    pub quota_id: String,
     /// Where requests go: the route's `upstream` first, then each of the
     /// kind's further endpoints ([`Kind::endpoints`]), with the same settings.
     pub upstreams: Vec<Upstream>,
@@ -154,7 +161,9 @@ impl Snapshot {
                 route: name.clone(),
                 reason,
             })?;
-            let cred = kind.credential_id();
+            // Who, at which upstream: a session is never sent elsewhere.
+            let cred = credential_at(&kind.credential_id(), &rc.upstream, &rc.base_path);
+            let quota_id = quota_at(&kind.quota_id(), &rc.upstream);
             let has_session = rc.defaults.has_session;
             let shared_session = rc.defaults.shared_session;
             let session = has_session.then(|| {
@@ -179,7 +188,7 @@ impl Snapshot {
                         SharedLimits::new(
                             st.clone(),
                             &cred,
-                            &kind.quota_id(),
+                            &quota_id,
                             rc.rate_limit,
                             rc.quota_per_month,
                         )
@@ -198,9 +207,8 @@ impl Snapshot {
                 .quota_per_month
                 .filter(|_| shared.is_none())
                 .map(|limit| {
-                    let id = kind.quota_id();
-                    Registry::get_or(&registry.quotas, &format!("{id}/{limit}"), || {
-                        Quota::new(limit, &id, store.clone())
+                    Registry::get_or(&registry.quotas, &format!("{quota_id}/{limit}"), || {
+                        Quota::new(limit, &quota_id, store.clone())
                     })
                 });
             let hold = Registry::get_or(&registry.holds, &cred, UpstreamHold::default);
@@ -210,6 +218,8 @@ impl Snapshot {
             }
             let route = Route {
                 name: name.clone(),
+                credential: cred,
+                quota_id,
                 upstreams,
                 kind,
                 session,
@@ -305,6 +315,34 @@ impl Gateway {
         self.snapshot.store(Arc::new(snapshot));
         self.registry.prune();
         Ok(())
+    }
+
+    /// What each route's state was kept under in 0.1 and is now, for
+    /// `state::migrate` at start.
+    pub fn state_claims(&self) -> Vec<Claim> {
+        let snap = self.snapshot.load();
+        let mut claims = Vec::new();
+        for r in snap.routes.values() {
+            if let Some(old) = r.kind.legacy_credential_id() {
+                claims.push(Claim {
+                    route: r.name.clone(),
+                    space: Space::Credential,
+                    old,
+                    new: r.credential.clone(),
+                    key_names: self.registry.keyring.names(&r.credential),
+                });
+            }
+            if let Some(old) = r.kind.legacy_quota_id() {
+                claims.push(Claim {
+                    route: r.name.clone(),
+                    space: Space::Quota,
+                    old,
+                    new: r.quota_id.clone(),
+                    key_names: Vec::new(),
+                });
+            }
+        }
+        claims
     }
 
     /// Writes exact quota counts (clean shutdown).

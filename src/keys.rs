@@ -307,6 +307,19 @@ impl Keyring {
         self.len() == 0
     }
 
+    /// The names of the rotatable keys held for credential `id`.
+    pub fn names(&self, id: &str) -> Vec<&'static str> {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names: Vec<&'static str> = held
+            .values()
+            .filter(|k| k.id == id)
+            .flat_map(|k| k.configured.iter().map(|(n, _)| *n))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     pub fn get(&self, id: &str, configured: Vec<(&'static str, Secret)>) -> Arc<HeldKeys> {
         let mut key = id.to_string();
         for (name, v) in &configured {

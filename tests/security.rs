@@ -406,3 +406,177 @@ fn my_uid() -> u32 {
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
         .unwrap_or(u32::MAX)
 }
+
+// ---- Finding 2: one session per credential *and upstream* ----
+
+/// Two routes for one TTS member at two upstreams shared one session: the
+/// session id one upstream issued was sent to the other.
+#[test]
+fn one_member_at_two_upstreams_is_refused_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let a: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let b: std::net::SocketAddr = "127.0.0.1:2".parse().unwrap();
+    let toml = format!(
+        "{}\n[routes.other]\n{}",
+        route_toml(dir.path(), &tts_route_toml(a, "")),
+        tts_route_toml(b, "")
+    );
+    let path = dir.path().join("two.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "routes.r.upstream: differs from route other's, which holds the same tts credential"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains(tts::DEMO_PASSWORD) && !err.contains(tts::DEMO_ACCESS_KEY));
+    // The same member at one upstream through two routes: one session, allowed.
+    let same = format!(
+        "{}\n[routes.other]\n{}",
+        route_toml(dir.path(), &tts_route_toml(a, "")),
+        tts_route_toml(a, "")
+    );
+    let cfg = countersign::kinds::from_toml(&same).unwrap();
+    let gw = countersign::gateway::Gateway::new(
+        cfg,
+        std::sync::Arc::new(countersign::state::MemoryStore::default()),
+        None,
+    )
+    .unwrap();
+    let snap = gw.snapshot.load();
+    assert_eq!(snap.routes["r"].credential, snap.routes["other"].credential);
+    assert!(std::sync::Arc::ptr_eq(
+        snap.routes["r"].session.as_ref().unwrap(),
+        snap.routes["other"].session.as_ref().unwrap()
+    ));
+}
+
+/// State 0.1 wrote under its identities is where 0.2 looks: the month's
+/// quota count and the last login time carry over.
+#[tokio::test]
+async fn state_written_under_0_1_identities_carries_over() {
+    use countersign::vocab::fingerprint;
+    let fake = fake_xrtc(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let month = {
+        let now = time::OffsetDateTime::now_utc();
+        format!("{:04}-{:02}", now.year(), u8::from(now.month()))
+    };
+    // 0.1's names: `xrtc-<account>` for the quota, `xrtc-<account>-<key>` for logins.
+    let old_quota = format!("quota.xrtc-{ACCOUNT}.{month}");
+    let key_fp = fingerprint(&countersign::secret::Secret::new(API_KEY));
+    std::fs::write(state.join(&old_quota), "3").unwrap();
+    std::fs::write(state.join(format!("login.xrtc-{ACCOUNT}-{key_fp}")), "1").unwrap();
+    let toml = xrtc_toml(
+        &format!("http://{}", fake.addr),
+        &state,
+        "quota = { per_month = 4 }",
+    );
+    let gw = gateway(&toml).await;
+    let route = gw.gateway.snapshot.load().routes["x"].clone();
+    assert_eq!(
+        route.kind.legacy_quota_id().unwrap(),
+        format!("xrtc-{ACCOUNT}")
+    );
+    assert!(!state.join(&old_quota).exists(), "moved");
+    assert_eq!(
+        std::fs::read_to_string(state.join(format!("quota.{}.{month}", route.quota_id))).unwrap(),
+        "3"
+    );
+    assert!(state.join(format!("login.{}", route.credential)).exists());
+    // 3 of 4 were used under 0.1: one call left this month (the login takes it).
+    let a = set_item(&gw, "p", "v").await;
+    assert_eq!(a.status, 429, "{}", a.text());
+    assert_eq!(a.error_code(), Some("quota_exhausted"));
+}
+
+/// With Redis, 0.1's quota counter (and login time) move too: a month's
+/// count is never lost by the new identities.
+#[tokio::test]
+async fn redis_state_written_under_0_1_identities_carries_over() {
+    use support::redis_server::{self, RedisServer};
+    if !redis_server::available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let fake = fake_xrtc(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let month = {
+        let now = time::OffsetDateTime::now_utc();
+        format!("{:04}-{:02}", now.year(), u8::from(now.month()))
+    };
+    let key_fp = countersign::vocab::fingerprint(&countersign::secret::Secret::new(API_KEY));
+    let old_quota = format!("t:quota:xrtc-{ACCOUNT}:{month}");
+    let old_login = format!("t:kv:login.xrtc-{ACCOUNT}-{key_fp}");
+    let mut conn = redis.client().await;
+    redis::cmd("SET")
+        .arg(&old_quota)
+        .arg(3)
+        .arg("EX")
+        .arg(3600)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    redis::cmd("SET")
+        .arg(&old_login)
+        .arg("1")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let toml = xrtc_toml(
+        &format!("http://{}", fake.addr),
+        &dir.path().join("state"),
+        "quota = { per_month = 4 }",
+    )
+    .replace(
+        "shutdown_grace = \"2s\"",
+        &format!(
+            "shutdown_grace = \"2s\"\nstate = \"{}\"\nstate_prefix = \"t\"",
+            redis.url()
+        ),
+    );
+    let config = countersign::kinds::from_toml(&toml).unwrap();
+    let gateway = countersign::server::gateway(config).unwrap();
+    countersign::server::migrate_shared_state(&gateway).await;
+    let route = gateway.snapshot.load().routes["x"].clone();
+    let exists = |k: String| {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("EXISTS")
+                .arg(k)
+                .query_async::<u64>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(exists(old_quota.clone()).await, 0, "moved");
+    assert_eq!(exists(old_login.clone()).await, 0, "moved");
+    assert_eq!(exists(format!("t:kv:login.{}", route.credential)).await, 1);
+    let new_quota = format!("t:quota:{}:{month}", route.quota_id);
+    let count: u64 = redis::cmd("GET")
+        .arg(&new_quota)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(count, 3);
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&new_quota)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 3000, "the month's expiry moved with it: {ttl}");
+    // 3 of 4 were used under 0.1: the login takes the last one.
+    let gw = gateway_from_arc(gateway).await;
+    let a = set_item(&gw, "p", "v").await;
+    assert_eq!(a.status, 429, "{}", a.text());
+    assert_eq!(a.error_code(), Some("quota_exhausted"));
+}

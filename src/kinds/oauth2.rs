@@ -264,6 +264,11 @@ impl Kind for OAuth2 {
         identity("oauth2", &parts)
     }
 
+    /// 0.1 used the same identity, without the route's upstream.
+    fn legacy_credential_id(&self) -> Option<String> {
+        Some(self.credential_id())
+    }
+
     fn owned_headers(&self) -> &[HeaderName] {
         OWNED
     }

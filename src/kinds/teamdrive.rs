@@ -14,7 +14,7 @@ use crate::canonical::xml;
 use crate::config::{KindDefaults, Section};
 use crate::error::ProxyError;
 use crate::secret::Secret;
-use crate::vocab::{fingerprint, now_ms, Kind, Outgoing, Plan};
+use crate::vocab::{fingerprint, identity, now_ms, Kind, Outgoing, Plan};
 
 pub const ROW: KindRow = KindRow {
     name: "teamdrive",
@@ -131,7 +131,11 @@ fn push_without_checksum(out: &mut String, pq: &str) {
 
 impl Kind for Teamdrive {
     fn credential_id(&self) -> String {
-        format!("teamdrive-{}", fingerprint(&self.settings.key))
+        identity("teamdrive", &[&fingerprint(&self.settings.key)])
+    }
+
+    fn legacy_credential_id(&self) -> Option<String> {
+        Some(format!("teamdrive-{}", fingerprint(&self.settings.key)))
     }
 
     fn owned_headers(&self) -> &[HeaderName] {

@@ -15,7 +15,7 @@ use super::{BuildEnv, KindRef, KindRow, KindSettings};
 use crate::config::{KindDefaults, Section};
 use crate::error::ProxyError;
 use crate::secret::Secret;
-use crate::vocab::{fingerprint, now_ms, Kind, Outgoing, Plan};
+use crate::vocab::{fingerprint, identity, now_ms, Kind, Outgoing, Plan};
 
 pub const ROW: KindRow = KindRow {
     name: "utilsio",
@@ -205,12 +205,16 @@ fn additional_data(out: &Outgoing) -> Result<Option<String>, ProxyError> {
 
 impl Kind for Utilsio {
     fn credential_id(&self) -> String {
+        identity("utilsio", &[&self.app_id, &fingerprint(&self.key)])
+    }
+
+    fn legacy_credential_id(&self) -> Option<String> {
         let app: String = self
             .app_id
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
-        format!("utilsio-{app}-{}", fingerprint(&self.key))
+        Some(format!("utilsio-{app}-{}", fingerprint(&self.key)))
     }
 
     fn owned_headers(&self) -> &[HeaderName] {

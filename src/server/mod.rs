@@ -50,11 +50,44 @@ pub fn gateway(config: Config) -> Result<Arc<Gateway>, RunError> {
         let store: Arc<dyn StateStore> = shared.clone();
         return Ok(Arc::new(Gateway::new(config, store, Some(shared))?));
     }
-    let store: Arc<dyn StateStore> = Arc::new(
+    let files = Arc::new(
         FileStore::open(Path::new(&config.server.state_dir))
             .map_err(|e| RunError::State(e.to_string()))?,
     );
-    Ok(Arc::new(Gateway::new(config, store, None)?))
+    let store: Arc<dyn StateStore> = files.clone();
+    let gateway = Gateway::new(config, store, None)?;
+    // Before any request reads state: 0.1's names move to 0.2's identities.
+    crate::state::migrate::files(&files, &gateway.state_claims());
+    Ok(Arc::new(gateway))
+}
+
+/// Moves the Redis keys 0.1 wrote to 0.2's identities (quota counters,
+/// login times, rotated keys); `run` calls it before serving. With Redis
+/// down, it tries again in the background until Redis answers: a counter
+/// moved late is added to the new one, so no count is lost.
+pub async fn migrate_shared_state(gateway: &Arc<Gateway>) {
+    let Some(st) = gateway.registry.shared.clone() else {
+        return;
+    };
+    let claims = gateway.state_claims();
+    let now = || time::OffsetDateTime::now_utc();
+    if !crate::state::migrate::redis(&st, &claims, now())
+        .await
+        .retry
+    {
+        return;
+    }
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            if !crate::state::migrate::redis(&st, &claims, now())
+                .await
+                .retry
+            {
+                break;
+            }
+        }
+    });
 }
 
 /// A socket the gateway accepts callers on: TCP, or a unix socket for
