@@ -96,6 +96,7 @@ fn bench_tts(c: &mut Criterion) {
             secret_key_fields: vec!["secret_key".into()],
         },
         &countersign::keys::Keyring::detached(),
+        "tts-bench".into(),
     );
     // About 1 kB of what a liveLogs call carries.
     let mut body =

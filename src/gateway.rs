@@ -14,9 +14,10 @@ use crate::keys::Keyring;
 use crate::kinds::{BuildEnv, Config, RouteConfig};
 use crate::limits::{Gcra, Limits, Quota, SharedLimits, UpstreamHold};
 use crate::session::{SessionSlot, SharedLogin};
+use crate::state::migrate::{Claim, Space};
 use crate::state::{RedisState, StateStore};
 use crate::upstream::{Upstream, UpstreamError};
-use crate::vocab::Kind;
+use crate::vocab::{credential_at, quota_at, Kind};
 
 /// A configured route, ready for requests.
 pub struct Route {
@@ -24,6 +25,12 @@ pub struct Route {
     pub name: String,
     /// The kind's hooks, built from the route's settings.
     pub kind: Arc<dyn Kind>,
+    /// The kind's credential at this route's upstream
+    /// ([`crate::vocab::credential_at`]): what the session, limits and
+    /// state are kept under.
+    pub credential: String,
+    /// The quota's identity ([`crate::vocab::quota_at`]).
+    pub quota_id: String,
     /// Where requests go: the route's `upstream` first, then each of the
     /// kind's further endpoints ([`Kind::endpoints`]), with the same settings.
     pub upstreams: Vec<Upstream>,
@@ -117,6 +124,17 @@ impl Registry {
             .clone()
     }
 
+    /// Drops the sessions and held keys no route uses any more (a removed
+    /// credential, a replaced key), so that their secrets are zeroed now
+    /// rather than held for the life of the process. Those still used by
+    /// requests in flight on an older snapshot go at a later reload.
+    fn prune(&self) {
+        let mut m = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, slot| Arc::strong_count(slot) > 1);
+        drop(m);
+        self.keyring.prune();
+    }
+
     /// Every quota, for the exact flush at shutdown.
     pub fn quotas(&self) -> Vec<Arc<Quota>> {
         let m = self.quotas.lock().unwrap_or_else(|p| p.into_inner());
@@ -151,7 +169,9 @@ impl Snapshot {
                 route: name.clone(),
                 reason,
             })?;
-            let cred = kind.credential_id();
+            // Who, at which upstream: a session is never sent elsewhere.
+            let cred = credential_at(&kind.credential_id(), &rc.upstream, &rc.base_path);
+            let quota_id = quota_at(&kind.quota_id(), &rc.upstream);
             let has_session = rc.defaults.has_session;
             let shared_session = rc.defaults.shared_session;
             let session = has_session.then(|| {
@@ -176,7 +196,7 @@ impl Snapshot {
                         SharedLimits::new(
                             st.clone(),
                             &cred,
-                            &kind.quota_id(),
+                            &quota_id,
                             rc.rate_limit,
                             rc.quota_per_month,
                         )
@@ -195,9 +215,8 @@ impl Snapshot {
                 .quota_per_month
                 .filter(|_| shared.is_none())
                 .map(|limit| {
-                    let id = kind.quota_id();
-                    Registry::get_or(&registry.quotas, &format!("{id}/{limit}"), || {
-                        Quota::new(limit, &id, store.clone())
+                    Registry::get_or(&registry.quotas, &format!("{quota_id}/{limit}"), || {
+                        Quota::new(limit, &quota_id, store.clone())
                     })
                 });
             let hold = Registry::get_or(&registry.holds, &cred, UpstreamHold::default);
@@ -207,6 +226,8 @@ impl Snapshot {
             }
             let route = Route {
                 name: name.clone(),
+                credential: cred,
+                quota_id,
                 upstreams,
                 kind,
                 session,
@@ -286,22 +307,53 @@ impl Gateway {
     /// their sessions, rate state and quota counters (the registry is keyed
     /// by credential identity); requests in flight finish on the old snapshot.
     pub fn reload(&self, config: Config) -> Result<(), UpstreamError> {
-        let old = self.snapshot.load();
-        if old.config.server.listen != config.server.listen {
-            tracing::warn!(
-                old = %old.config.server.listen,
-                new = %config.server.listen,
-                "server.listen changed: it takes effect only on restart"
-            );
-        }
-        if old.config.server.state.as_ref().map(|s| s.display.as_str())
-            != config.server.state.as_ref().map(|s| s.display.as_str())
         {
-            tracing::warn!("server.state changed: it takes effect only on restart");
+            let old = self.snapshot.load();
+            if old.config.server.listen != config.server.listen {
+                tracing::warn!(
+                    old = %old.config.server.listen,
+                    new = %config.server.listen,
+                    "server.listen changed: it takes effect only on restart"
+                );
+            }
+            if old.config.server.state.as_ref().map(|s| s.display.as_str())
+                != config.server.state.as_ref().map(|s| s.display.as_str())
+            {
+                tracing::warn!("server.state changed: it takes effect only on restart");
+            }
         }
         let snapshot = Snapshot::build(config, &self.store, &self.registry, &self.metrics)?;
         self.snapshot.store(Arc::new(snapshot));
+        self.registry.prune();
         Ok(())
+    }
+
+    /// What each route's state was kept under in 0.1 and is now, for
+    /// `state::migrate` at start.
+    pub fn state_claims(&self) -> Vec<Claim> {
+        let snap = self.snapshot.load();
+        let mut claims = Vec::new();
+        for r in snap.routes.values() {
+            if let Some(old) = r.kind.legacy_credential_id() {
+                claims.push(Claim {
+                    route: r.name.clone(),
+                    space: Space::Credential,
+                    old,
+                    new: r.credential.clone(),
+                    key_names: self.registry.keyring.names(&r.credential),
+                });
+            }
+            if let Some(old) = r.kind.legacy_quota_id() {
+                claims.push(Claim {
+                    route: r.name.clone(),
+                    space: Space::Quota,
+                    old,
+                    new: r.quota_id.clone(),
+                    key_names: Vec::new(),
+                });
+            }
+        }
+        claims
     }
 
     /// Writes exact quota counts (clean shutdown).
@@ -316,5 +368,35 @@ impl Gateway {
                 tracing::error!(error = %e, "could not give back the unused quota units and rate slots to Redis; they stay counted");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reload that replaces a key dropped the snapshot, but the registry
+    /// kept the old key (and the old credential's session) for the life
+    /// of the process.
+    #[test]
+    fn a_reload_lets_go_of_replaced_keys_and_sessions() {
+        let toml = |key: &str| {
+            format!(
+                "[routes.t]\nkind = \"tts\"\nupstream = \"http://127.0.0.1:1\"\nidentifier = \"site\"\nclient_ver = \"V1\"\nemail = \"m@example.com\"\npassword = \"pw\"\naccess_key = \"{key}\"\nip_address = \"192.0.2.1\"\n\n[routes.x]\nkind = \"xrtc\"\nupstream = \"http://127.0.0.1:2\"\naccount_id = \"AC1\"\napi_key = \"{key}\"\n"
+            )
+        };
+        let config = |key: &str| crate::kinds::from_toml(&toml(key)).unwrap();
+        let store: Arc<dyn StateStore> = Arc::new(crate::state::MemoryStore::default());
+        let gw = Gateway::new(config("key-one"), store, None).unwrap();
+        let held = |gw: &Gateway| {
+            let sessions = gw.registry.sessions.lock().unwrap().len();
+            (sessions, gw.registry.keyring.len())
+        };
+        assert_eq!(held(&gw), (2, 1));
+        gw.reload(config("key-two")).unwrap();
+        // The TTS session is the member's (kept); XRTC's is the old key's (gone).
+        assert_eq!(held(&gw), (2, 1));
+        gw.reload(config("key-two")).unwrap();
+        assert_eq!(held(&gw), (2, 1));
     }
 }

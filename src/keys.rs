@@ -8,6 +8,10 @@
 //! deliberate change wins and the stored rotation is ignored: the config is
 //! never silently overridden by a rotation of some older key.
 //!
+//! A key is sent in a header and a JSON body: only visible ASCII of at most
+//! 4 KiB is stored ([`check_key`]); anything else (a pushed key with a line
+//! break) would break the route for every caller, across restarts.
+//!
 //! With Redis, replicas share the rotated keys: a rotation bumps a version
 //! counter after storing the key, and every request first compares that
 //! counter with the version it holds (one GET), so each replica switches on
@@ -18,12 +22,31 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::config::OnStateFailure;
 use crate::error::ProxyError;
 use crate::secret::Secret;
 use crate::state::{RedisState, StateStore};
 use crate::vocab::fingerprint;
+
+/// The longest key countersign stores (and a caller may push).
+pub const MAX_KEY_LEN: usize = 4096;
+
+/// Whether `value` can be a key: 1 to [`MAX_KEY_LEN`] bytes of visible
+/// ASCII (no space, line break, control character or non-ASCII), so it
+/// fits a header and cannot split one. `Err` says what is wrong, never the value.
+pub fn check_key(value: &str) -> Result<(), &'static str> {
+    if value.is_empty() {
+        Err("is empty")
+    } else if value.len() > MAX_KEY_LEN {
+        Err("is longer than 4 KiB")
+    } else if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        Err("holds a character that is not visible ASCII (a space, a line break, a control or non-ASCII character)")
+    } else {
+        Ok(())
+    }
+}
 
 /// The rotatable keys of one credential.
 pub struct HeldKeys {
@@ -50,6 +73,14 @@ struct Stored {
     /// Fingerprint of the configured value this rotation replaced.
     replaces: String,
     value: String,
+}
+
+/// The stored form holds a key: zeroed when dropped (inside `Zeroizing`).
+impl Zeroize for Stored {
+    fn zeroize(&mut self) {
+        self.replaces.zeroize();
+        self.value.zeroize();
+    }
 }
 
 impl HeldKeys {
@@ -148,10 +179,21 @@ impl HeldKeys {
                 .await
                 .map_err(ProxyError::from)?;
             let Some(raw) = raw else { continue };
+            let raw = Zeroizing::new(raw);
             let Ok(stored) = serde_json::from_str::<Stored>(&raw) else {
                 tracing::error!(credential = %self.id, key = name, "stored rotated key is unreadable; using the configured one");
                 continue;
             };
+            let mut stored = Zeroizing::new(stored);
+            if let Err(why) = check_key(&stored.value) {
+                tracing::error!(
+                    credential = %self.id,
+                    key = name,
+                    state_key = %self.state_key(name),
+                    "STORED ROTATED KEY IS INVALID: it {why}; it is ignored and the configured key is used (put the upstream's current key in the config, or remove the stored one)"
+                );
+                continue;
+            }
             if stored.replaces == fingerprint(configured) {
                 if self
                     .get(name)
@@ -159,7 +201,7 @@ impl HeldKeys {
                 {
                     tracing::info!(credential = %self.id, key = name, "using the rotated key from the state store");
                 }
-                next.insert(name, Secret::new(stored.value));
+                next.insert(name, Secret::new(std::mem::take(&mut stored.value)));
             } else {
                 tracing::warn!(credential = %self.id, key = name, "the configured key changed since the last rotation; the configured one wins");
             }
@@ -173,14 +215,20 @@ impl HeldKeys {
         let Some((_, configured)) = self.configured.iter().find(|(n, _)| *n == name) else {
             return Err(ProxyError::Internal(format!("no rotatable key {name}")));
         };
+        if let Err(why) = check_key(value.expose()) {
+            tracing::error!(credential = %self.id, key = name, "the new key {why}: not stored, the old key is kept");
+            return Err(ProxyError::KeyRotation(format!(
+                "the upstream's new {name} {why}: countersign cannot send it, so it is not stored and the old key is kept; later calls may fail until the config holds a usable key"
+            )));
+        }
         let _one = self.writing.lock().await;
         let written = match &self.store {
             Some(store) => {
-                let stored = Stored {
+                let stored = Zeroizing::new(Stored {
                     replaces: fingerprint(configured),
                     value: value.expose().to_string(),
-                };
-                let text = serde_json::to_string(&stored)
+                });
+                let text = serde_json::to_string(&*stored)
                     .map_err(|e| ProxyError::Internal(e.to_string()))?;
                 let put = store
                     .put(&self.state_key(name), text)
@@ -261,6 +309,36 @@ impl Keyring {
             .clone()
     }
 
+    /// Drops the keys no kind holds any more (a reload replaced or removed
+    /// them): their values are zeroed, not kept for the process's life.
+    pub fn prune(&self) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.retain(|_, k| Arc::strong_count(k) > 1);
+    }
+
+    /// How many credentials' keys are held (tests).
+    pub fn len(&self) -> usize {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether no keys are held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The names of the rotatable keys held for credential `id`.
+    pub fn names(&self, id: &str) -> Vec<&'static str> {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names: Vec<&'static str> = held
+            .values()
+            .filter(|k| k.id == id)
+            .flat_map(|k| k.configured.iter().map(|(n, _)| *n))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     pub fn get(&self, id: &str, configured: Vec<(&'static str, Secret)>) -> Arc<HeldKeys> {
         let mut key = id.to_string();
         for (name, v) in &configured {
@@ -334,5 +412,53 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         let other = vec![("access_key", Secret::new("AK-2"))];
         assert!(!Arc::ptr_eq(&a, &ring.get("tts-x", other)));
+    }
+
+    #[tokio::test]
+    async fn a_key_that_cannot_be_sent_is_never_stored_and_the_old_one_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn StateStore> = Arc::new(FileStore::open(dir.path()).unwrap());
+        let keys = HeldKeys::new("tts-x".into(), Some(store.clone()), configured());
+        keys.load().await.unwrap();
+        let long = "k".repeat(MAX_KEY_LEN + 1);
+        for bad in [
+            "AK-new\nX-Injected: 1",
+            "AK new",
+            "AK-\u{e9}",
+            "",
+            long.as_str(),
+        ] {
+            let e = keys
+                .replace("access_key", Secret::new(bad))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), "key_rotation_failed");
+            assert!(bad.is_empty() || !e.to_string().contains(bad));
+            assert_eq!(keys.get("access_key").unwrap().expose(), "AK-config");
+        }
+        assert_eq!(store.get("keys.tts-x.access_key").await.unwrap(), None);
+        let max = "k".repeat(MAX_KEY_LEN);
+        keys.replace("access_key", Secret::new(max.clone()))
+            .await
+            .unwrap();
+        assert_eq!(keys.get("access_key").unwrap().expose(), max);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_stored_key_is_ignored_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn StateStore> = Arc::new(FileStore::open(dir.path()).unwrap());
+        // What an earlier version stored from a push with a line break.
+        let stored = serde_json::json!({
+            "replaces": fingerprint(&Secret::new("AK-config")),
+            "value": "AK-pushed\n",
+        });
+        store
+            .put("keys.tts-x.access_key", stored.to_string())
+            .await
+            .unwrap();
+        let keys = HeldKeys::new("tts-x".into(), Some(store), configured());
+        keys.load().await.unwrap();
+        assert_eq!(keys.get("access_key").unwrap().expose(), "AK-config");
     }
 }

@@ -98,6 +98,7 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    countersign::secret::protect_process();
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Explain {

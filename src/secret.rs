@@ -5,6 +5,9 @@
 //! is that reference as written, safe to show (`env:NAME`, `file:/path`,
 //! `literal`); [`Secret`] is the resolved value: its `Debug` and `Display`
 //! print `[redacted]`, and its memory is zeroed when dropped.
+//!
+//! Literal secrets in the config file pass through the TOML parser, whose
+//! copies countersign cannot zero: prefer `{ file = … }`, whose buffers are.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -101,9 +104,19 @@ impl SecretRef {
                 }
             },
             SecretRef::File { file } => {
-                let mut text = std::fs::read_to_string(file).map_err(|e| SecretError::File {
-                    path: file.display().to_string(),
-                    reason: io_reason(&e),
+                // One buffer, moved into the Secret; zeroed if it is refused.
+                let mut bytes = zeroize::Zeroizing::new(std::fs::read(file).map_err(|e| {
+                    SecretError::File {
+                        path: file.display().to_string(),
+                        reason: io_reason(&e),
+                    }
+                })?);
+                let mut text = String::from_utf8(std::mem::take(&mut *bytes)).map_err(|e| {
+                    drop(Zeroizing::new(e.into_bytes()));
+                    SecretError::File {
+                        path: file.display().to_string(),
+                        reason: "not valid UTF-8".into(),
+                    }
                 })?;
                 if text.ends_with('\n') {
                     text.pop();
@@ -118,6 +131,18 @@ impl SecretRef {
             return Err(SecretError::Empty);
         }
         Ok(Secret::new(value))
+    }
+}
+
+/// Closes this process to other processes of its user and to core dumps
+/// (`PR_SET_DUMPABLE` 0): no ptrace, no `/proc/<pid>/mem` or `environ`, no
+/// core file holding every secret in memory. Linux only; logs a failure.
+pub fn protect_process() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        tracing::warn!(error = %e, "cannot make the process non-dumpable: its memory stays readable by its user");
     }
 }
 

@@ -85,3 +85,53 @@ fn dockerfile_and_systemd_command_lines_parse() {
         flags_exist(&args);
     }
 }
+
+/// Secrets in memory must not reach a core file, and the state dir must be
+/// countersign's alone (it refuses one others can write).
+#[test]
+fn systemd_unit_writes_no_core_and_keeps_state_private() {
+    let unit = std::fs::read_to_string(format!("{ROOT}/deploy/countersign.service")).unwrap();
+    let directives: Vec<&str> = unit
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    assert!(directives.contains(&"LimitCORE=0"), "{unit}");
+    assert!(directives.contains(&"StateDirectoryMode=0700"), "{unit}");
+}
+
+/// An emptyDir is world-writable: the state dir is a subdirectory
+/// countersign creates itself, 0700.
+#[test]
+fn kubernetes_state_dir_is_below_the_volume() {
+    let text = std::fs::read_to_string(format!("{ROOT}/deploy/kubernetes/sidecar.yaml")).unwrap();
+    let docs = YamlLoader::load_from_str(&text).unwrap();
+    let config = docs[0]["data"]["countersign.toml"].as_str().unwrap();
+    let containers = docs[2]["spec"]["template"]["spec"]["containers"]
+        .as_vec()
+        .unwrap();
+    let cs = containers
+        .iter()
+        .find(|c| c["name"].as_str() == Some("countersign"))
+        .unwrap();
+    let mount = cs["volumeMounts"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"].as_str() == Some("state"))
+        .unwrap()["mountPath"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let state_dir = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("state_dir = "))
+        .unwrap()
+        .split('"')
+        .nth(1)
+        .unwrap();
+    assert!(
+        state_dir.starts_with(&format!("{mount}/")),
+        "state_dir {state_dir} must be below the volume {mount}"
+    );
+}

@@ -155,15 +155,24 @@ pub struct RouteConfig<K> {
 /// Loads `path`, then the `COUNTERSIGN_*` environment over it.
 pub fn load<C: KindCatalog>(path: &Path, kinds: &C) -> Result<Config<C::Settings>, Vec<Problem>> {
     if !path.exists() {
-        return Err(vec![Problem {
-            path: path.display().to_string(),
-            message: "config file not found".into(),
-        }]);
+        return Err(vec![Problem::new(
+            path.display().to_string(),
+            "config file not found",
+        )]);
     }
     let figment = Figment::new()
         .merge(Toml::file(path))
         .merge(Env::prefixed("COUNTERSIGN_").split("__"));
-    from_figment(figment, kinds)
+    from_figment(figment, kinds).map_err(|mut problems| {
+        // A syntax error knows its line; the text around it names the key.
+        if problems.iter().any(|p| p.key_unknown()) {
+            if let Ok(text) = std::fs::read_to_string(path) {
+                let text = zeroize::Zeroizing::new(text);
+                problems.iter_mut().for_each(|p| p.locate(&text));
+            }
+        }
+        problems
+    })
 }
 
 /// Parses TOML text alone (tests, `demo`), environment overrides included.
@@ -174,7 +183,10 @@ pub fn from_toml<C: KindCatalog>(
     let figment = Figment::new()
         .merge(Toml::string(text))
         .merge(Env::prefixed("COUNTERSIGN_").split("__"));
-    from_figment(figment, kinds)
+    from_figment(figment, kinds).map_err(|mut problems| {
+        problems.iter_mut().for_each(|p| p.locate(text));
+        problems
+    })
 }
 
 fn from_figment<C: KindCatalog>(
@@ -183,15 +195,9 @@ fn from_figment<C: KindCatalog>(
 ) -> Result<Config<C::Settings>, Vec<Problem>> {
     let root: Dict = match figment.extract() {
         Ok(d) => d,
-        Err(e) => {
-            return Err(e
-                .into_iter()
-                .map(|e| Problem {
-                    path: e.path.join("."),
-                    message: e.kind.to_string(),
-                })
-                .collect())
-        }
+        // Rewritten: figment's and toml's own texts quote the offending
+        // line or value, which may be a secret (`api_key = "…`).
+        Err(e) => return Err(e.into_iter().map(|e| Problem::from_figment(&e)).collect()),
     };
     let mut problems = Vec::new();
     let config = parse_root(root, kinds, &mut problems);
@@ -233,6 +239,7 @@ fn parse_root<C: KindCatalog>(
         }
         clients
     });
+    refuse_shared_tokens(&clients, &mut top);
     if routes_dict.is_empty() {
         top.problem(
             "routes",
@@ -254,23 +261,34 @@ fn parse_root<C: KindCatalog>(
     })
 }
 
+/// Two clients with one token: the caller would be whichever was read last,
+/// with that client's routes. Compared by digest, never printed.
+fn refuse_shared_tokens(clients: &BTreeMap<String, ClientConfig>, top: &mut Section<'_>) {
+    use sha2::Digest;
+    let mut seen: Vec<([u8; 32], &str)> = Vec::new();
+    for (name, c) in clients {
+        let digest: [u8; 32] = sha2::Sha256::digest(c.token.expose().as_bytes()).into();
+        match seen.iter().find(|(d, _)| *d == digest) {
+            Some((_, first)) => top.problem(
+                &format!("clients.{name}.token"),
+                format!("is the same token as clients.{first}.token: give each client its own (a caller could not be told apart, and would get one client's routes)"),
+            ),
+            None => seen.push((digest, name)),
+        }
+    }
+}
+
 fn parse_server(s: &mut Section<'_>) -> Option<ServerConfig> {
     let listen = match s.get::<String>("listen") {
         None => Some(Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 8080)))),
         Some(text) => parse_listen(&text).or_else(|| {
-            s.problem(
-                "listen",
-                format!("\"{text}\" is neither HOST:PORT nor unix:/path"),
-            );
+            s.problem("listen", "is neither HOST:PORT nor unix:/path");
             None
         }),
     };
     let admin = s.get::<String>("admin").and_then(|text| {
         text.parse::<SocketAddr>().ok().or_else(|| {
-            s.problem(
-                "admin",
-                format!("\"{text}\" is not an address like 127.0.0.1:9090"),
-            );
+            s.problem("admin", "is not an address like 127.0.0.1:9090");
             None
         })
     });
@@ -369,10 +387,10 @@ fn parse_route<C: KindCatalog>(
         .as_deref()
         .and_then(|k| kinds.defaults(k))
         .or_else(|| {
-            if let Some(k) = &kind_name {
+            if kind_name.is_some() {
                 s.problem(
                     "kind",
-                    format!("\"{k}\" is not a kind ({})", kinds.names().join(", ")),
+                    format!("is not a kind (one of: {})", kinds.names().join(", ")),
                 );
             }
             None
@@ -465,28 +483,31 @@ fn parse_rate_limit(s: &mut Section<'_>) -> Option<RateLimit> {
     })
 }
 
-/// Splits `https://host:port/base` into the origin and the base path (no trailing '/').
+/// Splits `https://host:port/base` into the origin and the base path (no
+/// trailing '/'). Messages never repeat the URL: it could carry a password.
 pub fn parse_upstream(text: &str) -> Result<(Uri, String), String> {
-    let uri: Uri = text
-        .parse()
-        .map_err(|_| format!("\"{text}\" is not a URL"))?;
+    let uri: Uri = text.parse().map_err(|_| "is not a URL".to_string())?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
-        _ => return Err(format!("\"{text}\" must start with http:// or https://")),
+        _ => return Err("must start with http:// or https://".into()),
     }
     let authority = uri
         .authority()
-        .ok_or_else(|| format!("\"{text}\" has no host"))?
+        .ok_or_else(|| "has no host".to_string())?
         .clone();
+    if authority.as_str().contains('@') {
+        // It would be printed by `check`, logged, and sent in `Host`.
+        return Err("must not carry a user name or password (user:pass@): credentials belong in the route's secret keys".into());
+    }
     if uri.query().is_some() {
-        return Err(format!("\"{text}\" must not carry a query string"));
+        return Err("must not carry a query string".into());
     }
     let origin = Uri::builder()
         .scheme(uri.scheme_str().unwrap_or("https"))
         .authority(authority)
         .path_and_query("/")
         .build()
-        .map_err(|e| format!("\"{text}\": {e}"))?;
+        .map_err(|_| "is not a URL".to_string())?;
     let base = uri.path().trim_end_matches('/').to_string();
     Ok((origin, base))
 }

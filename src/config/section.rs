@@ -9,16 +9,203 @@ use serde::de::DeserializeOwned;
 
 use crate::secret::{Secret, SecretRef};
 
-/// One problem in the config, shown as `path: message`.
+/// One problem in the config, shown as `path: message`. Neither ever holds
+/// the text of a value: a value may be a secret, and problems are printed
+/// by `check` and logged when a reload is rejected.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {
     pub path: String,
     pub message: String,
+    /// The line of a TOML syntax error, to find its key path in the text.
+    pub(super) line: Option<usize>,
 }
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl Problem {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            path: path.into(),
+            message: message.into(),
+            line: None,
+        }
+    }
+
+    /// A figment error, said without the text it quotes: toml's syntax
+    /// errors print the offending line (`api_key = "…`), serde's type
+    /// errors the offending value.
+    pub(super) fn from_figment(e: &figment::Error) -> Self {
+        if let figment::error::Kind::Message(m) = &e.kind {
+            if let Some((line, column, what)) = toml_syntax_error(m) {
+                return Problem {
+                    path: String::new(),
+                    message: format!("TOML syntax error at line {line}, column {column}: {what}"),
+                    line: Some(line),
+                };
+            }
+        }
+        Problem::new(e.path.join("."), describe(&e.kind))
+    }
+
+    /// Whether this is a syntax error whose key path is still to be found.
+    pub(super) fn key_unknown(&self) -> bool {
+        self.line.is_some() && self.path.is_empty()
+    }
+
+    /// Names the key path of a syntax error from the config's text: the
+    /// table header above the line and the key before its `=`.
+    pub(super) fn locate(&mut self, text: &str) {
+        if let (Some(line), true) = (self.line, self.path.is_empty()) {
+            if let Some(path) = key_path_at(text, line) {
+                self.path = path;
+            }
+        }
+    }
+}
+
+/// `(line, column, what)` of toml's syntax error text, whose middle lines
+/// quote the source; `what` is its closing description, quotes removed.
+fn toml_syntax_error(m: &str) -> Option<(usize, usize, String)> {
+    let first = m.lines().next()?;
+    let at = first.find("at line ")?;
+    let (line, rest) = first[at + "at line ".len()..].split_once(", column ")?;
+    let line: usize = line.trim().parse().ok()?;
+    let column: usize = rest.trim().parse().ok()?;
+    // The source excerpt is the lines holding '|'; the description follows.
+    let mut lines: Vec<&str> = m.lines().skip(1).collect();
+    if let Some(last_excerpt) = lines.iter().rposition(|l| l.contains('|')) {
+        lines.drain(..=last_excerpt);
+    }
+    let what = lines
+        .iter()
+        .map(|l| unquote(l.trim()))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let what = if what.is_empty() {
+        "invalid TOML".to_string()
+    } else {
+        what
+    };
+    Some((line, column, what))
+}
+
+/// `text` with every "…" and '…' part replaced by `…`: toml names grammar
+/// tokens in backticks, and anything quoted could be a value.
+fn unquote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut open: Option<char> = None;
+    for c in text.chars() {
+        match open {
+            Some(q) if c == q => {
+                open = None;
+                out.push('…');
+                out.push(c);
+            }
+            Some(_) => {}
+            None if c == '"' || c == '\'' => {
+                open = Some(c);
+                out.push(c);
+            }
+            None => out.push(c),
+        }
+    }
+    if open.is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// The dotted key path the (1-based) `line` of TOML `text` assigns, when it
+/// is a plain `key = …` line: `[routes.x]` above and `api_key` on it give
+/// `routes.x.api_key`. Only the key is read from the line, never its value.
+fn key_path_at(text: &str, line: usize) -> Option<String> {
+    let is_key = |k: &str| {
+        !k.is_empty()
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    };
+    let mut table = String::new();
+    for (n, l) in text.lines().enumerate() {
+        let l = l.trim();
+        if n + 1 == line {
+            let key = l.split_once('=').map(|(k, _)| k.trim())?;
+            if !is_key(key) {
+                return None;
+            }
+            return Some(if table.is_empty() {
+                key.to_string()
+            } else {
+                format!("{table}.{key}")
+            });
+        }
+        if let Some(header) = l.strip_prefix('[') {
+            let name = header.trim_start_matches('[');
+            let name = name.split(']').next().unwrap_or("").trim();
+            table = if is_key(name) {
+                name.to_string()
+            } else {
+                String::new()
+            };
+        }
+    }
+    None
+}
+
+/// What a figment error kind says, without the value: a type mismatch names
+/// the type found, never its content.
+pub(super) fn describe(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    match kind {
+        Kind::Message(m) => unquote(m.lines().next().unwrap_or("is not valid")),
+        Kind::InvalidType(actual, expected) => {
+            format!("must be {expected}, not {}", what_is(actual))
+        }
+        Kind::InvalidValue(actual, expected) => {
+            format!("{} is not valid here: expected {expected}", what_is(actual))
+        }
+        Kind::InvalidLength(n, expected) => format!("has {n} items: expected {expected}"),
+        Kind::UnknownVariant(_, expected) => format!("must be one of: {}", expected.join(", ")),
+        Kind::UnknownField(..) => "unknown key".into(),
+        Kind::MissingField(name) => format!("needs {name}"),
+        Kind::DuplicateField(name) => format!("{name} is given twice"),
+        Kind::ISizeOutOfRange(_) | Kind::USizeOutOfRange(_) => "is out of range".into(),
+        Kind::Unsupported(actual) => format!("{} is not supported here", what_is(actual)),
+        Kind::UnsupportedKey(actual, need) => {
+            format!("keys must be {need}, not {}", what_is(actual))
+        }
+    }
+}
+
+/// The kind of a value, never the value.
+fn what_is(actual: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a float",
+        Actual::Char(_) => "a character",
+        Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Unit => "nothing",
+        Actual::Option => "an option",
+        Actual::Seq => "a list",
+        Actual::Map => "a table",
+        Actual::NewtypeStruct
+        | Actual::Enum
+        | Actual::UnitVariant
+        | Actual::NewtypeVariant
+        | Actual::TupleVariant
+        | Actual::StructVariant => "an enum",
+        Actual::Other(_) => "another type",
     }
 }
 
@@ -58,10 +245,7 @@ impl<'p> Section<'p> {
 
     pub fn problem(&mut self, key: &str, message: impl Into<String>) {
         let path = self.key_path(key);
-        self.problems.push(Problem {
-            path,
-            message: message.into(),
-        });
+        self.problems.push(Problem::new(path, message));
     }
 
     pub fn has(&self, key: &str) -> bool {
@@ -79,7 +263,7 @@ impl<'p> Section<'p> {
         match value.deserialize::<T>() {
             Ok(v) => Some(v),
             Err(e) => {
-                self.problem(key, e.kind.to_string());
+                self.problem(key, describe(&e.kind));
                 None
             }
         }
@@ -103,9 +287,7 @@ impl<'p> Section<'p> {
             Err(_) => {
                 self.problem(
                     key,
-                    format!(
-                        "\"{text}\" is not a duration (write it like \"5s\", \"250ms\", \"30d\")"
-                    ),
+                    "is not a duration (write it like \"5s\", \"250ms\", \"30d\")",
                 );
                 None
             }
@@ -196,10 +378,7 @@ impl<'p> Section<'p> {
                 } else {
                     format!("{}.{key}", self.path)
                 };
-                self.problems.push(Problem {
-                    path,
-                    message: "unknown key".into(),
-                });
+                self.problems.push(Problem::new(path, "unknown key"));
             }
         }
     }

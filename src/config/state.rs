@@ -69,11 +69,8 @@ pub fn parse(s: &mut Section<'_>) -> Option<StateConfig> {
     let on_failure = match s.get::<String>("on_state_failure").as_deref() {
         None | Some("fail_closed") => Some(OnStateFailure::FailClosed),
         Some("local") => Some(OnStateFailure::Local),
-        Some(other) => {
-            s.problem(
-                "on_state_failure",
-                format!("\"{other}\" is neither \"fail_closed\" nor \"local\""),
-            );
+        Some(_) => {
+            s.problem("on_state_failure", "must be \"fail_closed\" or \"local\"");
             None
         }
     };
@@ -96,7 +93,7 @@ pub fn parse(s: &mut Section<'_>) -> Option<StateConfig> {
         }
         return None;
     };
-    let display = match redact_url(&url) {
+    let (url, display) = match normalize_url(&url) {
         Ok(d) => d,
         Err(why) => {
             s.problem("state", why);
@@ -112,7 +109,9 @@ pub fn parse(s: &mut Section<'_>) -> Option<StateConfig> {
     if let Some(p) = &ca_file {
         if !p.is_file() {
             s.problem("state_ca_file", format!("file {} not found", p.display()));
-        } else if !url.starts_with("rediss://") && !url.starts_with("rediss+cluster://") {
+        } else if !url.expose().starts_with("rediss://")
+            && !url.expose().starts_with("rediss+cluster://")
+        {
             s.problem(
                 "state_ca_file",
                 "only applies to a rediss:// (TLS) state URL",
@@ -138,7 +137,7 @@ pub fn parse(s: &mut Section<'_>) -> Option<StateConfig> {
         (_, None) => 1,
     };
     Some(StateConfig {
-        url: Secret::new(url),
+        url,
         display,
         password,
         password_source,
@@ -153,7 +152,50 @@ pub fn parse(s: &mut Section<'_>) -> Option<StateConfig> {
 /// `redis://user:pw@host:6379/0` -> `redis://user:***@host:6379/0`; refuses
 /// anything that is not a redis:// or rediss:// URL with a host, or a
 /// Redis Cluster's `redis+cluster://h1:p1,h2:p2` (`rediss+cluster://`).
+/// Errors never repeat a part of the URL.
 pub fn redact_url(url: &str) -> Result<String, String> {
+    Ok(split_url(url)?.display())
+}
+
+/// The URL for the Redis client (its user name and password percent-encoded
+/// where they hold a character that would end them, `/` or `@`), and the
+/// redacted one for logs and `check`.
+fn normalize_url(url: &str) -> Result<(Secret, String), String> {
+    let parts = split_url(url)?;
+    let userinfo = match parts.userinfo {
+        Some(u) => match u.split_once(':') {
+            Some((user, pw)) => format!("{}:{}@", encode_userinfo(user), encode_userinfo(pw)),
+            None => format!("{}@", encode_userinfo(u)),
+        },
+        None => String::new(),
+    };
+    let full = format!("{}://{userinfo}{}{}", parts.scheme, parts.host, parts.path);
+    Ok((Secret::new(full), parts.display()))
+}
+
+/// A redis URL in parts, split where a password cannot: at the last `@`
+/// (a password may hold `@` and `/`; a host and a database number cannot).
+struct UrlParts<'a> {
+    scheme: &'a str,
+    userinfo: Option<&'a str>,
+    host: &'a str,
+    path: &'a str,
+}
+
+impl UrlParts<'_> {
+    fn display(&self) -> String {
+        let userinfo = match self.userinfo {
+            Some(u) => match u.split_once(':') {
+                Some((user, _)) => format!("{user}:***@"),
+                None => format!("{u}@"),
+            },
+            None => String::new(),
+        };
+        format!("{}://{userinfo}{}{}", self.scheme, self.host, self.path)
+    }
+}
+
+fn split_url(url: &str) -> Result<UrlParts<'_>, String> {
     let (scheme, rest) = url
         .split_once("://")
         .filter(|(scheme, _)| {
@@ -166,13 +208,13 @@ pub fn redact_url(url: &str) -> Result<String, String> {
             "must be a URL like redis://host:6379/0, rediss://host:6380/0 or redis+cluster://host1:7000,host2:7000".to_string()
         })?;
     let cluster = scheme.ends_with("+cluster");
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let (userinfo, host) = match authority.rsplit_once('@') {
+    let (userinfo, after) = match rest.rsplit_once('@') {
         Some((u, h)) => (Some(u), h),
-        None => (None, authority),
+        None => (None, rest),
+    };
+    let (host, path) = match after.find('/') {
+        Some(i) => after.split_at(i),
+        None => (after, ""),
     };
     if host.is_empty() {
         return Err("has no host (write it like redis://127.0.0.1:6379/0)".into());
@@ -182,21 +224,34 @@ pub fn redact_url(url: &str) -> Result<String, String> {
     }
     let db = path.trim_start_matches('/');
     if !db.is_empty() && db.parse::<u32>().is_err() {
-        return Err(format!("database \"{db}\" is not a number"));
+        return Err(
+            "names a database that is not a number (write it like redis://host:6379/0)".into(),
+        );
     }
     if cluster && !db.is_empty() && db != "0" {
-        return Err(format!(
-            "database {db}: a Redis Cluster has only database 0"
-        ));
+        return Err("names a database other than 0: a Redis Cluster has only database 0".into());
     }
-    let userinfo = match userinfo {
-        Some(u) => match u.split_once(':') {
-            Some((user, _)) => format!("{user}:***@"),
-            None => format!("{u}@"),
-        },
-        None => String::new(),
-    };
-    Ok(format!("{scheme}://{userinfo}{host}{path}"))
+    Ok(UrlParts {
+        scheme,
+        userinfo,
+        host,
+        path,
+    })
+}
+
+/// Percent-encodes what may not appear raw in a URL's user name or
+/// password; `%` stays, so a part already encoded is left as it is.
+fn encode_userinfo(part: &str) -> String {
+    let mut out = String::with_capacity(part.len());
+    for b in part.bytes() {
+        let keep = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b);
+        if keep {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -226,5 +281,30 @@ mod tests {
         );
         assert!(redact_url("redis+cluster://n1:7000,,n2:7000").is_err());
         assert!(redact_url("redis+cluster://n1:7000/3").is_err());
+    }
+
+    /// Split at the first `/`, a password holding one ended up in
+    /// "database … is not a number", printed whole.
+    #[test]
+    fn a_password_with_slash_or_at_is_split_at_the_last_at_and_never_printed() {
+        for (url, shown) in [
+            ("redis://:pa/ss@cache:6379/0", "redis://:***@cache:6379/0"),
+            (
+                "rediss://app:p@ss/w0rd@cache:6380/1",
+                "rediss://app:***@cache:6380/1",
+            ),
+            ("redis://:x/y/z@cache", "redis://:***@cache"),
+        ] {
+            assert_eq!(redact_url(url).unwrap(), shown, "{url}");
+            let (full, display) = normalize_url(url).unwrap();
+            assert_eq!(display, shown);
+            let info = redis::IntoConnectionInfo::into_connection_info(full.expose()).unwrap();
+            let pw = url.split_once("://").unwrap().1.rsplit_once('@').unwrap().0;
+            let pw = pw.split_once(':').unwrap().1;
+            assert_eq!(info.redis_settings().password(), Some(pw), "{url}");
+            assert_eq!(info.addr().to_string().split(':').next(), Some("cache"));
+        }
+        let e = redact_url("redis://:hunter2/x@cache/zero").unwrap_err();
+        assert!(!e.contains("hunter2") && !e.contains("zero"), "{e}");
     }
 }

@@ -61,17 +61,17 @@ upstream = "https://example.org"
     let problems = from_toml(text).unwrap_err();
     let shown: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
     let expect = [
-        "server.listen: \"nowhere\" is neither HOST:PORT nor unix:/path",
+        "server.listen: is neither HOST:PORT nor unix:/path",
         "server.max_body: is not a size",
         "server.bogus: unknown key",
-        "routes.xrtc.upstream: \"ftp://x\" must start with http:// or https://",
+        "routes.xrtc.upstream: must start with http:// or https://",
         "routes.xrtc.api_key: environment variable COUNTERSIGN_TEST_UNSET_XRTC_KEY is not set",
         "routes.xrtc.account_id: is required",
         "routes.xrtc.rate_limit.burst: must be at least 1",
         "routes.xrtc.rate_limit.wiat: unknown key",
-        "routes.xrtc.login_interval: \"soon\" is not a duration",
+        "routes.xrtc.login_interval: is not a duration",
         "routes.xrtc.extra: unknown key",
-        "routes.other.kind: \"nosuch\" is not a kind",
+        "routes.other.kind: is not a kind",
     ];
     for e in expect {
         assert!(
@@ -92,6 +92,100 @@ fn secrets_never_appear_in_problems_or_debug() {
     assert!(!shown.contains("literal-key"), "{shown}");
     let c = from_toml(GOOD).unwrap();
     assert!(!format!("{c:?}").contains("literal-key"));
+}
+
+/// Problems name the line, column and key path, never a value: toml's own
+/// text quoted the broken line (`api_key = "…`), serde's the wrong value.
+#[test]
+fn problems_never_repeat_a_value() {
+    const SECRET: &str = "hunter2-0123456789abcdef";
+    let unterminated = format!("{GOOD}\n[routes.tts]\nkind = \"tts\"\napi_key = \"{SECRET}\n");
+    let problems = from_toml(&unterminated).unwrap_err();
+    let shown: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(shown.len(), 1, "{shown:#?}");
+    let line = 1 + unterminated
+        .lines()
+        .position(|l| l.starts_with("api_key = \"hunter2"))
+        .unwrap();
+    let expected = format!("routes.tts.api_key: TOML syntax error at line {line}, column ");
+    assert!(shown[0].starts_with(&expected), "{shown:#?}");
+    assert!(!shown[0].contains("hunter2"), "{shown:#?}");
+    let wrong = [
+        format!("force_login = \"{SECRET}\""),
+        format!("identifier = [\"{SECRET}\"]"),
+        format!("module = {{ x = \"{SECRET}\" }}"),
+        format!("login_interval = \"{SECRET}\""),
+        format!("spider_upstream = \"https://u:{SECRET}@spider.example\""),
+        format!("spider_upstream = \"{SECRET}\""),
+        format!("upstream2 = \"{SECRET}\""),
+    ];
+    for line in &wrong {
+        let text = format!(
+            "{GOOD}\n[routes.tts]\nkind = \"tts\"\nupstream = \"https://tts.example\"\n{line}\n"
+        );
+        let problems = from_toml(&text).unwrap_err();
+        let shown = problems
+            .iter()
+            .map(|p| format!("{p} {p:?}"))
+            .collect::<String>();
+        assert!(!shown.contains("hunter2"), "{line}: {shown}");
+    }
+    let text = format!("{GOOD}\n[server]\nlisten = \"{SECRET}\"\nadmin = \"{SECRET}\"\n");
+    let shown = format!("{:?}", from_toml(&text).unwrap_err());
+    assert!(!shown.contains("hunter2"), "{shown}");
+    let text = format!(
+        "[server]\nstate = \"redis://:{SECRET}/x@cache/zero\"\non_state_failure = \"{SECRET}\"\n{}",
+        &GOOD[GOOD.find("[routes").unwrap()..]
+    );
+    let shown = format!("{:?}", from_toml(&text).unwrap_err());
+    assert!(
+        !shown.contains("hunter2") && shown.contains("server.state"),
+        "{shown}"
+    );
+}
+
+/// Accepted before: printed by `check`, logged, and sent in `Host`.
+#[test]
+fn upstreams_with_a_user_or_password_are_refused() {
+    for url in [
+        "https://user:pa55word@api.xrtc.org",
+        "https://user@api.xrtc.org/base",
+        "http://:pa55word@127.0.0.1:8080",
+    ] {
+        let text = GOOD.replace("https://api.xrtc.org/base/", url);
+        let problems = from_toml(&text).unwrap_err();
+        let shown: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(shown.len(), 1, "{shown:#?}");
+        assert!(
+            shown[0].starts_with("routes.xrtc.upstream: must not carry a user name or password"),
+            "{shown:#?}"
+        );
+        assert!(!shown[0].contains("pa55word") && !shown[0].contains("user@"));
+    }
+}
+
+/// The last client with a token used to win: the first lost its routes.
+#[test]
+fn two_clients_with_one_token_are_refused() {
+    let text = format!(
+        "{GOOD}\n[clients.a]\ntoken = \"shared-token-000000000000\"\nroutes = [\"xrtc\"]\n\n[clients.b]\ntoken = {{ env = \"CS_TEST_DUP_TOKEN_NOT_PREFIXED\" }}\nroutes = [\"xrtc\"]\n"
+    );
+    std::env::set_var(
+        "CS_TEST_DUP_TOKEN_NOT_PREFIXED",
+        "shared-token-000000000000",
+    );
+    let problems = from_toml(&text).unwrap_err();
+    std::env::remove_var("CS_TEST_DUP_TOKEN_NOT_PREFIXED");
+    let shown: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        shown,
+        ["clients.b.token: is the same token as clients.a.token: give each client its own (a caller could not be told apart, and would get one client's routes)"]
+    );
+    let distinct = text.replace(
+        "token = { env = \"CS_TEST_DUP_TOKEN_NOT_PREFIXED\" }",
+        "token = \"another-token-0000000000\"",
+    );
+    from_toml(&distinct).unwrap();
 }
 
 #[test]

@@ -79,6 +79,15 @@ pub struct BuildEnv<'a> {
     pub route: &'a RouteConfig,
 }
 
+impl BuildEnv<'_> {
+    /// The identity of `credential` (a kind's [`Kind::credential_id`]) at
+    /// this route's upstream: what the gateway keys the credential's
+    /// session, limits and rotated keys by.
+    pub fn identity(&self, credential: &str) -> String {
+        crate::vocab::credential_at(credential, &self.route.upstream, &self.route.base_path)
+    }
+}
+
 /// The registry as the config reads it.
 pub struct Catalog;
 
@@ -107,12 +116,59 @@ impl KindCatalog for Catalog {
 /// Loads and validates `path` (and the `COUNTERSIGN_*` environment over
 /// it), every route's kind keys included; every problem at once.
 pub fn load(path: &Path) -> Result<Config, Vec<Problem>> {
-    config::load(path, &Catalog)
+    config::load(path, &Catalog).and_then(one_upstream_per_credential)
 }
 
 /// As [`load`], from TOML text (tests, `demo`).
 pub fn from_toml(text: &str) -> Result<Config, Vec<Problem>> {
-    config::from_toml(text, &Catalog)
+    config::from_toml(text, &Catalog).and_then(one_upstream_per_credential)
+}
+
+/// Refuses two routes whose kinds name one credential that logs in (one
+/// session, one login spacing, one set of rotated keys) at two upstreams:
+/// 0.1 shared the session between them, sending it to a host that never
+/// issued it; kept apart, the two logins would end each other's sessions
+/// where the API allows one per member. Any kind, through
+/// [`Kind::credential_id`] and the route's upstream.
+fn one_upstream_per_credential(config: Config) -> Result<Config, Vec<Problem>> {
+    let keyring = Keyring::detached();
+    // credential -> (first route, its identity at its upstream)
+    let mut seen: std::collections::HashMap<String, (&str, String)> = Default::default();
+    let mut problems = Vec::new();
+    for (name, rc) in config
+        .routes
+        .iter()
+        .filter(|(_, rc)| rc.defaults.has_session)
+    {
+        let env = BuildEnv {
+            keyring: &keyring,
+            route: rc,
+        };
+        // A kind that cannot be built is reported where the gateway builds it.
+        let Ok(kind) = rc.kind.build(&env) else {
+            continue;
+        };
+        let credential = kind.credential_id();
+        let at = env.identity(&credential);
+        match seen.get(&credential) {
+            Some((first, first_at)) if *first_at != at => problems.push(Problem::new(
+                format!("routes.{name}.upstream"),
+                format!(
+                    "differs from route {first}'s, which holds the same {} credential: they would share one login session, login spacing and rotated keys across two upstreams; use one route, or give each upstream its own credential",
+                    rc.kind_name
+                ),
+            )),
+            Some(_) => {}
+            None => {
+                seen.insert(credential, (name, at));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems)
+    }
 }
 
 #[cfg(test)]

@@ -75,10 +75,10 @@ impl Settings {
             None | Some("HMAC-SHA1") => Method1::HmacSha1,
             Some("HMAC-SHA256") => Method1::HmacSha256,
             Some("PLAINTEXT") => Method1::Plaintext,
-            Some(other) => {
+            Some(_) => {
                 s.problem(
                     "signature_method",
-                    format!("\"{other}\" is not HMAC-SHA1, HMAC-SHA256 or PLAINTEXT"),
+                    "must be HMAC-SHA1, HMAC-SHA256 or PLAINTEXT",
                 );
                 Method1::HmacSha1
             }
@@ -301,6 +301,11 @@ impl Kind for OAuth1 {
                 &fingerprint(&s.consumer_secret),
             ],
         )
+    }
+
+    /// 0.1 used the same identity, without the route's upstream.
+    fn legacy_credential_id(&self) -> Option<String> {
+        Some(self.credential_id())
     }
 
     fn owned_headers(&self) -> &[HeaderName] {

@@ -82,10 +82,10 @@ impl Settings {
         let client_auth = match s.get::<String>("client_auth").as_deref() {
             None | Some("basic") => ClientAuth::Basic,
             Some("post") => ClientAuth::Post,
-            Some(other) => {
+            Some(_) => {
                 s.problem(
                     "client_auth",
-                    format!("\"{other}\" is neither \"basic\" (client_secret_basic) nor \"post\" (client_secret_post)"),
+                    "must be \"basic\" (client_secret_basic) or \"post\" (client_secret_post)",
                 );
                 ClientAuth::Basic
             }
@@ -262,6 +262,11 @@ impl Kind for OAuth2 {
         parts.extend(params);
         let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
         identity("oauth2", &parts)
+    }
+
+    /// 0.1 used the same identity, without the route's upstream.
+    fn legacy_credential_id(&self) -> Option<String> {
+        Some(self.credential_id())
     }
 
     fn owned_headers(&self) -> &[HeaderName] {

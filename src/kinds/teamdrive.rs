@@ -14,7 +14,7 @@ use crate::canonical::xml;
 use crate::config::{KindDefaults, Section};
 use crate::error::ProxyError;
 use crate::secret::Secret;
-use crate::vocab::{fingerprint, now_ms, Kind, Outgoing, Plan};
+use crate::vocab::{fingerprint, identity, now_ms, Kind, Outgoing, Plan};
 
 pub const ROW: KindRow = KindRow {
     name: "teamdrive",
@@ -42,11 +42,8 @@ impl Settings {
         let auth = match s.required::<String>("auth").as_deref() {
             Some("md5") => Some(Auth::Md5),
             Some("hmac-sha1") => Some(Auth::HmacSha1),
-            Some(other) => {
-                s.problem(
-                    "auth",
-                    format!("\"{other}\" is neither \"md5\" nor \"hmac-sha1\""),
-                );
+            Some(_) => {
+                s.problem("auth", "must be \"md5\" or \"hmac-sha1\"");
                 None
             }
             None => None,
@@ -56,11 +53,8 @@ impl Settings {
         let set_requesttime = match s.get::<String>("requesttime").as_deref() {
             None | Some("set") => true,
             Some("keep") => false,
-            Some(other) => {
-                s.problem(
-                    "requesttime",
-                    format!("\"{other}\" is neither \"set\" nor \"keep\""),
-                );
+            Some(_) => {
+                s.problem("requesttime", "must be \"set\" or \"keep\"");
                 true
             }
         };
@@ -137,7 +131,11 @@ fn push_without_checksum(out: &mut String, pq: &str) {
 
 impl Kind for Teamdrive {
     fn credential_id(&self) -> String {
-        format!("teamdrive-{}", fingerprint(&self.settings.key))
+        identity("teamdrive", &[&fingerprint(&self.settings.key)])
+    }
+
+    fn legacy_credential_id(&self) -> Option<String> {
+        Some(format!("teamdrive-{}", fingerprint(&self.settings.key)))
     }
 
     fn owned_headers(&self) -> &[HeaderName] {

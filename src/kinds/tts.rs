@@ -21,11 +21,11 @@ use super::tts_body::{self, Fill, Format};
 use super::{BuildEnv, KindRef, KindRow, KindSettings};
 use crate::config::{KindDefaults, Section};
 use crate::error::ProxyError;
-use crate::keys::{HeldKeys, Keyring};
+use crate::keys::{check_key, HeldKeys, Keyring};
 use crate::secret::Secret;
 use crate::vocab::{
-    fingerprint, local_json, safe_id, Buffered, Credential, Forward, Kind, LoginChannel, Need,
-    Outgoing, Plan, Then,
+    fingerprint, identity, local_json, safe_id, Buffered, Credential, Forward, Kind, LoginChannel,
+    Need, Outgoing, Plan, Then,
 };
 
 pub const ROW: KindRow = KindRow {
@@ -207,25 +207,30 @@ fn call_of(path: &str) -> Call {
 
 impl KindSettings for Settings {
     fn build(&self, env: &BuildEnv<'_>) -> Result<Arc<dyn Kind>, String> {
-        Ok(Arc::new(Tts::new(self.clone(), env.keyring)))
+        let id = env.identity(&credential_id(self));
+        Ok(Arc::new(Tts::new(self.clone(), env.keyring, id)))
     }
 }
 
 pub struct Tts {
     settings: Settings,
+    /// The credential's identity at its upstream ([`BuildEnv::identity`]):
+    /// rotated keys are stored under it, and logs name it.
+    id: String,
     /// The access key and secret in use: the configured ones until rotated.
     keys: Arc<HeldKeys>,
 }
 
 impl Tts {
-    pub fn new(settings: Settings, keyring: &Keyring) -> Self {
+    /// `id`: the credential's identity at the route's upstream.
+    pub fn new(settings: Settings, keyring: &Keyring, id: String) -> Self {
         let mut configured = vec![("access_key", settings.access_key.clone())];
         if let Some(secret) = &settings.secret {
             configured.push(("secret", secret.clone()));
         }
-        let id = credential_id(&settings);
         Tts {
             keys: keyring.get(&id, configured),
+            id,
             settings,
         }
     }
@@ -337,8 +342,34 @@ enum Rotation<'a> {
     Request(&'static str),
 }
 
+/// A pushed key is stored once the upstream accepts it, and then sent on
+/// every call: one that cannot be (a line break, a space, 5 KiB) is refused
+/// before the push goes out, since the upstream would switch to it and the
+/// route would be broken for everyone. Called from `sign`, so a cold
+/// session's trial signature refuses it before any login too.
+fn check_pushed(out: &Outgoing, field: &str) -> Result<(), ProxyError> {
+    let body = out.body.as_deref().unwrap_or_default();
+    let format = tts_body::format_of(&out.headers, body);
+    let key = tts_body::field(body, format, field).map(zeroize::Zeroizing::new);
+    let Some(key) = key else {
+        return Err(ProxyError::BadRequestBody(format!(
+            "a key push needs the new key in the body's \"{field}\" field; nothing was sent"
+        )));
+    };
+    check_key(&key).map_err(|why| {
+        ProxyError::BadRequestBody(format!(
+            "the pushed {field} {why}: countersign could not send it afterwards, so nothing was sent"
+        ))
+    })
+}
+
 fn credential_id(s: &Settings) -> String {
     // One session per member: the identity is the member, not the key.
+    identity("tts", &[&s.identifier, &s.email])
+}
+
+/// 0.1's identity: `a.b` and `a_b` were one member, whatever the upstream.
+fn legacy_credential_id(s: &Settings) -> String {
     format!(
         "tts-{}-{}",
         safe_id(&s.identifier),
@@ -362,6 +393,10 @@ fn says(body: &[u8], what: &str) -> bool {
 impl Kind for Tts {
     fn credential_id(&self) -> String {
         credential_id(&self.settings)
+    }
+
+    fn legacy_credential_id(&self) -> Option<String> {
+        Some(legacy_credential_id(&self.settings))
     }
 
     fn owned_headers(&self) -> &[HeaderName] {
@@ -450,7 +485,7 @@ impl Kind for Tts {
                     upstream_text(&answer)
                 )));
             }
-            tracing::info!(credential = %self.credential_id(), "an active session exists upstream; terminating it to log in");
+            tracing::info!(credential = %self.id, "an active session exists upstream; terminating it to log in");
             let terminated = channel.send(self.own_call("terminate_session")?).await?;
             if !terminated.status.is_success() {
                 return Err(ProxyError::LoginFailed(format!(
@@ -484,6 +519,9 @@ impl Kind for Tts {
 
     fn sign(&self, out: &mut Outgoing, session: Option<&Secret>) -> Result<(), ProxyError> {
         let call = call_of(&out.path_and_query);
+        if let Some((_, Rotation::Request(field))) = self.rotation(call) {
+            check_pushed(out, field)?;
+        }
         self.base_headers(&mut out.headers)?;
         if let Some(id) = session {
             let v = HeaderValue::from_str(id.expose()).map_err(|_| {
@@ -538,7 +576,7 @@ impl Kind for Tts {
                 }
             };
             let Some(new_key) = new_key else {
-                tracing::error!(credential = %self.credential_id(), key = name, "the upstream accepted a key change but countersign cannot find the new key; the old one is kept");
+                tracing::error!(credential = %self.id, key = name, "the upstream accepted a key change but countersign cannot find the new key; the old one is kept");
                 return Err(ProxyError::KeyRotation(format!(
                     "the upstream accepted the {name} change, but countersign found no new key in it (looked for a JSON field {} or a bare token); the old key is kept, so later calls may fail until the config holds the new one",
                     match how {

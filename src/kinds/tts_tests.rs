@@ -50,7 +50,7 @@ fn calls_by_path() {
 
 #[test]
 fn session_headers_only_with_a_session() {
-    let tts = Tts::new(settings(), &Keyring::detached());
+    let tts = Tts::new(settings(), &Keyring::detached(), "tts-test".into());
     let mut out = Outgoing::post("/www.example.com/customers/get_users", HeaderMap::new(), "");
     tts.sign(&mut out, Some(&Secret::new("sess-1"))).unwrap();
     assert_eq!(out.headers["session-id"], "sess-1");
@@ -75,7 +75,7 @@ fn session_headers_only_with_a_session() {
 
 #[test]
 fn login_body_carries_the_member_and_a_checksum() {
-    let tts = Tts::new(settings(), &Keyring::detached());
+    let tts = Tts::new(settings(), &Keyring::detached(), "tts-test".into());
     let login = tts.login_request().unwrap();
     assert_eq!(
         login.path_and_query,
@@ -94,7 +94,7 @@ fn plans() {
     let mut with_spider = settings();
     with_spider.spider_upstream =
         Some(crate::config::parse_upstream("http://spider.example.com").unwrap());
-    let tts = Tts::new(with_spider, &Keyring::detached());
+    let tts = Tts::new(with_spider, &Keyring::detached(), "tts-test".into());
     let h = HeaderMap::new();
     let plan = |m: Method, p: &str| tts.plan(&m, p, &h).unwrap();
     assert!(matches!(
@@ -136,7 +136,7 @@ fn plans() {
 
 #[test]
 fn expiry_is_401_or_the_message() {
-    let tts = Tts::new(settings(), &Keyring::detached());
+    let tts = Tts::new(settings(), &Keyring::detached(), "tts-test".into());
     let h = HeaderMap::new();
     assert!(tts.session_expired(StatusCode::UNAUTHORIZED, &h, None));
     assert!(tts.session_expired(StatusCode::FORBIDDEN, &h, Some(b"Session expired")));
@@ -145,9 +145,84 @@ fn expiry_is_401_or_the_message() {
 
 #[test]
 fn identity_holds_no_secret_and_no_email() {
-    let tts = Tts::new(settings(), &Keyring::detached());
+    let tts = Tts::new(settings(), &Keyring::detached(), "tts-test".into());
     let id = tts.credential_id();
-    assert!(id.starts_with("tts-www_example_com-"), "{id}");
-    assert!(!id.contains("member"));
+    assert!(id.starts_with("tts-") && id.len() == 4 + 24, "{id}");
+    assert!(!id.contains("member") && !id.contains("example"));
     assert!(!id.contains("AK-config"));
+    // 0.1's, for the migration of its state.
+    let legacy = tts.legacy_credential_id().unwrap();
+    assert!(legacy.starts_with("tts-www_example_com-"), "{legacy}");
+}
+
+/// 0.1 mapped every character outside [A-Za-z0-9] to `_`: two sites were
+/// one member, one session.
+#[test]
+fn identifiers_0_1_could_not_tell_apart_are_two_identities() {
+    let tts = |identifier: &str| {
+        let mut s = settings();
+        s.identifier = identifier.into();
+        Tts::new(s, &Keyring::detached(), "tts-test".into())
+    };
+    let (a, b) = (tts("www.example.com"), tts("www_example_com"));
+    assert_eq!(a.legacy_credential_id(), b.legacy_credential_id());
+    assert_ne!(a.credential_id(), b.credential_id());
+}
+
+#[tokio::test]
+async fn a_rotated_key_that_cannot_be_sent_fails_the_rotation_and_keeps_the_old_key() {
+    let store: std::sync::Arc<dyn crate::state::StateStore> =
+        std::sync::Arc::new(crate::state::MemoryStore::default());
+    let tts = Tts::new(
+        settings(),
+        &Keyring::new(store.clone(), None),
+        "tts-test".into(),
+    );
+    let sent = Outgoing::post(
+        "/www.example.com/customers/rotate_access_key",
+        HeaderMap::new(),
+        "",
+    );
+    let mut answer = Buffered {
+        status: StatusCode::OK,
+        headers: HeaderMap::new(),
+        body: bytes::Bytes::from_static(br#"{"access_key":"AK-2\r\nX-Evil: 1"}"#),
+    };
+    let e = tts.inspect(&sent, &mut answer).await.unwrap_err();
+    assert_eq!(e.code(), "key_rotation_failed");
+    assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+    let mut out = Outgoing::post("/www.example.com/customers/get_users", HeaderMap::new(), "");
+    tts.sign(&mut out, Some(&Secret::new("sess-1"))).unwrap();
+    assert_eq!(out.headers["x-tts-cc-access-key"], "AK-config-0001");
+}
+
+#[test]
+fn a_pushed_key_that_cannot_be_sent_is_refused_before_the_push() {
+    let tts = Tts::new(settings(), &Keyring::detached(), "tts-test".into());
+    let push = |body: &str, ct: &'static str| {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+        let mut out = Outgoing::post(
+            "/www.example.com/customers/push_access_key",
+            h,
+            body.to_string(),
+        );
+        tts.sign(&mut out, Some(&Secret::new("sess-1")))
+    };
+    let long = format!(r#"{{"new_access_key":"{}"}}"#, "k".repeat(4097));
+    for (body, ct) in [
+        (r#"{"new_access_key":"AK-2\nX"}"#, "application/json"),
+        (r#"{"new_access_key":"AK 2"}"#, "application/json"),
+        (long.as_str(), "application/json"),
+        (
+            "new_access_key=AK-2%0D%0AX",
+            "application/x-www-form-urlencoded",
+        ),
+        (r#"{"other":"x"}"#, "application/json"),
+    ] {
+        let e = push(body, ct).unwrap_err();
+        assert_eq!(e.code(), "bad_request_body", "{body}");
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+    }
+    push(r#"{"new_access_key":"AK-2-fine"}"#, "application/json").unwrap();
 }

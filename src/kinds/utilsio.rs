@@ -15,7 +15,7 @@ use super::{BuildEnv, KindRef, KindRow, KindSettings};
 use crate::config::{KindDefaults, Section};
 use crate::error::ProxyError;
 use crate::secret::Secret;
-use crate::vocab::{fingerprint, now_ms, Kind, Outgoing, Plan};
+use crate::vocab::{fingerprint, identity, now_ms, Kind, Outgoing, Plan};
 
 pub const ROW: KindRow = KindRow {
     name: "utilsio",
@@ -56,11 +56,8 @@ impl Settings {
         let timestamp_ms = match s.get::<String>("timestamp_unit").as_deref() {
             None | Some("s") => false,
             Some("ms") => true,
-            Some(other) => {
-                s.problem(
-                    "timestamp_unit",
-                    format!("\"{other}\" is neither \"s\" nor \"ms\""),
-                );
+            Some(_) => {
+                s.problem("timestamp_unit", "must be \"s\" or \"ms\"");
                 false
             }
         };
@@ -258,12 +255,16 @@ fn additional_data(out: &Outgoing) -> Result<Option<String>, ProxyError> {
 
 impl Kind for Utilsio {
     fn credential_id(&self) -> String {
+        identity("utilsio", &[&self.app_id, &fingerprint(&self.key)])
+    }
+
+    fn legacy_credential_id(&self) -> Option<String> {
         let app: String = self
             .app_id
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
-        format!("utilsio-{app}-{}", fingerprint(&self.key))
+        Some(format!("utilsio-{app}-{}", fingerprint(&self.key)))
     }
 
     fn owned_headers(&self) -> &[HeaderName] {

@@ -17,7 +17,8 @@ use crate::error::ProxyError;
 use crate::headers::is_call;
 use crate::secret::Secret;
 use crate::vocab::{
-    fingerprint, local_json, now_ms, safe_id, Credential, Kind, LoginChannel, Outgoing, Plan,
+    fingerprint, identity, local_json, now_ms, safe_id, Credential, Kind, LoginChannel, Outgoing,
+    Plan,
 };
 
 pub const ROW: KindRow = KindRow {
@@ -84,16 +85,31 @@ impl Xrtc {
 
 impl Kind for Xrtc {
     fn credential_id(&self) -> String {
-        format!(
-            "xrtc-{}-{}",
-            safe_id(&self.settings.account_id),
-            fingerprint(&self.settings.api_key)
+        // Login spacing and the rate limit are per API key.
+        identity(
+            "xrtc",
+            &[
+                &self.settings.account_id,
+                &fingerprint(&self.settings.api_key),
+            ],
         )
     }
 
     fn quota_id(&self) -> String {
         // XRTC's monthly limit is per account, whichever of its keys is used.
-        format!("xrtc-{}", safe_id(&self.settings.account_id))
+        identity("xrtc", &[&self.settings.account_id])
+    }
+
+    fn legacy_credential_id(&self) -> Option<String> {
+        Some(format!(
+            "xrtc-{}-{}",
+            safe_id(&self.settings.account_id),
+            fingerprint(&self.settings.api_key)
+        ))
+    }
+
+    fn legacy_quota_id(&self) -> Option<String> {
+        Some(format!("xrtc-{}", safe_id(&self.settings.account_id)))
     }
 
     fn owned_headers(&self) -> &[HeaderName] {
@@ -302,8 +318,26 @@ mod tests {
             api_key: Secret::new("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"),
         });
         let id = x.credential_id();
-        assert!(id.starts_with("xrtc-AC0987654321012345-"));
-        assert!(!id.contains("xxxxxxxx"));
-        assert_eq!(x.quota_id(), "xrtc-AC0987654321012345");
+        assert!(id.starts_with("xrtc-"));
+        assert!(!id.contains("xxxxxxxx") && !id.contains("AC0987"));
+        assert_ne!(x.quota_id(), id);
+        // 0.1's, for the migration.
+        let legacy = x.legacy_credential_id().unwrap();
+        assert!(legacy.starts_with("xrtc-AC0987654321012345-"), "{legacy}");
+        assert_eq!(x.legacy_quota_id().unwrap(), "xrtc-AC0987654321012345");
+    }
+
+    /// 0.1 mapped `.` and `_` alike: two accounts were one identity.
+    #[test]
+    fn accounts_0_1_could_not_tell_apart_are_two_identities() {
+        let x = |account: &str| {
+            Xrtc::new(Settings {
+                account_id: account.into(),
+                api_key: Secret::new("k"),
+            })
+        };
+        assert_eq!(x("AC.1").legacy_quota_id(), x("AC_1").legacy_quota_id());
+        assert_ne!(x("AC.1").quota_id(), x("AC_1").quota_id());
+        assert_ne!(x("AC.1").credential_id(), x("AC_1").credential_id());
     }
 }

@@ -53,11 +53,44 @@ pub fn gateway(config: Config) -> Result<Arc<Gateway>, RunError> {
         let store: Arc<dyn StateStore> = shared.clone();
         return Ok(Arc::new(Gateway::new(config, store, Some(shared))?));
     }
-    let store: Arc<dyn StateStore> = Arc::new(
+    let files = Arc::new(
         FileStore::open(Path::new(&config.server.state_dir))
             .map_err(|e| RunError::State(e.to_string()))?,
     );
-    Ok(Arc::new(Gateway::new(config, store, None)?))
+    let store: Arc<dyn StateStore> = files.clone();
+    let gateway = Gateway::new(config, store, None)?;
+    // Before any request reads state: 0.1's names move to 0.2's identities.
+    crate::state::migrate::files(&files, &gateway.state_claims());
+    Ok(Arc::new(gateway))
+}
+
+/// Moves the Redis keys 0.1 wrote to 0.2's identities (quota counters,
+/// login times, rotated keys); `run` calls it before serving. With Redis
+/// down, it tries again in the background until Redis answers: a counter
+/// moved late is added to the new one, so no count is lost.
+pub async fn migrate_shared_state(gateway: &Arc<Gateway>) {
+    let Some(st) = gateway.registry.shared.clone() else {
+        return;
+    };
+    let claims = gateway.state_claims();
+    let now = || time::OffsetDateTime::now_utc();
+    if !crate::state::migrate::redis(&st, &claims, now())
+        .await
+        .retry
+    {
+        return;
+    }
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            if !crate::state::migrate::redis(&st, &claims, now())
+                .await
+                .retry
+            {
+                break;
+            }
+        }
+    });
 }
 
 /// A socket the gateway accepts callers on: TCP, or a unix socket for
@@ -395,7 +428,9 @@ pub async fn reload_on_file_change(
     }
 }
 
-/// Size, modification time and a content digest of each file (absent files count too).
+/// Size, modification time and a content digest of each file (absent files
+/// count too). The files hold secrets and are read every 2 s: each buffer
+/// is zeroed before it is freed.
 fn fingerprint(
     files: &[std::path::PathBuf],
 ) -> Vec<Option<(u64, std::time::SystemTime, [u8; 32])>> {
@@ -404,11 +439,11 @@ fn fingerprint(
         .iter()
         .map(|p| {
             let meta = std::fs::metadata(p).ok()?;
-            let content = std::fs::read(p).ok()?;
+            let content = zeroize::Zeroizing::new(std::fs::read(p).ok()?);
             Some((
                 meta.len(),
                 meta.modified().ok()?,
-                sha2::Sha256::digest(content).into(),
+                sha2::Sha256::digest(&*content).into(),
             ))
         })
         .collect()

@@ -22,6 +22,7 @@ pub async fn run(
     let admin = config.server.admin;
     let workers = config.server.workers;
     let gateway = super::gateway(config)?;
+    super::migrate_shared_state(&gateway).await;
     let listen_err = |source| RunError::Listen {
         addr: listen.to_string(),
         source,

@@ -6,10 +6,13 @@
 //! the kinds' key handling, never directly from a kind, so a shared store for
 //! several replicas (Redis, [`RedisState`]) sits beside [`FileStore`] without
 //! touching the kinds. Keys are short ASCII names built from credential identities
-//! (never secrets), e.g. `login.xrtc-AC0987654321012345-1a2b3c4d5e6f`.
+//! (never secrets), e.g. `login.xrtc-5f0c…` (`vocab::credential_at`: the
+//! kind's credential at the route's upstream, hashed); [`migrate`] moves the
+//! state of the identities 0.1 used.
 
 mod file;
 mod memory;
+pub mod migrate;
 mod shared;
 
 pub use file::FileStore;

@@ -165,6 +165,31 @@ end
 return 0
 ";
 
+/// Moves a key an earlier version wrote (`state::migrate`): a counter is
+/// added to the new one (no count is lost) with the later expiry; a time
+/// keeps the later one; a value is renamed only when the new name is free.
+const ADOPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[1] == 'add' then
+  redis.call('INCRBY', KEYS[2], redis.call('GET', KEYS[1]))
+  local ttl = redis.call('PTTL', KEYS[1])
+  local cur = redis.call('PTTL', KEYS[2])
+  if ttl > 0 and (cur < 0 or ttl > cur) then redis.call('PEXPIRE', KEYS[2], ttl) end
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+if ARGV[1] == 'max' then
+  local a = tonumber(redis.call('GET', KEYS[1])) or 0
+  local b = tonumber(redis.call('GET', KEYS[2])) or 0
+  if a > b then redis.call('SET', KEYS[2], string.format('%d', a)) end
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
+redis.call('RENAME', KEYS[1], KEYS[2])
+return 1
+";
+
 /// A session one replica logged in and shared with the others.
 pub struct SharedSession {
     pub generation: u64,
@@ -667,6 +692,38 @@ impl RedisState {
         let mut conn = self.conn.clone();
         self.run("incr", redis::cmd("INCR").arg(key).query_async(&mut conn))
             .await
+    }
+}
+
+/// For `state::migrate`, the move of 0.1 keys to 0.2 identities.
+impl RedisState {
+    /// Every key countersign writes starts with `<prefix>:`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Moves `from` to `to` in one script (atomic against other replicas).
+    pub async fn adopt(
+        &self,
+        from: &str,
+        to: &str,
+        merge: super::migrate::Merge,
+    ) -> Result<super::migrate::Adopted, StateError> {
+        use super::migrate::{Adopted, Merge};
+        let mut conn = self.conn.clone();
+        let script = Script::new(ADOPT);
+        let mut call = script.prepare_invoke();
+        call.key(from).key(to).arg(match merge {
+            Merge::Add => "add",
+            Merge::Later => "max",
+            Merge::IfFree => "value",
+        });
+        let done: i64 = self.run("adopt", call.invoke_async(&mut conn)).await?;
+        Ok(match done {
+            0 => Adopted::Nothing,
+            1 => Adopted::Moved,
+            _ => Adopted::Conflict,
+        })
     }
 }
 

@@ -12,7 +12,9 @@ pub fn fingerprint(secret: &Secret) -> String {
     hex::encode(&digest[..6])
 }
 
-/// Ids from the config are user text; keep state keys and logs to a safe alphabet.
+/// How 0.1 spelled ids from the config in identities: every character
+/// outside `[A-Za-z0-9]` as `_`, so `a.b` and `a_b` were one identity. Kept
+/// only for `Kind::legacy_credential_id` (the migration of old state).
 pub fn safe_id(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -33,6 +35,48 @@ pub fn identity(prefix: &str, parts: &[&str]) -> String {
     }
     let digest = h.finalize();
     format!("{prefix}-{}", hex::encode(&digest[..12]))
+}
+
+/// The upstream's origin as an identity part: scheme, host (lowercased)
+/// and port (the scheme's default when none is written), so that
+/// `https://API.example` and `https://api.example:443` are one upstream.
+pub fn origin_of(upstream: &http::Uri) -> String {
+    let scheme = upstream
+        .scheme_str()
+        .unwrap_or("https")
+        .to_ascii_lowercase();
+    let host = upstream.host().unwrap_or("").to_ascii_lowercase();
+    let default = if scheme == "http" { 80 } else { 443 };
+    let port = upstream.port_u16().unwrap_or(default);
+    format!("{scheme}://{host}:{port}")
+}
+
+/// The identity sessions, login spacing, rate limits and rotated keys are
+/// kept under (in memory, in state file names and Redis keys): the kind's
+/// credential (`Kind::credential_id`: who) at the route's upstream (origin
+/// and base path: where). Two routes share them only when all match, so a
+/// session is never sent to an upstream that did not issue it.
+pub fn credential_at(credential: &str, upstream: &http::Uri, base_path: &str) -> String {
+    identity(
+        prefix_of(credential),
+        &[credential, &origin_of(upstream), base_path],
+    )
+}
+
+/// The identity a monthly quota is counted under: the kind's quota id
+/// (`Kind::quota_id`) at the upstream's origin. The base path is left out:
+/// an API counts an account's quota per host, and counting two base paths
+/// together can only stop requests earlier, never let the quota be exceeded.
+pub fn quota_at(quota: &str, upstream: &http::Uri) -> String {
+    identity(prefix_of(quota), &[quota, &origin_of(upstream)])
+}
+
+/// The readable start of an identity (`tts` of `tts-3f…`), kept on the derived one.
+fn prefix_of(id: &str) -> &str {
+    id.split('-')
+        .next()
+        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .unwrap_or("credential")
 }
 
 /// Milliseconds since the Unix epoch, for timestamps put on the wire.
@@ -100,5 +144,34 @@ mod tests {
         assert_ne!(identity("x", &["", "a"]), identity("x", &["a", ""]));
         let secretish = identity("x", &["hunter2"]);
         assert!(!secretish.contains("hunter2"));
+    }
+
+    #[test]
+    fn a_credential_at_another_upstream_is_another_identity() {
+        let up = |u: &str| u.parse::<http::Uri>().unwrap();
+        let a = credential_at("tts-1", &up("https://tts.example/"), "");
+        assert!(a.starts_with("tts-") && a.len() == 4 + 24, "{a}");
+        // One origin, however it is written.
+        assert_eq!(
+            a,
+            credential_at("tts-1", &up("https://TTS.example:443/"), "")
+        );
+        for (cred, upstream, base) in [
+            ("tts-2", "https://tts.example/", ""),
+            ("tts-1", "http://tts.example/", ""),
+            ("tts-1", "https://tts.example:8443/", ""),
+            ("tts-1", "https://tts.example.evil/", ""),
+            ("tts-1", "https://tts.example/", "/v2"),
+        ] {
+            assert_ne!(
+                a,
+                credential_at(cred, &up(upstream), base),
+                "{upstream}{base}"
+            );
+        }
+        let q = quota_at("xrtc-1", &up("https://x.example/"));
+        assert_ne!(q, quota_at("xrtc-1", &up("https://y.example/")));
+        assert_ne!(q, credential_at("xrtc-1", &up("https://x.example/"), ""));
+        assert_eq!(prefix_of("weird id"), "credential");
     }
 }

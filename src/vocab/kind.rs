@@ -39,14 +39,30 @@ pub trait LoginChannel: Send + Sync {
 
 /// The hooks of an upstream API.
 pub trait Kind: Send + Sync + 'static {
-    /// Who logins, login spacing and the rate limit belong to: one per
-    /// credential and upstream, built with [`super::identity`], never
-    /// revealing a secret.
+    /// Who logins, login spacing, the rate limit and rotated keys belong
+    /// to, as the upstream knows it (an account and key, a member), built
+    /// with [`super::identity`] from every part that tells two credentials
+    /// apart, never revealing a secret. The pipeline adds the route's
+    /// upstream ([`super::credential_at`]), so a kind need not; two routes
+    /// with one credential at different upstreams are refused at load.
     fn credential_id(&self) -> String;
 
-    /// Who the monthly quota counts against (XRTC: the account).
+    /// Who the monthly quota counts against (XRTC: the account); the
+    /// pipeline adds the upstream's origin ([`super::quota_at`]).
     fn quota_id(&self) -> String {
         self.credential_id()
+    }
+
+    /// The identity 0.1 kept this credential's state under (login times,
+    /// rotated keys), which the state is moved from at start. `None` for
+    /// kinds that came later: they have no such state.
+    fn legacy_credential_id(&self) -> Option<String> {
+        None
+    }
+
+    /// As [`Kind::legacy_credential_id`], for the quota's counters.
+    fn legacy_quota_id(&self) -> Option<String> {
+        self.legacy_credential_id()
     }
 
     /// Headers this kind sets; any the caller sent are removed first.

@@ -16,7 +16,10 @@ mod plan;
 mod wire;
 
 pub use crate::config::KindDefaults;
-pub use ids::{fingerprint, identity, now_ms, safe_id, Clock, ManualClock, SystemClock};
+pub use ids::{
+    credential_at, fingerprint, identity, now_ms, origin_of, quota_at, safe_id, Clock, ManualClock,
+    SystemClock,
+};
 pub use kind::{Kind, LoginChannel, Transport};
 pub use plan::{Forward, Need, Plan, Then};
 pub use wire::{local_json, BodyOverLimit, BodyTimedOut, Buffered, Credential, Outgoing};

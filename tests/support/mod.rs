@@ -103,7 +103,11 @@ pub async fn gateway(toml: &str) -> Gw {
 }
 
 pub async fn gateway_from(config: countersign::kinds::Config) -> Gw {
-    let gateway = countersign::server::gateway(config).unwrap();
+    gateway_from_arc(countersign::server::gateway(config).unwrap()).await
+}
+
+/// Serves a gateway already built (after work a test does first).
+pub async fn gateway_from_arc(gateway: Arc<Gateway>) -> Gw {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
