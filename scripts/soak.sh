@@ -96,7 +96,7 @@ async def attacker(kind, end):
                 w.write(b"POST /legit/ping?deviceId=d1 HTTP/1.1\r\nHost: g\r\nContent-Length: 100\r\n\r\nabc")
                 await asyncio.wait_for(r.read(), 10)
             elif kind == "upstream":
-                w.write(b"GET /stall/x?deviceId=d1 HTTP/1.1\r\nHost: g\r\n\r\n")
+                w.write(b"GET /stall/stall?deviceId=d1 HTTP/1.1\r\nHost: g\r\n\r\n")
                 while await asyncio.wait_for(r.read(4096), 10):
                     pass
             else:  # flood: connect, say nothing, hold it a while
@@ -150,6 +150,14 @@ pids+=("$gw")
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
 
 fds() { ls "/proc/$gw/fd" | wc -l; }
+# Of the gateway's TCP sockets: to the upstream (pooled), from callers.
+sockets() {
+  command -v ss >/dev/null || return 0
+  local all up
+  all=$(ss -tanp 2>/dev/null | grep -c "pid=$gw," || true)
+  up=$(ss -tanp 2>/dev/null | grep "pid=$gw," | grep -c ":$UP_PORT " || true)
+  echo " (TCP sockets $all: $up to the upstream, the rest listeners and callers)"
+}
 rss() { awk '/VmRSS/ {print $2}' "/proc/$gw/status"; }
 metrics() { python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$ADMIN/metrics').read().decode())"; }
 
@@ -157,5 +165,5 @@ echo "start: fds $(fds), RSS $(rss) KiB"
 python3 "$work/soak.py" attack "$PORT" "$UP_PORT" "$DURATION"
 echo "end of the storm: fds $(fds), RSS $(rss) KiB"
 sleep 5
-echo "5 s later: fds $(fds), RSS $(rss) KiB"
+echo "5 s later: fds $(fds), RSS $(rss) KiB$(sockets)"
 metrics | grep -E '^countersign_(cutoffs_total|connections_)' || true
