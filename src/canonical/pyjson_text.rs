@@ -104,12 +104,44 @@ fn unescape(b: &[u8]) -> (char, usize) {
 /// as the same double), so repr prints its digits unchanged and only the
 /// layout needs computing. Longer ones go through the double.
 pub(super) fn push_float_text(out: &mut Vec<u8>, text: &str) {
+    if is_own_repr(text.as_bytes()) {
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
     match short_decimal(text.as_bytes()) {
         Some(d) if d.len == 0 => out.extend_from_slice(if d.negative { b"-0.0" } else { b"0.0" }),
         Some(d) => push_repr(out, &d),
         // Rust's parse is correctly rounded like CPython's float(); overflow gives ±inf.
         None => push_float(out, text.parse().unwrap_or(f64::NAN)),
     }
+}
+
+/// Whether the JSON number `t` is already written as repr writes its
+/// double, the common case for decimals in bodies (`0.25`, `-37.007`,
+/// `100.0`): no exponent, at most 15 significant digits (so they are the
+/// shortest, see [`push_float_text`]), no trailing zero in the fraction
+/// unless it is the only digit, and a point position repr writes in fixed
+/// notation (at most three zeros after `0.`).
+fn is_own_repr(t: &[u8]) -> bool {
+    let t = t.strip_prefix(b"-").unwrap_or(t);
+    let Some(point) = t.iter().position(|&c| c == b'.') else {
+        return false;
+    };
+    let (int, frac) = (&t[..point], &t[point + 1..]);
+    if int.is_empty() || frac.is_empty() || !frac.iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    if frac == b"0" {
+        return int.len() <= 15;
+    }
+    if frac.last() == Some(&b'0') {
+        return false;
+    }
+    if int == b"0" {
+        let zeros = frac.iter().take_while(|&&c| c == b'0').count();
+        return zeros <= 3 && frac.len() - zeros <= 15;
+    }
+    int.len() + frac.len() <= 15
 }
 
 /// A decimal 0.`digits` × 10^`decpt`: significant digits only, no leading
@@ -149,9 +181,11 @@ fn short_decimal(t: &[u8]) -> Option<Decimal> {
                     if d.len + zeros + 1 > 15 {
                         return None;
                     }
-                    d.digits[d.len..d.len + zeros].fill(b'0');
-                    d.len += zeros;
-                    zeros = 0;
+                    if zeros > 0 {
+                        d.digits[d.len..d.len + zeros].fill(b'0');
+                        d.len += zeros;
+                        zeros = 0;
+                    }
                     d.digits[d.len] = c;
                     d.len += 1;
                 }
