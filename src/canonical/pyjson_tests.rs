@@ -638,7 +638,18 @@ fn differential_against_cpython() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(20_000);
-    let docs: Vec<String> = (0..count).map(|_| gen_doc(&mut r)).collect();
+    let mut docs: Vec<String> = (0..count).map(|_| gen_doc(&mut r)).collect();
+    // And mangled documents the parser accepts (odd but valid JSON), one
+    // line each: CPython must accept them too and print the same.
+    let mut m = Rng::new(0x3A_4613D);
+    let mut mangled = 0;
+    while mangled < count / 10 {
+        let b = mangled_doc(&mut m);
+        if Doc::parse(&b).is_ok() && !b.contains(&b'\n') {
+            docs.push(String::from_utf8(b).unwrap());
+            mangled += 1;
+        }
+    }
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("docs.jsonl");
     std::fs::write(&input, docs.join("\n")).unwrap();
@@ -721,4 +732,52 @@ fn differential_against_cpython() {
         "only {} floats in {count} documents",
         r.floats
     );
+}
+
+/// A generated document cut short, with bytes flipped, dropped or
+/// repeated, or stray bytes inserted (invalid UTF-8 included).
+fn mangled_doc(r: &mut Rng) -> Vec<u8> {
+    let mut b = gen_doc(r).into_bytes();
+    for _ in 0..1 + r.below(3) {
+        if b.is_empty() {
+            break;
+        }
+        let at = r.below(b.len() as u64) as usize;
+        match r.below(5) {
+            0 => b.truncate(at),
+            1 => b[at] = r.next() as u8,
+            2 => {
+                b.remove(at);
+            }
+            3 => b.insert(at, b[at]),
+            _ => {
+                let stray = b"\"\\{}[],:.-eE0u\xed\xa0\xff\x00";
+                b.insert(at, stray[r.below(stray.len() as u64) as usize]);
+            }
+        }
+    }
+    b
+}
+
+/// Bodies a caller could send by mistake or malice: the parser refuses or
+/// prints; it never panics, and whatever it accepts it prints as ASCII,
+/// the same twice. (What it accepts also goes to CPython in
+/// `differential_against_cpython`.)
+#[test]
+fn mangled_documents_are_refused_or_printed_never_a_panic() {
+    let mut r = Rng::new(0xBAD_B0D1E5);
+    let mut accepted = 0;
+    for _ in 0..20_000 {
+        let b = mangled_doc(&mut r);
+        if let Ok(doc) = Doc::parse(&b) {
+            accepted += 1;
+            let (mut once, mut twice) = (Vec::new(), Vec::new());
+            doc.write_sorted_with(EDITS, &mut once);
+            doc.write_sorted_with(EDITS, &mut twice);
+            assert!(once.is_ascii(), "{}", String::from_utf8_lossy(&b));
+            assert_eq!(once, twice);
+        }
+    }
+    // The mangling must leave some documents valid (about 13 %), and refuse most.
+    assert!((1_000..19_000).contains(&accepted), "{accepted} accepted");
 }
