@@ -7,8 +7,25 @@
 //!
 //! Parsing accepts RFC 8259 JSON and refuses what CPython would accept but
 //! the README forbids: `NaN`/`Infinity` literals and lone surrogate escapes.
+//!
+//! [`Doc::parse`] is one pass over the body that writes the canonical text
+//! as it reads: what CPython prints as it was written (integers, strings
+//! of printable ASCII, most decimals) is copied, escapes, non-ASCII text
+//! and floats are rewritten, and each object's members are recorded as
+//! spans of the output. An object whose keys came in order is done; any
+//! other is rewritten once from a copy, its members in key order, the last
+//! of a repeated key kept. The root object is left open so that a caller
+//! can look at its members and change some ([`Edit`]) as it is written.
+//! [`Value`] is an owned tree for JSON built in code, printed by the same
+//! writers.
+
+#[path = "pyjson_text.rs"]
+mod text;
 
 use sha2::{Digest, Sha256};
+
+use text::{decode, push_float_text, push_literal, skip_printable};
+pub use text::{push_float, push_str_bytes};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -20,7 +37,7 @@ pub enum Value {
     Float(f64),
     Str(String),
     Array(Vec<Value>),
-    /// Members in first-appearance order; a repeated key kept its first place and its last value.
+    /// Members in first-appearance order, each key once.
     Object(Vec<(String, Value)>),
 }
 
@@ -35,34 +52,290 @@ pub struct ParseError {
 /// Deeper nesting is refused rather than risking the stack.
 const MAX_DEPTH: usize = 512;
 
-struct Parser<'a> {
-    text: &'a str,
-    b: &'a [u8],
-    i: usize,
-    depth: usize,
+/// A parsed body in canonical form, its root object (if it is one) still
+/// open: [`Doc::write_sorted_with`] writes the members in key order.
+pub struct Doc<'a> {
+    input: &'a [u8],
+    /// The canonical text: the whole of it, or for a root object `{` and
+    /// its members' `"key": value` texts in the order they came.
+    text: Vec<u8>,
+    /// The root object's members; `None` when the root is something else.
+    root: Option<Vec<Rec>>,
+    /// Keys written with escapes, decoded (sorting compares code points).
+    keys: Vec<String>,
 }
 
-pub fn parse(input: &[u8]) -> Result<Value, ParseError> {
-    let text = match std::str::from_utf8(input) {
-        Ok(t) => t,
-        Err(e) => {
-            let valid = std::str::from_utf8(&input[..e.valid_up_to()]).unwrap_or("");
-            return Err(error_at(valid, valid.len(), "the body is not valid UTF-8"));
+/// One member of an object, as written: `"key": value` is
+/// `text[start..end]`, the value from `value_at`.
+#[derive(Debug, Clone, Copy)]
+struct Rec {
+    /// The key's first eight bytes, big-endian, zero-padded: most keys
+    /// differ there, so most comparisons are one integer comparison.
+    prefix: u64,
+    key: Key,
+    start: u32,
+    value_at: u32,
+    end: u32,
+}
+
+/// Where a key's decoded bytes are.
+#[derive(Debug, Clone, Copy)]
+enum Key {
+    /// `input[at..at + len]`: a key written without escapes.
+    Input { at: u32, len: u32 },
+    /// `Doc::keys[i]`.
+    Decoded(u32),
+}
+
+/// What a member of the root object holds, for callers deciding whether to fill it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape<'d> {
+    Null,
+    /// A string as CPython prints it, quotes included (`"\"\""` is the
+    /// empty string, and only it).
+    Str(&'d str),
+    /// A number, a boolean, an array or an object.
+    Other,
+}
+
+/// A change to the root object's members, made as the text is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edit<'e> {
+    /// The member `key` becomes this string, whatever the document held.
+    Set(&'e str, &'e str),
+    /// The member `key` is left out.
+    Remove(&'e str),
+}
+
+impl Edit<'_> {
+    fn key(&self) -> &str {
+        match self {
+            Edit::Set(k, _) | Edit::Remove(k) => k,
         }
-    };
-    let mut p = Parser {
-        text,
-        b: input,
-        i: 0,
-        depth: 0,
-    };
-    p.ws();
-    let v = p.value()?;
-    p.ws();
-    if p.i != p.b.len() {
-        return Err(p.err("extra data after the JSON value"));
     }
-    Ok(v)
+}
+
+/// Why a parse stopped; where is the parser's position. Two words, so a
+/// `Result` of it comes back in registers from every value.
+type Stop = &'static str;
+
+impl<'a> Doc<'a> {
+    pub fn parse(input: &'a [u8]) -> Result<Doc<'a>, ParseError> {
+        let text = match std::str::from_utf8(input) {
+            Ok(t) => t,
+            Err(e) => {
+                let valid = std::str::from_utf8(&input[..e.valid_up_to()]).unwrap_or("");
+                return Err(error_at(valid, valid.len(), "the body is not valid UTF-8"));
+            }
+        };
+        // Spans of the text are u32: it is at most six times the input
+        // (a DEL byte becomes `\u007f`).
+        if input.len() > u32::MAX as usize / 6 {
+            return Err(error_at(text, 0, "the body is larger than 700 MB"));
+        }
+        let mut out = Vec::with_capacity(input.len() + input.len() / 4 + 16);
+        let mut members = Vec::with_capacity(32);
+        let mut keys = Vec::new();
+        let mut scratch = Vec::new();
+        let mut p = Parser {
+            text,
+            b: input,
+            i: 0,
+            depth: 0,
+            out: &mut out,
+            members: &mut members,
+            scratch: &mut scratch,
+            keys: &mut keys,
+        };
+        p.ws();
+        let root_object = p.b.get(p.i) == Some(&b'{');
+        let parsed = match root_object {
+            true => p.object(true),
+            false => p.value(),
+        }
+        .and_then(|()| {
+            p.ws();
+            match p.i == p.b.len() {
+                true => Ok(()),
+                false => Err("extra data after the JSON value"),
+            }
+        });
+        if let Err(message) = parsed {
+            return Err(p.error(message));
+        }
+        Ok(Doc {
+            input,
+            text: out,
+            root: root_object.then_some(members),
+            keys,
+        })
+    }
+
+    pub fn root_is_object(&self) -> bool {
+        self.root.is_some()
+    }
+
+    /// The last value of `key` in the root object (the one CPython keeps).
+    pub fn root_get(&self, key: &str) -> Option<Shape<'_>> {
+        let r = self
+            .root
+            .as_ref()?
+            .iter()
+            .rev()
+            .find(|r| key_bytes(self.input, &self.keys, r.key) == key.as_bytes())?;
+        let value = self
+            .text
+            .get(r.value_at as usize..r.end as usize)
+            .unwrap_or_default();
+        Some(match value.first() {
+            Some(b'n') => Shape::Null,
+            Some(b'"') => Shape::Str(std::str::from_utf8(value).unwrap_or_default()),
+            _ => Shape::Other,
+        })
+    }
+
+    /// Appends `json.dumps(doc, sort_keys=True)`.
+    pub fn write_sorted(&self, out: &mut Vec<u8>) {
+        self.write_sorted_with(&[], out);
+    }
+
+    /// Appends `json.dumps(doc, sort_keys=True)` of the document with
+    /// `edits` made to its root object (no effect on another root).
+    pub fn write_sorted_with(&self, edits: &[Edit<'_>], out: &mut Vec<u8>) {
+        let Some(root) = &self.root else {
+            out.extend_from_slice(&self.text);
+            return;
+        };
+        let mut members: Vec<Member<'_>> = Vec::with_capacity(root.len() + edits.len());
+        for (i, r) in root.iter().enumerate() {
+            let key = key_bytes(self.input, &self.keys, r.key);
+            members.push(Member {
+                prefix: r.prefix,
+                key,
+                value: Slot::Rec(i),
+            });
+        }
+        // Edits come after the document's members: they win over them.
+        for e in edits {
+            let key = e.key().as_bytes();
+            members.push(Member {
+                prefix: prefix(key),
+                key,
+                value: Slot::Edit(e),
+            });
+        }
+        sort_stable(&mut members, Member::order);
+        out.push(b'{');
+        let mut first = true;
+        for (at, m) in members.iter().enumerate() {
+            if members.get(at + 1).is_some_and(|next| next.same_key(m)) {
+                continue;
+            }
+            match m.value {
+                Slot::Edit(Edit::Remove(_)) => continue,
+                _ if first => first = false,
+                _ => out.extend_from_slice(b", "),
+            }
+            match m.value {
+                Slot::Rec(i) => {
+                    let r = root[i];
+                    out.extend_from_slice(
+                        self.text
+                            .get(r.start as usize..r.end as usize)
+                            .unwrap_or_default(),
+                    );
+                }
+                Slot::Edit(Edit::Set(k, v)) => {
+                    push_str_bytes(out, k);
+                    out.extend_from_slice(b": ");
+                    push_str_bytes(out, v);
+                }
+                Slot::Edit(Edit::Remove(_)) => {}
+            }
+        }
+        out.push(b'}');
+    }
+}
+
+/// A root member or an edit, in the order they are written.
+struct Member<'k> {
+    prefix: u64,
+    key: &'k [u8],
+    value: Slot<'k>,
+}
+
+enum Slot<'k> {
+    Rec(usize),
+    Edit(&'k Edit<'k>),
+}
+
+impl Member<'_> {
+    /// Byte order of the keys (UTF-8 byte order is code point order, as
+    /// Python sorts str). Prefixes that differ decide it: a shorter key's
+    /// padding is a zero byte, and a key that really has one there ties
+    /// on the prefix and is compared in full.
+    fn order(&self, other: &Self) -> std::cmp::Ordering {
+        self.prefix
+            .cmp(&other.prefix)
+            .then_with(|| self.key.cmp(other.key))
+    }
+
+    fn same_key(&self, other: &Self) -> bool {
+        self.prefix == other.prefix && self.key == other.key
+    }
+}
+
+fn key_bytes<'k>(input: &'k [u8], keys: &'k [String], key: Key) -> &'k [u8] {
+    match key {
+        Key::Input { at, len } => input
+            .get(at as usize..at as usize + len as usize)
+            .unwrap_or_default(),
+        Key::Decoded(i) => keys.get(i as usize).map_or(&[][..], |k| k.as_bytes()),
+    }
+}
+
+/// The first eight bytes of `key`, big-endian, zero-padded.
+fn prefix(key: &[u8]) -> u64 {
+    let mut head = [0u8; 8];
+    for (h, k) in head.iter_mut().zip(key) {
+        *h = *k;
+    }
+    u64::from_be_bytes(head)
+}
+
+/// [`prefix`] of the plain key at `input[at..at + len]`, reading the eight
+/// bytes at once when the input runs on that far (it nearly always does:
+/// a key is followed by a colon, a value and a closing brace).
+fn prefix_at(input: &[u8], at: usize, len: usize) -> u64 {
+    match input.get(at..at + 8) {
+        Some(eight) => {
+            let mut head = [0u8; 8];
+            head.copy_from_slice(eight);
+            let all = u64::from_be_bytes(head);
+            match len {
+                0 => 0,
+                1..=7 => all & !(u64::MAX >> (8 * len)),
+                _ => all,
+            }
+        }
+        None => prefix(input.get(at..at + len).unwrap_or_default()),
+    }
+}
+
+/// A stable sort: an insertion sort for the small objects most bodies are
+/// made of (cheaper there than the general sort's setup), else the std one.
+fn sort_stable<T>(v: &mut [T], order: impl Fn(&T, &T) -> std::cmp::Ordering) {
+    if v.len() > 16 {
+        v.sort_by(order);
+        return;
+    }
+    for i in 1..v.len() {
+        let mut j = i;
+        while j > 0 && order(&v[j - 1], &v[j]) == std::cmp::Ordering::Greater {
+            v.swap(j - 1, j);
+            j -= 1;
+        }
+    }
 }
 
 fn error_at(text: &str, at: usize, message: &str) -> ParseError {
@@ -76,9 +349,26 @@ fn error_at(text: &str, at: usize, message: &str) -> ParseError {
     }
 }
 
-impl Parser<'_> {
-    fn err(&self, message: &str) -> ParseError {
-        // Only ever called at a char boundary or the end.
+/// The one pass: checks the input and writes its canonical text to `out`.
+struct Parser<'a, 's> {
+    text: &'a str,
+    b: &'a [u8],
+    i: usize,
+    depth: usize,
+    out: &'s mut Vec<u8>,
+    /// The members of the objects being read, innermost last: each object
+    /// takes its records from the top and gives them back when done, so a
+    /// document costs one list however many objects it holds.
+    members: &'s mut Vec<Rec>,
+    /// A copy of an object's text while its members are rewritten in order.
+    scratch: &'s mut Vec<u8>,
+    keys: &'s mut Vec<String>,
+}
+
+impl Parser<'_, '_> {
+    /// Where the parse stopped, with `message`: the position is `self.i`.
+    fn error(&self, message: &str) -> ParseError {
+        // Only ever stopped at a char boundary or the end.
         let mut at = self.i.min(self.text.len());
         while !self.text.is_char_boundary(at) {
             at -= 1;
@@ -86,94 +376,123 @@ impl Parser<'_> {
         error_at(self.text, at, message)
     }
 
+    #[inline]
     fn ws(&mut self) {
         while matches!(self.b.get(self.i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.i += 1;
         }
     }
 
-    fn literal(&mut self, word: &str, v: Value) -> Result<Value, ParseError> {
-        if self.b[self.i..].starts_with(word.as_bytes()) {
+    #[inline]
+    fn literal(&mut self, word: &'static [u8]) -> Result<(), Stop> {
+        if self.b[self.i..].starts_with(word) {
             self.i += word.len();
-            Ok(v)
+            self.out.extend_from_slice(word);
+            Ok(())
         } else {
-            Err(self.err("expected a JSON value"))
+            Err("expected a JSON value")
         }
     }
 
-    fn value(&mut self) -> Result<Value, ParseError> {
+    fn value(&mut self) -> Result<(), Stop> {
         match self.b.get(self.i) {
-            None => Err(self.err("expected a JSON value, found the end")),
-            Some(b'{') => self.object(),
+            Some(b'"') => {
+                let start = self.i;
+                if self.string()? {
+                    // Printed as it was written.
+                    self.out.extend_from_slice(&self.b[start..self.i]);
+                } else {
+                    push_literal(self.out, self.text.get(start..self.i).unwrap_or_default());
+                }
+                Ok(())
+            }
+            Some(b'{') => self.object(false),
             Some(b'[') => self.array(),
-            Some(b'"') => self.string().map(Value::Str),
-            Some(b't') => self.literal("true", Value::Bool(true)),
-            Some(b'f') => self.literal("false", Value::Bool(false)),
-            Some(b'n') => self.literal("null", Value::Null),
-            Some(b'N') | Some(b'I') => Err(self.err("NaN and Infinity are not JSON")),
             Some(b'-') if self.b.get(self.i + 1) == Some(&b'I') => {
-                Err(self.err("NaN and Infinity are not JSON"))
+                Err("NaN and Infinity are not JSON")
             }
             Some(b'-' | b'0'..=b'9') => self.number(),
-            Some(_) => Err(self.err("expected a JSON value")),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b'N') | Some(b'I') => Err("NaN and Infinity are not JSON"),
+            Some(_) => Err("expected a JSON value"),
+            None => Err("expected a JSON value, found the end"),
         }
     }
 
-    fn enter(&mut self) -> Result<(), ParseError> {
+    fn enter(&mut self) -> Result<(), Stop> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(self.err("nesting deeper than 512 levels"));
+            return Err("nesting deeper than 512 levels");
         }
         self.i += 1;
         self.ws();
         Ok(())
     }
 
-    fn object(&mut self) -> Result<Value, ParseError> {
+    /// An object; `root` leaves its members unsorted and their records on
+    /// the stack, for [`Doc::write_sorted_with`].
+    fn object(&mut self, root: bool) -> Result<(), Stop> {
         self.enter()?;
-        let mut members: Vec<(String, Value)> = Vec::new();
-        // Finding a repeated key by scanning is quadratic: past a few members
-        // an index keeps a body with 100,000 keys from costing 10^10 steps.
-        let mut index: Option<std::collections::HashMap<String, usize>> = None;
+        let open = self.out.len();
+        self.out.push(b'{');
+        let base = self.members.len();
         if self.b.get(self.i) == Some(&b'}') {
             self.i += 1;
             self.depth -= 1;
-            return Ok(Value::Object(members));
+            self.out.push(b'}');
+            return Ok(());
         }
+        // Whether every key so far came after the one before it.
+        let mut in_order = true;
         loop {
             if self.b.get(self.i) != Some(&b'"') {
-                return Err(self.err("expected a property name in double quotes"));
+                return Err("expected a property name in double quotes");
             }
-            let key = self.string()?;
+            if self.members.len() > base {
+                self.out.extend_from_slice(b", ");
+            }
+            let start = self.out.len();
+            let quote = self.i;
+            let (key, prefix) = if self.string()? {
+                self.out.extend_from_slice(&self.b[quote..self.i]);
+                let (at, len) = (quote + 1, self.i - quote - 2);
+                let key = Key::Input {
+                    at: at as u32,
+                    len: len as u32,
+                };
+                (key, prefix_at(self.b, at, len))
+            } else {
+                let decoded = decode(self.text.get(quote..self.i).unwrap_or_default());
+                push_str_bytes(self.out, &decoded);
+                let prefix = prefix(decoded.as_bytes());
+                self.keys.push(decoded);
+                (Key::Decoded(self.keys.len() as u32 - 1), prefix)
+            };
+            if in_order && self.members.len() > base {
+                if let Some(last) = self.members.last() {
+                    in_order = last.prefix < prefix
+                        || (last.prefix == prefix && self.key(last.key) < self.key(key));
+                }
+            }
             self.ws();
             if self.b.get(self.i) != Some(&b':') {
-                return Err(self.err("expected ':' after a property name"));
+                return Err("expected ':' after a property name");
             }
             self.i += 1;
             self.ws();
-            let v = self.value()?;
-            if index.is_none() && members.len() >= 16 {
-                index = Some(
-                    members
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (k, _))| (k.clone(), i))
-                        .collect(),
-                );
-            }
-            let found = match &index {
-                Some(ix) => ix.get(&key).copied(),
-                None => members.iter().position(|(k, _)| *k == key),
-            };
-            match found {
-                Some(i) => members[i].1 = v,
-                None => {
-                    if let Some(ix) = &mut index {
-                        ix.insert(key.clone(), members.len());
-                    }
-                    members.push((key, v));
-                }
-            }
+            self.out.extend_from_slice(b": ");
+            let value_at = self.out.len();
+            self.value()?;
+            // Offsets fit: see `Doc::parse`.
+            self.members.push(Rec {
+                prefix,
+                key,
+                start: start as u32,
+                value_at: value_at as u32,
+                end: self.out.len() as u32,
+            });
             self.ws();
             match self.b.get(self.i) {
                 Some(b',') => {
@@ -183,119 +502,163 @@ impl Parser<'_> {
                 Some(b'}') => {
                     self.i += 1;
                     self.depth -= 1;
-                    return Ok(Value::Object(members));
+                    break;
                 }
-                _ => return Err(self.err("expected ',' or '}' in an object")),
+                _ => return Err("expected ',' or '}' in an object"),
             }
+        }
+        if root {
+            return Ok(());
+        }
+        if !in_order {
+            self.rewrite_in_order(open, base);
+        }
+        self.out.push(b'}');
+        self.members.truncate(base);
+        Ok(())
+    }
+
+    fn key(&self, key: Key) -> &[u8] {
+        key_bytes(self.b, self.keys, key)
+    }
+
+    /// Rewrites the members of the object opened at `open` (records from
+    /// `base` on) in key order, the last of a repeated key kept.
+    fn rewrite_in_order(&mut self, open: usize, base: usize) {
+        let Parser {
+            b,
+            out,
+            members,
+            scratch,
+            keys,
+            ..
+        } = self;
+        let recs = &mut members[base..];
+        let key = |r: &Rec| key_bytes(b, keys, r.key);
+        sort_stable(recs, |x, y| {
+            x.prefix.cmp(&y.prefix).then_with(|| key(x).cmp(key(y)))
+        });
+        scratch.clear();
+        scratch.extend_from_slice(&out[open..]);
+        out.truncate(open + 1);
+        let mut first = true;
+        for (at, r) in recs.iter().enumerate() {
+            let later = recs
+                .get(at + 1)
+                .is_some_and(|n| n.prefix == r.prefix && key(n) == key(r));
+            if later {
+                continue;
+            }
+            if !first {
+                out.extend_from_slice(b", ");
+            }
+            first = false;
+            let text = scratch.get(r.start as usize - open..r.end as usize - open);
+            out.extend_from_slice(text.unwrap_or_default());
         }
     }
 
-    fn array(&mut self) -> Result<Value, ParseError> {
+    fn array(&mut self) -> Result<(), Stop> {
         self.enter()?;
-        let mut items = Vec::new();
+        self.out.push(b'[');
         if self.b.get(self.i) == Some(&b']') {
             self.i += 1;
             self.depth -= 1;
-            return Ok(Value::Array(items));
+            self.out.push(b']');
+            return Ok(());
         }
         loop {
-            items.push(self.value()?);
+            self.value()?;
             self.ws();
             match self.b.get(self.i) {
                 Some(b',') => {
                     self.i += 1;
                     self.ws();
+                    self.out.extend_from_slice(b", ");
                 }
                 Some(b']') => {
                     self.i += 1;
                     self.depth -= 1;
-                    return Ok(Value::Array(items));
+                    self.out.push(b']');
+                    return Ok(());
                 }
-                _ => return Err(self.err("expected ',' or ']' in an array")),
+                _ => return Err("expected ',' or ']' in an array"),
             }
         }
     }
 
-    fn hex4(&mut self) -> Result<u32, ParseError> {
-        let digits = self
-            .b
-            .get(self.i..self.i + 4)
-            .ok_or_else(|| self.err("a \\u escape needs 4 hex digits"))?;
-        let text =
-            std::str::from_utf8(digits).map_err(|_| self.err("a \\u escape needs 4 hex digits"))?;
-        let v = u32::from_str_radix(text, 16)
-            .map_err(|_| self.err("a \\u escape needs 4 hex digits"))?;
-        if !digits.iter().all(u8::is_ascii_hexdigit) {
-            return Err(self.err("a \\u escape needs 4 hex digits"));
+    fn hex4(&mut self) -> Result<u32, Stop> {
+        match self.b.get(self.i..self.i + 4).and_then(text::hex4) {
+            Some(v) => {
+                self.i += 4;
+                Ok(v)
+            }
+            None => Err("a \\u escape needs 4 hex digits"),
         }
-        self.i += 4;
-        Ok(v)
     }
 
-    fn string(&mut self) -> Result<String, ParseError> {
+    /// Checks the string starting at the opening quote and moves past its
+    /// closing quote. True when CPython prints it exactly as written.
+    #[inline]
+    fn string(&mut self) -> Result<bool, Stop> {
         self.i += 1; // the opening quote
-        let mut out = String::new();
+        let mut plain = true;
         loop {
-            let start = self.i;
-            while let Some(&c) = self.b.get(self.i) {
-                if c == b'"' || c == b'\\' || c < 0x20 {
-                    break;
-                }
-                self.i += 1;
-            }
-            out.push_str(&self.text[start..self.i]);
+            self.i = skip_printable(self.b, self.i);
             match self.b.get(self.i) {
-                None => return Err(self.err("unterminated string")),
                 Some(b'"') => {
                     self.i += 1;
-                    return Ok(out);
+                    return Ok(plain);
                 }
                 Some(b'\\') => {
-                    self.i += 1;
-                    let esc = self.b.get(self.i).copied();
-                    self.i += 1;
-                    match esc {
-                        Some(b'"') => out.push('"'),
-                        Some(b'\\') => out.push('\\'),
-                        Some(b'/') => out.push('/'),
-                        Some(b'b') => out.push('\u{8}'),
-                        Some(b'f') => out.push('\u{c}'),
-                        Some(b'n') => out.push('\n'),
-                        Some(b'r') => out.push('\r'),
-                        Some(b't') => out.push('\t'),
-                        Some(b'u') => {
-                            let hi = self.hex4()?;
-                            let c = if (0xD800..0xDC00).contains(&hi) {
-                                if self.b.get(self.i..self.i + 2) != Some(b"\\u") {
-                                    return Err(self.err("a lone surrogate escape is not allowed"));
-                                }
-                                self.i += 2;
-                                let lo = self.hex4()?;
-                                if !(0xDC00..0xE000).contains(&lo) {
-                                    return Err(self.err("a lone surrogate escape is not allowed"));
-                                }
-                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
-                            } else if (0xDC00..0xE000).contains(&hi) {
-                                return Err(self.err("a lone surrogate escape is not allowed"));
-                            } else {
-                                hi
-                            };
-                            out.push(
-                                char::from_u32(c).ok_or_else(|| self.err("invalid \\u escape"))?,
-                            );
-                        }
-                        _ => {
-                            self.i -= 1;
-                            return Err(self.err("invalid escape in a string"));
-                        }
-                    }
+                    plain = false;
+                    self.escape()?;
                 }
-                Some(_) => return Err(self.err("a control character must be escaped in a string")),
+                Some(&c) if c < 0x20 => {
+                    return Err("a control character must be escaped in a string")
+                }
+                // DEL or a byte of a non-ASCII character: printed as an escape.
+                Some(_) => {
+                    plain = false;
+                    self.i += 1;
+                }
+                None => return Err("unterminated string"),
             }
         }
     }
 
-    fn number(&mut self) -> Result<Value, ParseError> {
+    /// Checks the escape at the backslash and moves past it.
+    fn escape(&mut self) -> Result<(), Stop> {
+        self.i += 1;
+        let esc = self.b.get(self.i).copied();
+        self.i += 1;
+        match esc {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(()),
+            Some(b'u') => {
+                let hi = self.hex4()?;
+                if (0xD800..0xDC00).contains(&hi) {
+                    if self.b.get(self.i..self.i + 2) != Some(b"\\u") {
+                        return Err("a lone surrogate escape is not allowed");
+                    }
+                    self.i += 2;
+                    let lo = self.hex4()?;
+                    if !(0xDC00..0xE000).contains(&lo) {
+                        return Err("a lone surrogate escape is not allowed");
+                    }
+                } else if (0xDC00..0xE000).contains(&hi) {
+                    return Err("a lone surrogate escape is not allowed");
+                }
+                Ok(())
+            }
+            _ => {
+                self.i -= 1;
+                Err("invalid escape in a string")
+            }
+        }
+    }
+
+    #[inline]
+    fn number(&mut self) -> Result<(), Stop> {
         let start = self.i;
         let digits = |p: &mut Self| {
             let s = p.i;
@@ -312,7 +675,7 @@ impl Parser<'_> {
             Some(b'1'..=b'9') => {
                 digits(self);
             }
-            _ => return Err(self.err("a number needs digits")),
+            _ => return Err("a number needs digits"),
         }
         let mut float = false;
         if self.b.get(self.i) == Some(&b'.')
@@ -334,24 +697,24 @@ impl Parser<'_> {
                 float = true;
             }
         }
-        let text = &self.text[start..self.i];
+        let number = &self.b[start..self.i];
         if float {
-            // Rust's parse is correctly rounded like CPython's float(); overflow gives ±inf.
-            text.parse::<f64>()
-                .map(Value::Float)
-                .map_err(|_| self.err("invalid number"))
+            push_float_text(self.out, self.text.get(start..self.i).unwrap_or_default());
         } else {
-            let normal = if text == "-0" { "0" } else { text };
-            Ok(Value::Int(normal.to_string()))
+            // Python's int has no negative zero.
+            self.out
+                .extend_from_slice(if number == b"-0" { b"0" } else { number });
         }
+        Ok(())
     }
 }
 
 /// `json.dumps(value, sort_keys=True)` with CPython's defaults.
 pub fn dumps_sorted(value: &Value) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
     write_value(&mut out, value);
-    out
+    // Only ASCII is ever written.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Lowercase hex SHA-256 of [`dumps_sorted`].
@@ -364,140 +727,52 @@ pub fn checksum_of(canonical: &str) -> String {
     super::hex(&Sha256::digest(canonical.as_bytes()))
 }
 
-fn write_value(out: &mut String, v: &Value) {
+/// Lowercase hex SHA-256 of `canonical`, with no string of its own.
+pub fn sha256_hex(canonical: &[u8]) -> [u8; 64] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(canonical);
+    let mut out = [0u8; 64];
+    for (i, b) in digest.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 0x0f)];
+    }
+    out
+}
+
+fn write_value(out: &mut Vec<u8>, v: &Value) {
     match v {
-        Value::Null => out.push_str("null"),
-        Value::Bool(true) => out.push_str("true"),
-        Value::Bool(false) => out.push_str("false"),
-        Value::Int(digits) => out.push_str(digits),
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Int(digits) => out.extend_from_slice(digits.as_bytes()),
         Value::Float(f) => push_float(out, *f),
-        Value::Str(s) => push_str(out, s),
+        Value::Str(s) => push_str_bytes(out, s),
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (n, item) in items.iter().enumerate() {
                 if n > 0 {
-                    out.push_str(", ");
+                    out.extend_from_slice(b", ");
                 }
                 write_value(out, item);
             }
-            out.push(']');
+            out.push(b']');
         }
         Value::Object(members) => {
             let mut sorted: Vec<&(String, Value)> = members.iter().collect();
             // str ordering is by UTF-8 bytes, which is code point order, as Python's.
             sorted.sort_by(|a, b| a.0.cmp(&b.0));
-            out.push('{');
+            out.push(b'{');
             for (n, (k, v)) in sorted.into_iter().enumerate() {
                 if n > 0 {
-                    out.push_str(", ");
+                    out.extend_from_slice(b", ");
                 }
-                push_str(out, k);
-                out.push_str(": ");
+                push_str_bytes(out, k);
+                out.extend_from_slice(b": ");
                 write_value(out, v);
             }
-            out.push('}');
+            out.push(b'}');
         }
     }
-}
-
-/// CPython's `float.__repr__` (shortest round-trip digits), and json's
-/// `Infinity` / `-Infinity` / `NaN` spellings.
-pub fn push_float(out: &mut String, f: f64) {
-    if f.is_nan() {
-        out.push_str("NaN");
-        return;
-    }
-    if f.is_infinite() {
-        out.push_str(if f > 0.0 { "Infinity" } else { "-Infinity" });
-        return;
-    }
-    if f == 0.0 {
-        out.push_str(if f.is_sign_negative() { "-0.0" } else { "0.0" });
-        return;
-    }
-    // Rust's `{:e}` gives the shortest round-trip length, but when two
-    // strings of that length round-trip and the double lies exactly between
-    // them, it may pick either; CPython (Gay's dtoa) takes the even one.
-    // Rust's fixed-precision formatting is exact with ties to even, so take
-    // the length from the one and the digits from the other.
-    let shortest = format!("{:e}", f.abs());
-    let len = shortest
-        .split('e')
-        .next()
-        .map_or(1, |m| m.chars().filter(char::is_ascii_digit).count());
-    let exact = format!("{:.*e}", len.saturating_sub(1), f.abs());
-    let sci = if exact.parse::<f64>() == Ok(f.abs()) {
-        exact
-    } else {
-        shortest
-    };
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    if f < 0.0 {
-        out.push('-');
-    }
-    // CPython's repr: fixed notation when -4 < decpt <= 16 (decpt = exp + 1).
-    let decpt = exp + 1;
-    if -4 < decpt && decpt <= 16 {
-        if decpt <= 0 {
-            out.push_str("0.");
-            out.extend(std::iter::repeat_n('0', (-decpt) as usize));
-            out.push_str(&digits);
-        } else if decpt as usize >= digits.len() {
-            out.push_str(&digits);
-            out.extend(std::iter::repeat_n('0', decpt as usize - digits.len()));
-            out.push_str(".0");
-        } else {
-            out.push_str(&digits[..decpt as usize]);
-            out.push('.');
-            out.push_str(&digits[decpt as usize..]);
-        }
-    } else {
-        out.push_str(&digits[..1]);
-        if digits.len() > 1 {
-            out.push('.');
-            out.push_str(&digits[1..]);
-        }
-        out.push('e');
-        out.push(if exp < 0 { '-' } else { '+' });
-        let e = exp.unsigned_abs();
-        if e < 10 {
-            out.push('0');
-        }
-        out.push_str(&e.to_string());
-    }
-}
-
-/// A string as CPython's `py_encode_basestring_ascii` writes it.
-fn push_str(out: &mut String, s: &str) {
-    use std::fmt::Write as _;
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
-            c if (c as u32) < 0x10000 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => {
-                let v = c as u32 - 0x10000;
-                let _ = write!(
-                    out,
-                    "\\u{:04x}\\u{:04x}",
-                    0xD800 + (v >> 10),
-                    0xDC00 + (v & 0x3FF)
-                );
-            }
-        }
-    }
-    out.push('"');
 }
 
 impl Value {

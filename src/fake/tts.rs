@@ -1,14 +1,15 @@
 //! A strict fake of the TTS Utility Server (`tts-utility-server-api.txt`)
 //! and of its spider host. It checks what the document demands: the
 //! `TTS-Utility-Client/` User-Agent, `x-tts-cc-access-key`, `client_ver`,
-//! the JSON checksum (its own Python-`json.dumps` below, written from the
-//! document's recipe and sharing nothing with `crate::canonical`), the
+//! the JSON checksum (its own `json.loads` and `json.dumps(sort_keys=True)`
+//! below, plain and slow, written from the language's documented behaviour
+//! and sharing no code with the signer in `crate::canonical`), the
 //! member's credentials, one active session per member, `session-id` +
 //! `member-email` on authenticated calls, idle expiry, and a request-rate
 //! window answered with 429 + `Retry-After` + `X-RateLimit-*`. Errors are
 //! the document's texts. Rotations really change the access key and secret.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -563,22 +564,18 @@ fn read_fields(
             "Content-Type must be application/json or application/x-www-form-urlencoded",
         ));
     }
-    let Ok(serde_json::Value::Object(mut map)) = serde_json::from_slice(body) else {
+    let Some(PyValue::Dict(mut map)) = std::str::from_utf8(body).ok().and_then(py_loads) else {
         return Err(text(StatusCode::BAD_REQUEST, "Invalid JSON"));
     };
-    let Some(serde_json::Value::String(sum)) = map.remove("checksum") else {
+    let Some(PyValue::Str(sum)) = map.remove("checksum") else {
         return Err(text(StatusCode::BAD_REQUEST, "Invalid checksum"));
     };
-    let canonical = py_dumps(&serde_json::Value::Object(map.clone()));
+    let canonical = py_dumps(&PyValue::Dict(map.clone()));
     if hex::encode(Sha256::digest(canonical.as_bytes())) != sum {
         return Err(text(StatusCode::BAD_REQUEST, "Invalid checksum"));
     }
     for required in ["ip_address", "mac_address"] {
-        if map
-            .get(required)
-            .and_then(|v| v.as_str())
-            .is_none_or(str::is_empty)
-        {
+        if !matches!(map.get(required), Some(PyValue::Str(s)) if !s.is_empty()) {
             return Err(text(
                 StatusCode::BAD_REQUEST,
                 "Invalid parameters: ip_address and mac_address are required",
@@ -589,35 +586,237 @@ fn read_fields(
         .into_iter()
         .map(|(k, v)| {
             let t = match v {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
+                PyValue::Str(s) => s,
+                other => py_dumps(&other),
             };
             (k, t)
         })
         .collect())
 }
 
-/// Python's `json.dumps(v, sort_keys=True)`, written from the language's
-/// documented behaviour: `", "` and `": "`, keys sorted by code point
-/// (serde_json's default map is ordered so), `ensure_ascii` escapes, floats
-/// as `repr` (shortest round trip; exponent form below 1e-4 and from 1e16).
-pub fn py_dumps(v: &serde_json::Value) -> String {
-    use serde_json::Value as V;
+/// A JSON value as CPython's `json.loads` holds it. Written from the
+/// language's documented behaviour for this verifier alone; speed does not
+/// matter here, being plainly right does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PyValue {
+    Null,
+    Bool(bool),
+    /// A Python int: exact at any size, as its decimal digits.
+    Int(String),
+    Float(f64),
+    Str(String),
+    List(Vec<PyValue>),
+    /// A dict with its keys in code point order (what `sort_keys` prints):
+    /// a repeated key's later value replaces the earlier one, as in CPython.
+    Dict(BTreeMap<String, PyValue>),
+}
+
+/// `json.loads(text)`; `None` where CPython raises (and for lone surrogate
+/// escapes, which a Rust string cannot hold).
+pub fn py_loads(text: &str) -> Option<PyValue> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut at = 0;
+    let v = py_value(&chars, &mut at)?;
+    skip_ws(&chars, &mut at);
+    (at == chars.len()).then_some(v)
+}
+
+fn skip_ws(c: &[char], at: &mut usize) {
+    while matches!(c.get(*at), Some(' ' | '\t' | '\n' | '\r')) {
+        *at += 1;
+    }
+}
+
+fn eat(c: &[char], at: &mut usize, word: &str) -> bool {
+    let n = word.chars().count();
+    let ok = c
+        .get(*at..*at + n)
+        .is_some_and(|s| s.iter().copied().eq(word.chars()));
+    if ok {
+        *at += n;
+    }
+    ok
+}
+
+fn py_value(c: &[char], at: &mut usize) -> Option<PyValue> {
+    skip_ws(c, at);
+    for (word, v) in [
+        ("null", PyValue::Null),
+        ("true", PyValue::Bool(true)),
+        ("false", PyValue::Bool(false)),
+        ("NaN", PyValue::Float(f64::NAN)),
+        ("Infinity", PyValue::Float(f64::INFINITY)),
+        ("-Infinity", PyValue::Float(f64::NEG_INFINITY)),
+    ] {
+        if eat(c, at, word) {
+            return Some(v);
+        }
+    }
+    match c.get(*at)? {
+        '"' => py_string(c, at).map(PyValue::Str),
+        '[' => {
+            *at += 1;
+            let mut items = Vec::new();
+            skip_ws(c, at);
+            if eat(c, at, "]") {
+                return Some(PyValue::List(items));
+            }
+            loop {
+                items.push(py_value(c, at)?);
+                skip_ws(c, at);
+                if eat(c, at, "]") {
+                    return Some(PyValue::List(items));
+                }
+                if !eat(c, at, ",") {
+                    return None;
+                }
+            }
+        }
+        '{' => {
+            *at += 1;
+            let mut dict = BTreeMap::new();
+            skip_ws(c, at);
+            if eat(c, at, "}") {
+                return Some(PyValue::Dict(dict));
+            }
+            loop {
+                skip_ws(c, at);
+                if c.get(*at) != Some(&'"') {
+                    return None;
+                }
+                let key = py_string(c, at)?;
+                skip_ws(c, at);
+                if !eat(c, at, ":") {
+                    return None;
+                }
+                dict.insert(key, py_value(c, at)?);
+                skip_ws(c, at);
+                if eat(c, at, "}") {
+                    return Some(PyValue::Dict(dict));
+                }
+                if !eat(c, at, ",") {
+                    return None;
+                }
+            }
+        }
+        _ => py_number(c, at),
+    }
+}
+
+/// CPython's NUMBER_RE, `(-?(?:0|[1-9]\d*))(\.\d+)?([eE][-+]?\d+)?`: an
+/// int when there is neither fraction nor exponent, else `float(text)`.
+fn py_number(c: &[char], at: &mut usize) -> Option<PyValue> {
+    let start = *at;
+    let digits = |at: &mut usize| {
+        let from = *at;
+        while c.get(*at).is_some_and(char::is_ascii_digit) {
+            *at += 1;
+        }
+        *at - from
+    };
+    eat(c, at, "-");
+    if !eat(c, at, "0") && digits(at) == 0 {
+        return None;
+    }
+    let int_end = *at;
+    if c.get(*at) == Some(&'.') && c.get(*at + 1).is_some_and(char::is_ascii_digit) {
+        *at += 1;
+        digits(at);
+    }
+    if matches!(c.get(*at), Some('e' | 'E')) {
+        let mut e = *at + 1;
+        if matches!(c.get(e), Some('+' | '-')) {
+            e += 1;
+        }
+        if digits(&mut e) > 0 {
+            *at = e;
+        }
+    }
+    let text: String = c[start..*at].iter().collect();
+    if *at == int_end {
+        // int("-0") is 0.
+        let text = if text == "-0" { "0".to_string() } else { text };
+        Some(PyValue::Int(text))
+    } else {
+        // Rust's parse rounds correctly, as float() does; 1e400 is inf.
+        text.parse().ok().map(PyValue::Float)
+    }
+}
+
+fn py_string(c: &[char], at: &mut usize) -> Option<String> {
+    *at += 1;
+    let mut out = String::new();
+    loop {
+        let ch = *c.get(*at)?;
+        *at += 1;
+        match ch {
+            '"' => return Some(out),
+            '\\' => {
+                let esc = *c.get(*at)?;
+                *at += 1;
+                out.push(match esc {
+                    '"' => '"',
+                    '\\' => '\\',
+                    '/' => '/',
+                    'b' => '\u{8}',
+                    'f' => '\u{c}',
+                    'n' => '\n',
+                    'r' => '\r',
+                    't' => '\t',
+                    'u' => {
+                        let hi = hex4(c, at)?;
+                        let lo = if (0xD800..0xDC00).contains(&hi)
+                            && c.get(*at) == Some(&'\\')
+                            && c.get(*at + 1) == Some(&'u')
+                        {
+                            let mut after = *at + 2;
+                            hex4(c, &mut after)
+                                .filter(|lo| (0xDC00..0xE000).contains(lo))
+                                .map(|lo| (lo, after))
+                        } else {
+                            None
+                        };
+                        match lo {
+                            Some((lo, after)) => {
+                                *at = after;
+                                char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))?
+                            }
+                            None => char::from_u32(hi)?,
+                        }
+                    }
+                    _ => return None,
+                });
+            }
+            c if (c as u32) < 0x20 => return None,
+            c => out.push(c),
+        }
+    }
+}
+
+fn hex4(c: &[char], at: &mut usize) -> Option<u32> {
+    let digits: String = c.get(*at..*at + 4)?.iter().collect();
+    if !digits.chars().all(|d| d.is_ascii_hexdigit()) {
+        return None;
+    }
+    *at += 4;
+    u32::from_str_radix(&digits, 16).ok()
+}
+
+/// Python's `json.dumps(v, sort_keys=True)`: `", "` and `": "`, keys in
+/// code point order (the dict is kept so), `ensure_ascii` escapes, floats
+/// as `repr`.
+pub fn py_dumps(v: &PyValue) -> String {
     match v {
-        V::Null => "null".into(),
-        V::Bool(b) => b.to_string(),
-        V::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-            (Some(i), _, _) => i.to_string(),
-            (_, Some(u), _) => u.to_string(),
-            (_, _, Some(f)) => py_float(f),
-            _ => n.to_string(),
-        },
-        V::String(s) => py_str(s),
-        V::Array(a) => format!(
+        PyValue::Null => "null".into(),
+        PyValue::Bool(b) => b.to_string(),
+        PyValue::Int(digits) => digits.clone(),
+        PyValue::Float(f) => py_float(*f),
+        PyValue::Str(s) => py_str(s),
+        PyValue::List(a) => format!(
             "[{}]",
             a.iter().map(py_dumps).collect::<Vec<_>>().join(", ")
         ),
-        V::Object(m) => format!(
+        PyValue::Dict(m) => format!(
             "{{{}}}",
             m.iter()
                 .map(|(k, v)| format!("{}: {}", py_str(k), py_dumps(v)))
@@ -627,23 +826,55 @@ pub fn py_dumps(v: &serde_json::Value) -> String {
     }
 }
 
+/// `float.__repr__`, with json's spellings of the non-finite values. repr
+/// prints the shortest digits that read back as the same double: tried
+/// here from 1 to 17 significant digits, each correctly rounded (ties to
+/// even, as CPython), the first that reads back wins. Then Python's layout:
+/// positional from 1e-4 up to 1e16, else `d.ddde±XX`.
 fn py_float(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".into();
+    }
     if f.is_infinite() {
         return if f > 0.0 { "Infinity" } else { "-Infinity" }.into();
     }
-    let sci = format!("{f:e}");
+    if f == 0.0 {
+        return if f.is_sign_negative() { "-0.0" } else { "0.0" }.into();
+    }
+    let sci = (0..17)
+        .map(|p| format!("{:.*e}", p, f.abs()))
+        .find(|s| s.parse::<f64>() == Ok(f.abs()))
+        .unwrap_or_else(|| format!("{:e}", f.abs()));
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let digits = match digits.trim_end_matches('0') {
+        "" => "0",
+        d => d,
+    };
+    let sign = if f < 0.0 { "-" } else { "" };
     if (-4..16).contains(&exp) {
-        let fixed = format!("{f}");
-        if fixed.contains('.') {
-            fixed
+        let point = exp + 1; // digits before the decimal point
+        if point <= 0 {
+            format!("{sign}0.{}{digits}", "0".repeat((-point) as usize))
+        } else if digits.len() <= point as usize {
+            format!(
+                "{sign}{digits}{}.0",
+                "0".repeat(point as usize - digits.len())
+            )
         } else {
-            format!("{fixed}.0")
+            let (int, frac) = digits.split_at(point as usize);
+            format!("{sign}{int}.{frac}")
         }
     } else {
-        let sign = if exp < 0 { '-' } else { '+' };
-        format!("{mantissa}e{sign}{:02}", exp.abs())
+        let (first, rest) = digits.split_at(1);
+        let rest = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
+        let esign = if exp < 0 { '-' } else { '+' };
+        format!("{sign}{first}{rest}e{esign}{:02}", exp.abs())
     }
 }
 
@@ -675,7 +906,25 @@ fn py_str(s: &str) -> String {
 mod tests {
     use super::*;
 
-    /// Known answers printed by CPython 3 (`json.dumps(v, sort_keys=True)`).
+    // The signer's known answers (data only: no code is shared).
+    include!("../canonical/pyjson_known.rs");
+
+    fn dumps(text: &str) -> String {
+        py_dumps(&py_loads(text).unwrap_or_else(|| panic!("does not load: {text}")))
+    }
+
+    /// Every answer CPython gave for the signer is this verifier's answer too.
+    #[test]
+    fn py_dumps_matches_cpython_known_answers() {
+        assert_eq!(KNOWN.len(), 44);
+        for (body, want, sum) in KNOWN {
+            let text = dumps(body);
+            assert_eq!(&text, want, "{body}");
+            assert_eq!(hex::encode(Sha256::digest(text.as_bytes())), *sum, "{body}");
+        }
+    }
+
+    /// More answers printed by CPython 3 (`json.dumps(v, sort_keys=True)`).
     #[test]
     fn py_dumps_matches_cpython() {
         let cases: &[(&str, &str)] = &[
@@ -691,10 +940,36 @@ mod tests {
                 r#"{"x":{"z":null,"y":true},"n":-12}"#,
                 r#"{"n": -12, "x": {"y": true, "z": null}}"#,
             ),
+            (
+                "[9999999999999998.0, 4.9406564584124654e-324, 1.7976931348623159e308, 9007199254740993.0, 1234567890123456.7, 9.999999999999999e-5, 1e23, -1.0e-10, 0.1e-299, 864140230362545.204014, 0.30000000000000004]",
+                "[9999999999999998.0, 5e-324, Infinity, 9007199254740992.0, 1234567890123456.8, 9.999999999999999e-05, 1e+23, -1e-10, 1e-300, 864140230362545.2, 0.30000000000000004]",
+            ),
+            ("NaN", "NaN"),
+            ("[-Infinity, -0]", "[-Infinity, 0]"),
         ];
         for (input, want) in cases {
-            let v: serde_json::Value = serde_json::from_str(input).unwrap();
-            assert_eq!(&py_dumps(&v), want, "{input}");
+            assert_eq!(&dumps(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn py_loads_refuses_what_cpython_refuses() {
+        for bad in [
+            "",
+            "{",
+            "[1,]",
+            "{'a':1}",
+            "01",
+            "1.",
+            "-",
+            "[1] x",
+            r#""abc"#,
+            "\"\u{1}\"",
+            r#""\x""#,
+            r#""\u12""#,
+            r#""\ud800""#,
+        ] {
+            assert_eq!(py_loads(bad), None, "{bad:?}");
         }
     }
 }

@@ -273,7 +273,7 @@ impl Tts {
             password: member.then(|| self.settings.password.expose()),
         };
         let (sent, content_type) = match tts_body::format_of(&out.headers, &body) {
-            Format::Json => (tts_body::fill_json(&body, &fill)?.0, "application/json"),
+            Format::Json => (tts_body::fill_json(&body, &fill)?, "application/json"),
             Format::Form => (
                 tts_body::fill_form(&body, &fill),
                 "application/x-www-form-urlencoded",
@@ -540,14 +540,10 @@ impl Kind for Tts {
         let Some(body) = &out.body else {
             return Vec::new();
         };
-        let Ok(mut v) = crate::canonical::pyjson::parse(body) else {
+        let Some(input) = tts_body::checksum_input(body) else {
             return Vec::new();
         };
-        v.remove("checksum");
-        vec![(
-            "checksum = sha256 of".into(),
-            crate::canonical::pyjson::dumps_sorted(&v),
-        )]
+        vec![("checksum = sha256 of".into(), input)]
     }
 
     fn peek_body(&self, status: StatusCode) -> bool {

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::HeaderMap;
 
-use crate::canonical::pyjson::{self, Value};
+use crate::canonical::pyjson::{self, Doc, Edit, Shape};
 use crate::error::ProxyError;
 
 /// What countersign puts into a body.
@@ -55,61 +55,73 @@ pub fn format_of(headers: &HeaderMap, body: &[u8]) -> Format {
     }
 }
 
-fn is_empty(v: Option<&Value>) -> bool {
-    match v {
-        None | Some(Value::Null) => true,
-        Some(Value::Str(s)) => s.is_empty(),
-        _ => false,
-    }
+/// Missing, null or "": what countersign fills.
+fn is_empty(v: Option<Shape<'_>>) -> bool {
+    matches!(v, None | Some(Shape::Null) | Some(Shape::Str("\"\"")))
 }
 
 /// The JSON body to send: the caller's object with the missing fields filled,
-/// countersign's `secret`, and `checksum` over the rest. Also returns the
-/// checksum's input (for `explain`). An empty body is an empty object.
-pub fn fill_json(body: &[u8], f: &Fill<'_>) -> Result<(Bytes, String), ProxyError> {
-    let mut obj = if body.iter().all(u8::is_ascii_whitespace) {
-        Value::Object(Vec::new())
+/// countersign's `secret`, and `checksum` over the rest. An empty body is an
+/// empty object.
+///
+/// The body is parsed once into spans and written once: the canonical text
+/// (CPython's `json.dumps(sort_keys=True)`) goes straight into the buffer
+/// that is sent, is hashed there, and the checksum member is appended in
+/// place of its closing brace. The sent body parses to exactly the object
+/// plus its checksum.
+pub fn fill_json(body: &[u8], f: &Fill<'_>) -> Result<Bytes, ProxyError> {
+    let input: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
     } else {
-        pyjson::parse(body)
-            .map_err(|e| ProxyError::BadRequestBody(format!("the JSON body does not parse: {e}")))?
+        body
     };
-    if !matches!(obj, Value::Object(_)) {
+    let doc = Doc::parse(input)
+        .map_err(|e| ProxyError::BadRequestBody(format!("the JSON body does not parse: {e}")))?;
+    if !doc.root_is_object() {
         return Err(ProxyError::BadRequestBody(
             "the JSON body must be an object ({...})".into(),
         ));
     }
-    let mut fill = |key: &str, value: &str| {
-        if is_empty(obj.get(key)) {
-            obj.set(key, Value::Str(value.to_string()));
+    // The fields filled when missing, then the ones countersign owns: at
+    // most eight edits, no list to allocate.
+    let fills = [
+        ("identifire", Some(f.identifier), false),
+        ("client_ver", Some(f.client_ver), false),
+        ("ip_address", Some(f.ip_address), false),
+        ("mac_address", Some(f.mac_address), false),
+        ("email_id", f.email, false),
+        ("secret", f.secret, true),
+        ("password", f.password, true),
+    ];
+    let mut edits = [Edit::Remove("checksum"); 8];
+    let mut n = 1;
+    for (key, value, always) in fills {
+        if let Some(value) = value.filter(|_| always || is_empty(doc.root_get(key))) {
+            edits[n] = Edit::Set(key, value);
+            n += 1;
         }
-    };
-    fill("identifire", f.identifier);
-    fill("client_ver", f.client_ver);
-    fill("ip_address", f.ip_address);
-    fill("mac_address", f.mac_address);
-    if let Some(email) = f.email {
-        fill("email_id", email);
     }
-    if let Some(secret) = f.secret {
-        obj.set("secret", Value::Str(secret.to_string()));
+    // Room for what the canonical form adds (", " and ": ", escapes) and the checksum.
+    let mut sent = Vec::with_capacity(input.len() + input.len() / 4 + 192);
+    doc.write_sorted_with(&edits[..n], &mut sent);
+    let sum = pyjson::sha256_hex(&sent);
+    sent.pop(); // the closing brace
+    if sent.len() > 1 {
+        sent.extend_from_slice(b", ");
     }
-    if let Some(password) = f.password {
-        obj.set("password", Value::Str(password.to_string()));
-    }
-    obj.remove("checksum");
-    let canonical = pyjson::dumps_sorted(&obj);
-    let sum = pyjson::checksum_of(&canonical);
-    // The sent body parses to exactly the object plus its checksum: the
-    // canonical text with the checksum member appended (no second encoding).
-    let mut sent = String::with_capacity(canonical.len() + 80);
-    sent.push_str(&canonical[..canonical.len() - 1]);
-    if canonical.len() > 2 {
-        sent.push_str(", ");
-    }
-    sent.push_str("\"checksum\": \"");
-    sent.push_str(&sum);
-    sent.push_str("\"}");
-    Ok((Bytes::from(sent), canonical))
+    sent.extend_from_slice(b"\"checksum\": \"");
+    sent.extend_from_slice(&sum);
+    sent.extend_from_slice(b"\"}");
+    Ok(Bytes::from(sent))
+}
+
+/// The checksum's input for a body [`fill_json`] wrote: its canonical text
+/// without the `checksum` member (for `explain`).
+pub fn checksum_input(sent: &[u8]) -> Option<String> {
+    let doc = Doc::parse(sent).ok()?;
+    let mut out = Vec::with_capacity(sent.len());
+    doc.write_sorted_with(&[Edit::Remove("checksum")], &mut out);
+    String::from_utf8(out).ok()
 }
 
 /// The form body to send: `identifire` and `client_ver` filled when missing
@@ -228,16 +240,15 @@ mod tests {
         // The checksum was computed with CPython 3:
         // python3 -c 'import json,hashlib; d={"action":"liveLogs","limit":50,"identifire":"www.example.com","client_ver":"V4.21.04","ip_address":"192.168.1.100","mac_address":"-","secret":"S3CR3T"}; print(hashlib.sha256(json.dumps(d,sort_keys=True).encode()).hexdigest())'
         let body = br#"{"action":"liveLogs","limit":50,"checksum":"caller's","secret":"nope","ip_address":""}"#;
-        let (sent, input) = fill_json(body, &fill()).unwrap();
+        let sent = fill_json(body, &fill()).unwrap();
+        // The canonical text, then the checksum member in place of its closing brace.
         assert_eq!(
-            input,
-            r#"{"action": "liveLogs", "client_ver": "V4.21.04", "identifire": "www.example.com", "ip_address": "192.168.1.100", "limit": 50, "mac_address": "-", "secret": "S3CR3T"}"#
+            std::str::from_utf8(&sent).unwrap(),
+            r#"{"action": "liveLogs", "client_ver": "V4.21.04", "identifire": "www.example.com", "ip_address": "192.168.1.100", "limit": 50, "mac_address": "-", "secret": "S3CR3T", "checksum": "952aa2c30549b4be3d71f84b199b6c505b7a156a016aa5bee384ac09549fb2c7"}"#
         );
-        assert!(sent.starts_with(input.trim_end_matches('}').as_bytes()));
-        let v: serde_json::Value = serde_json::from_slice(&sent).unwrap();
         assert_eq!(
-            v["checksum"],
-            "952aa2c30549b4be3d71f84b199b6c505b7a156a016aa5bee384ac09549fb2c7"
+            checksum_input(&sent).unwrap(),
+            r#"{"action": "liveLogs", "client_ver": "V4.21.04", "identifire": "www.example.com", "ip_address": "192.168.1.100", "limit": 50, "mac_address": "-", "secret": "S3CR3T"}"#
         );
     }
 
@@ -252,9 +263,9 @@ mod tests {
             email: None,
             password: None,
         };
-        let (sent, input) = fill_json(b"  ", &bare).unwrap();
+        let sent = fill_json(b"  ", &bare).unwrap();
         assert_eq!(
-            input,
+            checksum_input(&sent).unwrap(),
             r#"{"client_ver": "v", "identifire": "i", "ip_address": "a", "mac_address": "-"}"#
         );
         let v: serde_json::Value = serde_json::from_slice(&sent).unwrap();
