@@ -18,6 +18,8 @@
 #   ROUNDS=3 DURATION=20s CONNS=128 scripts/bench-proxy.sh
 #   TARGETS="nginx cs-xrtc" ROUNDS=3 DURATION=5s scripts/bench-proxy.sh   # a subset
 #   TARGETS="nginx nginx-log cs-xrtc cs-xrtc-info cs-xrtc-redis" scripts/bench-proxy.sh   # logs and Redis
+#   BASE_BIN=/tmp/countersign-old TARGETS="nginx cs-xrtc base-xrtc cs-teamdrive base-teamdrive" \
+#     scripts/bench-proxy.sh   # another build (e.g. the last release) on the same config, same run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-2}
@@ -31,6 +33,8 @@ CS2_PORT=${CS2_PORT:-18203}
 TARGETS=${TARGETS:-direct nginx cs-xrtc cs-utilsio cs-teamdrive cs-tts cs-xrtc-redis cs-aws cs-recipe nginx-log cs-xrtc-info}
 REDIS_PORT=${REDIS_PORT:-18204}
 CS3_PORT=${CS3_PORT:-18205}
+BASE_PORT=${BASE_PORT:-18207}
+BASE_BIN=${BASE_BIN:-}
 NGX2_PORT=${NGX2_PORT:-18206}
 
 . scripts/lib.sh
@@ -108,6 +112,15 @@ TOML
 RUST_LOG=warn target/release/countersign run -c "$work/cs.toml" 2>"$work/cs.log" &
 cs_pid=$!
 pids+=("$cs_pid")
+ports="$CS_PORT $CS2_PORT $CS3_PORT"
+# A baseline build on the same routes (its own state dir and port).
+if [ -n "$BASE_BIN" ]; then
+  sed -e "s|^listen = .*|listen = \"127.0.0.1:$BASE_PORT\"|" -e "s|^state_dir = .*|state_dir = \"$work/state-base\"|" \
+    "$work/cs.toml" > "$work/cs-base.toml"
+  RUST_LOG=warn "$BASE_BIN" run -c "$work/cs-base.toml" 2>"$work/cs-base.log" &
+  pids+=("$!")
+  ports="$ports $BASE_PORT"
+fi
 
 # Redis as operators run it for countersign: AOF, fsync every second.
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly yes \
@@ -130,7 +143,7 @@ $(xrtc_route "$UP_PORT")
 TOML
 RUST_LOG=info target/release/countersign run -c "$work/cs-info.toml" 2>"$work/cs-info.log" &
 pids+=("$!")
-for port in "$CS_PORT" "$CS2_PORT" "$CS3_PORT"; do
+for port in $ports; do
   for _ in $(seq 100); do
     (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
     sleep 0.1
@@ -171,6 +184,7 @@ echo "warm-up ..."
 wrk -t1 -c8 -d2s -s "$work/xrtc.lua" "http://127.0.0.1:$CS_PORT/xrtc/v1/item/set" >/dev/null
 wrk -t1 -c8 -d2s -s "$work/xrtc.lua" "http://127.0.0.1:$CS2_PORT/xrtc/v1/item/set" >/dev/null
 wrk -t1 -c8 -d2s -s "$work/xrtc.lua" "http://127.0.0.1:$CS3_PORT/xrtc/v1/item/set" >/dev/null
+[ -n "$BASE_BIN" ] && wrk -t1 -c8 -d2s -s "$work/xrtc.lua" "http://127.0.0.1:$BASE_PORT/xrtc/v1/item/set" >/dev/null
 echo "rounds: $ROUNDS x $DURATION, $CONNS connections, $THREADS wrk threads, $(nproc) cores"
 for r in $(seq "$ROUNDS"); do
   echo "round $r"
@@ -189,6 +203,9 @@ for r in $(seq "$ROUNDS"); do
       cs-recipe) run cs-recipe "http://127.0.0.1:$CS_PORT/recipe/api/v3/account?symbol=LTCBTC" utilsio.lua ;;
       nginx-log) run nginx-log "http://127.0.0.1:$NGX2_PORT/v1/item/set" ;;
       cs-xrtc-info) run cs-xrtc-info "http://127.0.0.1:$CS3_PORT/xrtc/v1/item/set" ;;
+      base-xrtc) run base-xrtc "http://127.0.0.1:$BASE_PORT/xrtc/v1/item/set" ;;
+      base-teamdrive) run base-teamdrive "http://127.0.0.1:$BASE_PORT/teamdrive/yvva/api/api.xml" teamdrive.lua ;;
+      base-tts) run base-tts "http://127.0.0.1:$BASE_PORT/tts/www.example.com" tts.lua ;;
       *) echo "unknown target $t" >&2; exit 2 ;;
     esac
   done

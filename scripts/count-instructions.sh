@@ -8,6 +8,7 @@
 #
 #   scripts/count-instructions.sh            # xrtc and teamdrive, 2000 requests
 #   N=5000 KINDS=xrtc scripts/count-instructions.sh
+#   KINDS="xrtc tts" scripts/count-instructions.sh   # tts: a 1 kB JSON body (sequential only)
 #   BIN=target/profiling/countersign scripts/count-instructions.sh   # with symbols, for callgrind_annotate
 #   CONNS=16 scripts/count-instructions.sh   # under load: wrk at 16 connections for DURATION
 #   LEVELS="warn info" KINDS=xrtc scripts/count-instructions.sh   # the access log's cost (RUST_LOG)
@@ -52,6 +53,16 @@ state_dir = "$work/state"
 workers = 1
 $(xrtc_route "$UP_PORT")
 $(teamdrive_route "$UP_PORT")
+[routes.tts]
+kind = "tts"
+upstream = "http://127.0.0.1:$UP_PORT"
+identifier = "www.example.com"
+client_ver = "V4.21.04"
+email = "bench@example.com"
+password = "bench-password"
+access_key = "bench-access-key"
+secret = "bench-secret"
+ip_address = "192.0.2.10"
 TOML
 case " $KINDS " in
   *" xrtc-redis "*)
@@ -75,6 +86,11 @@ n, port, path, kind = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[
 payload = "x" * 240
 if kind == "xrtc":
     body, ct = '{items:[{"portalid":"bench","payload":"%s"}]}' % payload, "application/json"
+elif kind == "tts":
+    # ~1 kB liveLogs body, as scripts/bench-proxy.sh sends.
+    filters = ",".join('{"url":"https://www.example.com/p/%d","ratio":0.%d5}' % (i, i) for i in range(20))
+    body = '{"action":"liveLogs","output":"json","limit":50,"lastId":"","filters":[%s]}' % filters
+    ct = "application/json"
 else:
     body, ct = ("<?xml version='1.0' encoding='UTF-8' ?><teamdrive><command>getuserdata</command>"
                 "<requesttime>1</requesttime><username>bench-user-%s</username></teamdrive>" % payload), "text/xml"
@@ -119,6 +135,7 @@ for kind in $KINDS; do
     xrtc) path=/xrtc/v1/item/set ;;
     xrtc-redis) path=/xrtc/v1/item/set conf=$work/cs-redis.toml client=xrtc ;;
     teamdrive) path=/teamdrive/yvva/api/api.xml ;;
+    tts) path=/tts/www.example.com ;;
     *) echo "unknown kind $kind" >&2; exit 2 ;;
   esac
   for level in $LEVELS; do
