@@ -321,18 +321,15 @@ impl Aws {
         headers: &'a HeaderMap,
         lossy: &'a mut Vec<String>,
     ) -> Vec<(&'a str, &'a str)> {
-        let odd: Vec<usize> = headers
-            .values()
-            .enumerate()
-            .filter(|(_, v)| v.to_str().is_err())
-            .map(|(i, _)| i)
-            .collect();
-        *lossy = headers
-            .values()
-            .enumerate()
-            .filter(|(i, _)| odd.contains(i))
-            .map(|(_, v)| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .collect();
+        // Values that are not visible ASCII are rare: only then are their
+        // UTF-8 readings made (in order, one per such value).
+        if headers.values().any(|v| v.to_str().is_err()) {
+            *lossy = headers
+                .values()
+                .filter(|v| v.to_str().is_err())
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect();
+        }
         let mut list = Vec::with_capacity(headers.len() + 1);
         list.push(("host", self.host.as_str()));
         let mut next_lossy = lossy.iter();
@@ -413,18 +410,26 @@ fn canonical_query(query: &str) -> String {
     out
 }
 
-/// `20150830T123600Z` for `t`.
+/// `20150830T123600Z` for `t` (written digit by digit: this is on every
+/// request, and `format!` with padding was a visible share of signing).
 fn amz_date(t: SystemTime) -> String {
+    fn two(out: &mut String, n: u8) {
+        out.push(char::from(b'0' + n / 10 % 10));
+        out.push(char::from(b'0' + n % 10));
+    }
     let t = time::OffsetDateTime::from(t);
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    let year = u16::try_from(t.year()).unwrap_or(0).min(9999);
+    let mut out = String::with_capacity(16);
+    two(&mut out, (year / 100) as u8);
+    two(&mut out, (year % 100) as u8);
+    two(&mut out, u8::from(t.month()));
+    two(&mut out, t.day());
+    out.push('T');
+    two(&mut out, t.hour());
+    two(&mut out, t.minute());
+    two(&mut out, t.second());
+    out.push('Z');
+    out
 }
 
 fn header(value: &str) -> Result<HeaderValue, ProxyError> {
@@ -558,10 +563,21 @@ impl Kind for Aws {
         let scope = sigv4::scope(date, &self.settings.region, &self.settings.service);
         let sts = sigv4::string_to_sign(&now, &scope, &canonical);
         let signature = sigv4::signature(&self.signing_key(&keys, date), &sts);
-        let auth = format!(
-            "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed}, Signature={signature}",
-            keys.access_key_id
+        let mut auth = String::with_capacity(
+            80 + keys.access_key_id.len() + scope.len() + signed.len() + signature.len(),
         );
+        for part in [
+            "AWS4-HMAC-SHA256 Credential=",
+            keys.access_key_id,
+            "/",
+            &scope,
+            ", SignedHeaders=",
+            &signed,
+            ", Signature=",
+            &signature,
+        ] {
+            auth.push_str(part);
+        }
         out.headers.insert(AUTHORIZATION, header(&auth)?);
         Ok(())
     }
@@ -659,5 +675,8 @@ mod tests {
     fn amz_dates() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_440_938_160);
         assert_eq!(amz_date(t), "20150830T123600Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(4_102_444_799);
+        assert_eq!(amz_date(t), "20991231T235959Z");
+        assert_eq!(amz_date(SystemTime::UNIX_EPOCH), "19700101T000000Z");
     }
 }
