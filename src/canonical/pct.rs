@@ -26,27 +26,44 @@ pub fn is_unreserved(b: u8) -> bool {
 /// of unreserved bytes are copied whole.
 pub fn push_encoded(out: &mut String, bytes: &[u8]) {
     out.reserve(bytes.len());
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let run = rest
-            .iter()
-            .position(|b| !is_unreserved(*b))
-            .unwrap_or(rest.len());
-        if run > 0 {
-            // Unreserved bytes are ASCII: always valid UTF-8.
-            out.push_str(std::str::from_utf8(&rest[..run]).unwrap_or_default());
-            rest = &rest[run..];
+    // One UTF-8 check for the whole input (almost always text), so each
+    // run is a slice of it rather than a check of its own.
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        for &b in bytes {
+            push_byte(out, b);
+        }
+        return;
+    };
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if is_unreserved(b) {
             continue;
         }
-        let b = rest[0];
-        let escaped = [
-            b'%',
-            HEX_UPPER[usize::from(b >> 4)],
-            HEX_UPPER[usize::from(b & 15)],
-        ];
-        out.push_str(std::str::from_utf8(&escaped).unwrap_or_default());
-        rest = &rest[1..];
+        if start < i {
+            // A run of unreserved (ASCII) bytes, followed by ASCII or a
+            // UTF-8 lead byte: both ends are char boundaries.
+            out.push_str(text.get(start..i).unwrap_or_default());
+        }
+        push_escaped(out, b);
+        start = i + 1;
     }
+    if start < bytes.len() {
+        out.push_str(text.get(start..).unwrap_or_default());
+    }
+}
+
+fn push_byte(out: &mut String, b: u8) {
+    if is_unreserved(b) {
+        out.push(char::from(b));
+    } else {
+        push_escaped(out, b);
+    }
+}
+
+fn push_escaped(out: &mut String, b: u8) {
+    out.push('%');
+    out.push(char::from(HEX_UPPER[usize::from(b >> 4)]));
+    out.push(char::from(HEX_UPPER[usize::from(b & 15)]));
 }
 
 /// `bytes`, percent-encoded (unreserved bytes kept).
@@ -78,6 +95,46 @@ pub fn decode(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Against the definition, byte by byte, over text, non-ASCII text and
+    /// bytes that are not UTF-8 at all.
+    #[test]
+    fn runs_and_escapes_match_the_definition() {
+        fn reference(bytes: &[u8]) -> String {
+            bytes
+                .iter()
+                .map(|&b| {
+                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                        char::from(b).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect()
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let alphabet = b"aZ09-._~ %+/&=\xc3\xa9\xf0\x9f\x98\x80\xff\x80";
+        for len in 0..200 {
+            let input: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    alphabet[(seed % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            let mut out = String::from("prefix&");
+            push_encoded(&mut out, &input);
+            assert_eq!(out, format!("prefix&{}", reference(&input)), "{input:?}");
+        }
+        for text in ["", "é", "aé", "éa", "a é b", "😀~", "Ladies + Gentlemen"] {
+            assert_eq!(
+                encode(text.as_bytes()),
+                reference(text.as_bytes()),
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn rfc_3986_forms() {
