@@ -12,7 +12,7 @@
 //! | commands | `main.rs` | arguments, logging, exit codes; calls the library |
 //! | edges | [`server`], [`admin`], [`demo`], [`explain`] | listeners, the HTTP/1 fast path, drain, reload ([`server::run`]); `/healthz` `/readyz` `/metrics`; the demo; `explain` |
 //! | pipeline | [`proxy`], [`gateway`] | a request's phases (admit, plan, read_body, attempt, classify, finish); the hot-swapped snapshot of routes |
-//! | kinds | [`kinds`] | one file per API, one row each in [`kinds::REGISTRY`] |
+//! | kinds | [`kinds`], [`recipe`] | one file per API, one row each in [`kinds::REGISTRY`]; the CEL recipe engine the `recipe` kind runs |
 //! | machinery | [`upstream`], [`session`], [`limits`], [`keys`], [`nonce`], [`state`] | the way out (h1 client, pools, TLS); held logins; rate limits and quotas; rotated keys; monotonic nonces; the file and Redis stores |
 //! | vocabulary | [`vocab`] | the [`vocab::Kind`] trait, the plan, the outgoing request, local answers, identities, the clock |
 //! | foundations | [`secret`], [`error`], [`config`], [`headers`], [`canonical`], [`metrics`] | one `Secret` type; the one place errors become responses; config with key paths; header and path hygiene; pure body transformations; metric families |
