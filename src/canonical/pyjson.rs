@@ -371,6 +371,10 @@ impl Parser<'_, '_> {
 
     #[inline]
     fn ws(&mut self) {
+        // Most bodies are compact: one comparison when no space follows.
+        if self.b.get(self.i).is_some_and(|&c| c > b' ') {
+            return;
+        }
         while matches!(self.b.get(self.i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.i += 1;
         }
