@@ -24,7 +24,7 @@ mod text;
 
 use sha2::{Digest, Sha256};
 
-use text::{decode, push_float_text, push_literal, skip_printable};
+use text::{decode, push_float_text, push_literal, skip_printable, utf8_len};
 pub use text::{push_float, push_str_bytes};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -121,24 +121,16 @@ type Stop = &'static str;
 
 impl<'a> Doc<'a> {
     pub fn parse(input: &'a [u8]) -> Result<Doc<'a>, ParseError> {
-        let text = match std::str::from_utf8(input) {
-            Ok(t) => t,
-            Err(e) => {
-                let valid = std::str::from_utf8(&input[..e.valid_up_to()]).unwrap_or("");
-                return Err(error_at(valid, valid.len(), "the body is not valid UTF-8"));
-            }
-        };
         // Spans of the text are u32: it is at most six times the input
         // (a DEL byte becomes `\u007f`).
         if input.len() > u32::MAX as usize / 6 {
-            return Err(error_at(text, 0, "the body is larger than 700 MB"));
+            return Err(error_at(b"", 0, "the body is larger than 700 MB"));
         }
         let mut out = Vec::with_capacity(input.len() + input.len() / 4 + 16);
         let mut members = Vec::with_capacity(32);
         let mut keys = Vec::new();
         let mut scratch = Vec::new();
         let mut p = Parser {
-            text,
             b: input,
             i: 0,
             depth: 0,
@@ -338,8 +330,15 @@ fn sort_stable<T>(v: &mut [T], order: impl Fn(&T, &T) -> std::cmp::Ordering) {
     }
 }
 
-fn error_at(text: &str, at: usize, message: &str) -> ParseError {
-    let before = &text[..at.min(text.len())];
+/// The error at byte `at` of `input`; lines and columns count the
+/// characters before it (UTF-8 up to there, as the parser checks strings
+/// before it moves past them).
+fn error_at(input: &[u8], at: usize, message: &str) -> ParseError {
+    let mut before = input.get(..at).unwrap_or(input);
+    if let Err(e) = std::str::from_utf8(before) {
+        before = &before[..e.valid_up_to()];
+    }
+    let before = std::str::from_utf8(before).unwrap_or_default();
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     ParseError {
@@ -351,7 +350,6 @@ fn error_at(text: &str, at: usize, message: &str) -> ParseError {
 
 /// The one pass: checks the input and writes its canonical text to `out`.
 struct Parser<'a, 's> {
-    text: &'a str,
     b: &'a [u8],
     i: usize,
     depth: usize,
@@ -368,16 +366,15 @@ struct Parser<'a, 's> {
 impl Parser<'_, '_> {
     /// Where the parse stopped, with `message`: the position is `self.i`.
     fn error(&self, message: &str) -> ParseError {
-        // Only ever stopped at a char boundary or the end.
-        let mut at = self.i.min(self.text.len());
-        while !self.text.is_char_boundary(at) {
-            at -= 1;
-        }
-        error_at(self.text, at, message)
+        error_at(self.b, self.i, message)
     }
 
     #[inline]
     fn ws(&mut self) {
+        // Most bodies are compact: one comparison when no space follows.
+        if self.b.get(self.i).is_some_and(|&c| c > b' ') {
+            return;
+        }
         while matches!(self.b.get(self.i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.i += 1;
         }
@@ -398,11 +395,12 @@ impl Parser<'_, '_> {
         match self.b.get(self.i) {
             Some(b'"') => {
                 let start = self.i;
-                if self.string()? {
+                let plain = self.string()?;
+                let literal = &self.b[start..self.i];
+                match plain {
                     // Printed as it was written.
-                    self.out.extend_from_slice(&self.b[start..self.i]);
-                } else {
-                    push_literal(self.out, self.text.get(start..self.i).unwrap_or_default());
+                    true => self.out.extend_from_slice(literal),
+                    false => push_literal(self.out, literal),
                 }
                 Ok(())
             }
@@ -455,7 +453,15 @@ impl Parser<'_, '_> {
             }
             let start = self.out.len();
             let quote = self.i;
-            let (key, prefix) = if self.string()? {
+            let (key, prefix) = if !self.string()? {
+                // Checked by `string`.
+                let literal = std::str::from_utf8(&self.b[quote..self.i]).unwrap_or_default();
+                let decoded = decode(literal);
+                push_str_bytes(self.out, &decoded);
+                let prefix = prefix(decoded.as_bytes());
+                self.keys.push(decoded);
+                (Key::Decoded(self.keys.len() as u32 - 1), prefix)
+            } else {
                 self.out.extend_from_slice(&self.b[quote..self.i]);
                 let (at, len) = (quote + 1, self.i - quote - 2);
                 let key = Key::Input {
@@ -463,12 +469,6 @@ impl Parser<'_, '_> {
                     len: len as u32,
                 };
                 (key, prefix_at(self.b, at, len))
-            } else {
-                let decoded = decode(self.text.get(quote..self.i).unwrap_or_default());
-                push_str_bytes(self.out, &decoded);
-                let prefix = prefix(decoded.as_bytes());
-                self.keys.push(decoded);
-                (Key::Decoded(self.keys.len() as u32 - 1), prefix)
             };
             if in_order && self.members.len() > base {
                 if let Some(last) = self.members.last() {
@@ -599,6 +599,8 @@ impl Parser<'_, '_> {
 
     /// Checks the string starting at the opening quote and moves past its
     /// closing quote. True when CPython prints it exactly as written.
+    /// The only check of UTF-8: outside strings a byte above 0x7f is
+    /// refused as it is read.
     #[inline]
     fn string(&mut self) -> Result<bool, Stop> {
         self.i += 1; // the opening quote
@@ -617,10 +619,17 @@ impl Parser<'_, '_> {
                 Some(&c) if c < 0x20 => {
                     return Err("a control character must be escaped in a string")
                 }
-                // DEL or a byte of a non-ASCII character: printed as an escape.
-                Some(_) => {
+                // DEL or a non-ASCII character: printed as an escape.
+                Some(0x7F) => {
                     plain = false;
                     self.i += 1;
+                }
+                Some(_) => {
+                    plain = false;
+                    match utf8_len(self.b, self.i) {
+                        Some(n) => self.i += n,
+                        None => return Err("the body is not valid UTF-8"),
+                    }
                 }
                 None => return Err("unterminated string"),
             }
@@ -699,7 +708,7 @@ impl Parser<'_, '_> {
         }
         let number = &self.b[start..self.i];
         if float {
-            push_float_text(self.out, self.text.get(start..self.i).unwrap_or_default());
+            push_float_text(self.out, number);
         } else {
             // Python's int has no negative zero.
             self.out

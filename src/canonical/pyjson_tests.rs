@@ -258,7 +258,7 @@ fn short_decimals_print_as_their_double_does() {
             t.push_str(&format!("e{}", r.below(640) as i64 - 320));
         }
         let mut fast = Vec::new();
-        push_float_text(&mut fast, &t);
+        push_float_text(&mut fast, t.as_bytes());
         let mut slow = Vec::new();
         push_float(&mut slow, t.parse().unwrap());
         assert_eq!(
@@ -780,4 +780,24 @@ fn mangled_documents_are_refused_or_printed_never_a_panic() {
     }
     // The mangling must leave some documents valid (about 13 %), and refuse most.
     assert!((1_000..19_000).contains(&accepted), "{accepted} accepted");
+}
+
+/// The parser's own UTF-8 check agrees with std's on every lead byte and
+/// second byte, with the bytes after them at and around the edges of the
+/// continuation range.
+#[test]
+fn utf8_check_agrees_with_std() {
+    let edges = [0x00, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xFF];
+    for b0 in 0x80..=0xFFu8 {
+        for b1 in 0..=0xFFu8 {
+            for b2 in edges {
+                for b3 in edges {
+                    let b = [b0, b1, b2, b3];
+                    let want = (1..=4).find(|&n| std::str::from_utf8(&b[..n]).is_ok());
+                    assert_eq!(super::text::utf8_len(&b, 0), want, "{b:02x?}");
+                }
+            }
+        }
+    }
+    assert_eq!(super::text::utf8_len(b"\xe6\x9d", 0), None);
 }

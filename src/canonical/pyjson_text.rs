@@ -103,16 +103,22 @@ fn unescape(b: &[u8]) -> (char, usize) {
 /// digits exactly, so no other text of that length or shorter reads back
 /// as the same double), so repr prints its digits unchanged and only the
 /// layout needs computing. Longer ones go through the double.
-pub(super) fn push_float_text(out: &mut Vec<u8>, text: &str) {
-    if is_own_repr(text.as_bytes()) {
-        out.extend_from_slice(text.as_bytes());
+pub(super) fn push_float_text(out: &mut Vec<u8>, text: &[u8]) {
+    if is_own_repr(text) {
+        out.extend_from_slice(text);
         return;
     }
-    match short_decimal(text.as_bytes()) {
+    match short_decimal(text) {
         Some(d) if d.len == 0 => out.extend_from_slice(if d.negative { b"-0.0" } else { b"0.0" }),
         Some(d) => push_repr(out, &d),
         // Rust's parse is correctly rounded like CPython's float(); overflow gives ±inf.
-        None => push_float(out, text.parse().unwrap_or(f64::NAN)),
+        None => push_float(
+            out,
+            std::str::from_utf8(text)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(f64::NAN),
+        ),
     }
 }
 
@@ -342,11 +348,10 @@ pub fn push_str_bytes(out: &mut Vec<u8>, s: &str) {
 /// A checked JSON string literal (quotes included) as CPython writes the
 /// string it denotes: printable ASCII runs copied, escapes and other
 /// characters rewritten.
-pub(super) fn push_literal(out: &mut Vec<u8>, literal: &str) {
-    let inner = literal
+pub(super) fn push_literal(out: &mut Vec<u8>, literal: &[u8]) {
+    let b = literal
         .get(1..literal.len().saturating_sub(1))
         .unwrap_or_default();
-    let b = inner.as_bytes();
     out.push(b'"');
     let mut run = 0;
     let mut i = 0;
@@ -361,9 +366,9 @@ pub(super) fn push_literal(out: &mut Vec<u8>, literal: &str) {
                 i += len;
             }
             Some(_) => {
-                let c = inner[i..].chars().next().unwrap_or('\u{FFFD}');
-                push_char(out, c as u32);
-                i += c.len_utf8();
+                let (c, len) = utf8_char(&b[i..]);
+                push_char(out, c);
+                i += len;
             }
         }
         run = i;
@@ -409,4 +414,43 @@ fn push_char(out: &mut Vec<u8>, c: u32) {
         unit(0xD800 + (v >> 10));
         unit(0xDC00 + (v & 0x3FF));
     }
+}
+
+/// The length of the UTF-8 character at `b[i]` (not ASCII), `None` when
+/// the bytes there are not one (RFC 3629: no overlong forms, surrogates or
+/// code points above U+10FFFF).
+pub(super) fn utf8_len(b: &[u8], i: usize) -> Option<usize> {
+    let cont = |k: usize| b.get(i + k).is_some_and(|&c| (0x80..0xC0).contains(&c));
+    let second = |lo: u8, hi: u8| b.get(i + 1).is_some_and(|&c| (lo..=hi).contains(&c));
+    let n = match b.get(i)? {
+        0xC2..=0xDF => 2,
+        0xE0 => 3 * usize::from(second(0xA0, 0xBF)),
+        0xED => 3 * usize::from(second(0x80, 0x9F)),
+        0xE1..=0xEF => 3 * usize::from(cont(1)),
+        0xF0 => 4 * usize::from(second(0x90, 0xBF)),
+        0xF4 => 4 * usize::from(second(0x80, 0x8F)),
+        0xF1..=0xF3 => 4 * usize::from(cont(1)),
+        _ => 0,
+    };
+    (n >= 2 && cont(1) && (2..n).all(cont)).then_some(n)
+}
+
+/// The code point of the UTF-8 character at the start of `b` (checked by
+/// [`utf8_len`]) and its length; U+FFFD for a byte that starts none.
+fn utf8_char(b: &[u8]) -> (u32, usize) {
+    let lead = b.first().copied().unwrap_or(0);
+    let (n, bits) = match lead {
+        0x00..=0x7F => return (u32::from(lead), 1),
+        0xC0..=0xDF => (2, lead & 0x1F),
+        0xE0..=0xEF => (3, lead & 0x0F),
+        0xF0..=0xF7 => (4, lead & 0x07),
+        _ => return (0xFFFD, 1),
+    };
+    let Some(tail) = b.get(1..n) else {
+        return (0xFFFD, 1);
+    };
+    let c = tail
+        .iter()
+        .fold(u32::from(bits), |c, &t| c << 6 | u32::from(t & 0x3F));
+    (c, n)
 }
