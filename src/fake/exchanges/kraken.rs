@@ -36,8 +36,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256, Sha512};
 use tokio::net::TcpListener;
 
-use super::{header_text, json_response, read_body, received, Answer};
-use crate::fake::{serve_with, Body, Recorded};
+use super::{header_text, received, Answer, Exchange};
+use crate::fake::{Body, Recorded};
 
 /// The demo key's public half (not from the document, which shows no public key).
 pub const DEMO_API_KEY: &str = "CSdemoKrakenKey0countersign0fake0public0key0for0tests00";
@@ -165,11 +165,7 @@ impl Fake {
         tls: Option<Arc<rustls::ServerConfig>>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        serve_with(listener, tls, shutdown, move |_, req| {
-            let fake = self.clone();
-            async move { fake.respond(req).await }
-        })
-        .await
+        super::serve(self, listener, tls, shutdown).await
     }
 
     /// Answers one request, as `serve` does; any body type, so tests can call it directly.
@@ -178,24 +174,7 @@ impl Fake {
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let (parts, body) = req.into_parts();
-        if parts.method == Method::GET && parts.uri.path() == "/_fake/stats" {
-            let stats = serde_json::to_value(self.stats()).unwrap_or_default();
-            return json_response(StatusCode::OK, &stats);
-        }
-        let (body, answer) = match read_body(body, self.cfg.max_body).await {
-            Some(body) => {
-                let answer = self.check(&parts, &body);
-                (body, answer)
-            }
-            None => (
-                Bytes::new(),
-                refuse(StatusCode::PAYLOAD_TOO_LARGE, "EGeneral:Invalid arguments"),
-            ),
-        };
-        let rec = Recorded::new(&parts, &body, answer.status.as_u16());
-        self.state().stats.common.record(rec, &answer);
-        answer.response()
+        super::respond(self, req).await
     }
 
     fn check(&self, parts: &http::request::Parts, body: &[u8]) -> Answer {
@@ -305,6 +284,28 @@ impl Fake {
             },
             "received": seen,
         }))
+    }
+}
+
+impl Exchange for Fake {
+    fn max_body(&self) -> usize {
+        self.cfg.max_body
+    }
+
+    fn stats_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.stats()).unwrap_or_default()
+    }
+
+    fn too_large(&self) -> Answer {
+        refuse(StatusCode::PAYLOAD_TOO_LARGE, "EGeneral:Invalid arguments")
+    }
+
+    fn answer(&self, parts: &http::request::Parts, body: &[u8]) -> Answer {
+        self.check(parts, body)
+    }
+
+    fn record(&self, rec: Recorded, answer: &Answer) {
+        self.state().stats.common.record(rec, answer);
     }
 }
 

@@ -26,14 +26,18 @@ pub mod coinbase;
 pub mod kraken;
 pub mod okx;
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use serde_json::Value;
 
-use super::{Body, Journal, Recorded};
+use tokio::net::TcpListener;
+
+use super::{serve_with, Body, Journal, Recorded};
 
 /// The fake's idea of now, against which request timestamps are judged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,6 +142,58 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
         HeaderValue::from_static("application/json"),
     );
     r
+}
+
+/// What differs between the four fakes; the request loop ([`respond`],
+/// [`serve`]) is the same for all.
+trait Exchange: Clone + Send + Sync + 'static {
+    fn max_body(&self) -> usize;
+    /// The counters, for `GET /_fake/stats`.
+    fn stats_json(&self) -> Value;
+    /// The API's own refusal of a body over `max_body`.
+    fn too_large(&self) -> Answer;
+    /// Verifies one request as the API's document says, and answers it.
+    fn answer(&self, parts: &http::request::Parts, body: &[u8]) -> Answer;
+    fn record(&self, rec: Recorded, answer: &Answer);
+}
+
+/// One request: the stats page, or the body read (at most `max_body`),
+/// verified, answered and recorded.
+async fn respond<E: Exchange, B>(fake: &E, req: Request<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (parts, body) = req.into_parts();
+    if parts.method == Method::GET && parts.uri.path() == "/_fake/stats" {
+        return json_response(StatusCode::OK, &fake.stats_json());
+    }
+    let (body, answer) = match read_body(body, fake.max_body()).await {
+        Some(body) => {
+            let answer = fake.answer(&parts, &body);
+            (body, answer)
+        }
+        None => (Bytes::new(), fake.too_large()),
+    };
+    fake.record(
+        Recorded::new(&parts, &body, answer.status.as_u16()),
+        &answer,
+    );
+    answer.response()
+}
+
+/// Serves `fake` on `listener` until `shutdown`.
+async fn serve<E: Exchange>(
+    fake: E,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with(listener, tls, shutdown, move |_, req| {
+        let fake = fake.clone();
+        async move { respond(&fake, req).await }
+    })
+    .await
 }
 
 /// The body, whole, if it is at most `max` bytes.

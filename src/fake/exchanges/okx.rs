@@ -34,10 +34,8 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio::net::TcpListener;
 
-use super::{
-    header_text, json_response, parse_iso8601_ms, read_body, received, same, Answer, Clock, Stats,
-};
-use crate::fake::{serve_with, Body, Recorded};
+use super::{header_text, parse_iso8601_ms, received, same, Answer, Clock, Exchange, Stats};
+use crate::fake::{Body, Recorded};
 
 pub const DEMO_API_KEY: &str = "5e0c6f1a-7d2b-4c3e-9f8a-1b2c3d4e5f60";
 /// The document's example SecretKey.
@@ -138,11 +136,7 @@ impl Fake {
         tls: Option<Arc<rustls::ServerConfig>>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        serve_with(listener, tls, shutdown, move |_, req| {
-            let fake = self.clone();
-            async move { fake.respond(req).await }
-        })
-        .await
+        super::serve(self, listener, tls, shutdown).await
     }
 
     /// Answers one request, as `serve` does; any body type, so tests can call it directly.
@@ -151,28 +145,7 @@ impl Fake {
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let (parts, body) = req.into_parts();
-        if parts.method == Method::GET && parts.uri.path() == "/_fake/stats" {
-            let stats = serde_json::to_value(self.stats()).unwrap_or_default();
-            return json_response(StatusCode::OK, &stats);
-        }
-        let (body, answer) = match read_body(body, self.cfg.max_body).await {
-            Some(body) => {
-                let answer = self.check(&parts, &body);
-                (body, answer)
-            }
-            None => (
-                Bytes::new(),
-                refuse(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "50002",
-                    "Json data format error.",
-                ),
-            ),
-        };
-        let rec = Recorded::new(&parts, &body, answer.status.as_u16());
-        self.stats_lock().record(rec, &answer);
-        answer.response()
+        super::respond(self, req).await
     }
 
     fn check(&self, parts: &http::request::Parts, body: &[u8]) -> Answer {
@@ -323,6 +296,32 @@ impl Fake {
                 }))
             }
         }
+    }
+}
+
+impl Exchange for Fake {
+    fn max_body(&self) -> usize {
+        self.cfg.max_body
+    }
+
+    fn stats_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.stats()).unwrap_or_default()
+    }
+
+    fn too_large(&self) -> Answer {
+        refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "50002",
+            "Json data format error.",
+        )
+    }
+
+    fn answer(&self, parts: &http::request::Parts, body: &[u8]) -> Answer {
+        self.check(parts, body)
+    }
+
+    fn record(&self, rec: Recorded, answer: &Answer) {
+        self.stats_lock().record(rec, answer);
     }
 }
 
