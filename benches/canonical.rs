@@ -1,41 +1,26 @@
 //! The TTS checksum path: parse a JSON body, print it as CPython's
 //! `json.dumps(sort_keys=True)`, SHA-256 it, as the signer does (one pass
-//! into spans, written from them). Throughput on ~1 kB and ~64 kB.
+//! into spans, written from them). Throughput on ~1 kB and ~64 kB of
+//! awkward records, and on the ~1 kB `liveLogs` body the proxy bench sends.
 #![allow(clippy::unwrap_used)] // bench code: inputs are fixed and valid
 
 use countersign::canonical::pyjson;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-/// A realistic TTS-style body: a few fields, a list of records with numbers,
-/// unicode text and nesting, grown to about `size` bytes.
-fn body(size: usize) -> String {
-    let mut records = Vec::new();
-    let mut n = 0u64;
-    loop {
-        records.push(format!(
-            r#"{{"id":{n},"name":"caf\u00e9 client {n} 東京","score":{}.{:03},"tags":["a","b\n","c"],"active":{},"meta":{{"z":null,"a":-{n}e-3}}}}"#,
-            n * 37 % 1000,
-            n * 7 % 1000,
-            n.is_multiple_of(2)
-        ));
-        n += 1;
-        let text = format!(
-            r#"{{"identifire":"abc","client_ver":"1.2.3","ip_address":"10.0.0.1","mac_address":"-","items":[{}]}}"#,
-            records.join(",")
-        );
-        if text.len() >= size {
-            return text;
-        }
-    }
-}
+#[path = "support/pyjson_bodies.rs"]
+mod bodies;
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("tts checksum (parse + dumps + sha256)");
-    for size in [1024usize, 64 * 1024] {
-        let text = body(size);
+    let texts = [
+        ("", bodies::body(1024)),
+        ("", bodies::body(64 * 1024)),
+        ("livelogs-", bodies::live_logs()),
+    ];
+    for (name, text) in texts {
         g.throughput(Throughput::Bytes(text.len() as u64));
         g.bench_with_input(
-            BenchmarkId::from_parameter(format!("{}B", text.len())),
+            BenchmarkId::from_parameter(format!("{name}{}B", text.len())),
             &text,
             |b, t| {
                 let mut out = Vec::with_capacity(t.len() * 2);

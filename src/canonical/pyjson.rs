@@ -538,24 +538,34 @@ impl Parser<'_, '_> {
         sort_stable(recs, |x, y| {
             x.prefix.cmp(&y.prefix).then_with(|| key(x).cmp(key(y)))
         });
+        // The sorted members take no more room than the text they came in
+        // (less when repeats are dropped): they are written back over it,
+        // from a copy, with no growth checks, and the rest cut off.
         scratch.clear();
         scratch.extend_from_slice(&out[open..]);
-        out.truncate(open + 1);
+        let mut at = open + 1;
+        let mut put = |bytes: &[u8]| {
+            if let Some(to) = out.get_mut(at..at + bytes.len()) {
+                to.copy_from_slice(bytes);
+                at += bytes.len();
+            }
+        };
         let mut first = true;
-        for (at, r) in recs.iter().enumerate() {
+        for (i, r) in recs.iter().enumerate() {
             let later = recs
-                .get(at + 1)
+                .get(i + 1)
                 .is_some_and(|n| n.prefix == r.prefix && key(n) == key(r));
             if later {
                 continue;
             }
-            if !first {
-                out.extend_from_slice(b", ");
+            if !std::mem::take(&mut first) {
+                put(b", ");
             }
-            first = false;
-            let text = scratch.get(r.start as usize - open..r.end as usize - open);
-            out.extend_from_slice(text.unwrap_or_default());
+            put(scratch
+                .get(r.start as usize - open..r.end as usize - open)
+                .unwrap_or_default());
         }
+        out.truncate(at);
     }
 
     fn array(&mut self) -> Result<(), Stop> {
@@ -601,9 +611,22 @@ impl Parser<'_, '_> {
     /// closing quote. True when CPython prints it exactly as written.
     /// The only check of UTF-8: outside strings a byte above 0x7f is
     /// refused as it is read.
-    #[inline]
+    #[inline(always)]
     fn string(&mut self) -> Result<bool, Stop> {
-        self.i += 1; // the opening quote
+        // Most strings are one printable run: done here, in the caller.
+        let end = skip_printable(self.b, self.i + 1);
+        self.i = end;
+        if self.b.get(end) == Some(&b'"') {
+            self.i += 1;
+            return Ok(true);
+        }
+        self.string_rest()
+    }
+
+    /// The rest of a string from its first byte that is not printable
+    /// ASCII: escapes, non-ASCII, the end, or an error.
+    #[inline(never)]
+    fn string_rest(&mut self) -> Result<bool, Stop> {
         let mut plain = true;
         loop {
             self.i = skip_printable(self.b, self.i);
@@ -679,6 +702,7 @@ impl Parser<'_, '_> {
         if self.b[self.i] == b'-' {
             self.i += 1;
         }
+        let int_at = self.i;
         match self.b.get(self.i) {
             Some(b'0') => self.i += 1,
             Some(b'1'..=b'9') => {
@@ -686,14 +710,18 @@ impl Parser<'_, '_> {
             }
             _ => return Err("a number needs digits"),
         }
-        let mut float = false;
+        let int_len = self.i - int_at;
+        // The fraction's digits, when there is a fraction.
+        let mut frac = None;
         if self.b.get(self.i) == Some(&b'.')
             && self.b.get(self.i + 1).is_some_and(u8::is_ascii_digit)
         {
             self.i += 1;
+            let at = self.i;
             digits(self);
-            float = true;
+            frac = Some(at..self.i);
         }
+        let mut exponent = false;
         if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
             let save = self.i;
             self.i += 1;
@@ -703,18 +731,40 @@ impl Parser<'_, '_> {
             if digits(self) == 0 {
                 self.i = save; // as CPython: "1e" is the number 1 followed by junk
             } else {
-                float = true;
+                exponent = true;
             }
         }
         let number = &self.b[start..self.i];
-        if float {
-            push_float_text(self.out, number);
-        } else {
+        match (frac, exponent) {
             // Python's int has no negative zero.
-            self.out
-                .extend_from_slice(if number == b"-0" { b"0" } else { number });
+            (None, false) => {
+                self.out
+                    .extend_from_slice(if number == b"-0" { b"0" } else { number })
+            }
+            (Some(ref frac), false)
+                if own_repr(int_len, self.b[int_at] == b'0', &self.b[frac.clone()]) =>
+            {
+                self.out.extend_from_slice(number)
+            }
+            _ => push_float_text(self.out, number),
         }
         Ok(())
+    }
+}
+
+/// Whether a decimal without exponent, `int_len` digits (`zero`: just
+/// "0") and a point then `frac`, is written as repr writes its double:
+/// the test of `text::is_own_repr`, on what the scan already measured.
+#[inline]
+fn own_repr(int_len: usize, zero: bool, frac: &[u8]) -> bool {
+    match frac {
+        [b'0'] => int_len <= 15,
+        [.., b'0'] => false,
+        _ if zero => {
+            let zeros = frac.iter().take_while(|&&c| c == b'0').count();
+            zeros <= 3 && frac.len() - zeros <= 15
+        }
+        _ => int_len + frac.len() <= 15,
     }
 }
 

@@ -29,6 +29,7 @@ const fn zero_bytes(x: u64) -> u64 {
 /// Where the first byte at or after `i` that is not [`printable`] is (or
 /// the end): eight bytes at a time, each test exact per byte (no carries
 /// between bytes), so the lowest flagged byte is the first one.
+#[inline]
 pub(super) fn skip_printable(b: &[u8], mut i: usize) -> usize {
     while let Some(chunk) = b.get(i..i + 8) {
         let mut word = [0u8; 8];
