@@ -185,6 +185,8 @@ wrk -t1 -c8 -d2s -s "$work/xrtc.lua" "http://127.0.0.1:$CS_PORT/xrtc/v1/item/set
 wrk -t1 -c8 -d2s -s "$work/xrtc.lua" "http://127.0.0.1:$CS2_PORT/xrtc/v1/item/set" >/dev/null
 wrk -t1 -c8 -d2s -s "$work/xrtc.lua" "http://127.0.0.1:$CS3_PORT/xrtc/v1/item/set" >/dev/null
 [ -n "$BASE_BIN" ] && wrk -t1 -c8 -d2s -s "$work/xrtc.lua" "http://127.0.0.1:$BASE_PORT/xrtc/v1/item/set" >/dev/null
+# Count Redis commands from here on, to give them per request at the end.
+redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
 echo "rounds: $ROUNDS x $DURATION, $CONNS connections, $THREADS wrk threads, $(nproc) cores"
 for r in $(seq "$ROUNDS"); do
   echo "round $r"
@@ -223,3 +225,11 @@ for name in $TARGETS; do
     'BEGIN {printf "%-13s %10.0f %9.3f %9.3f %12.2f %12.2f %12.2f\n", n, r, a, b, r/nr, b/np, (dr > 0 ? r/dr : 0)}'
 done
 echo "countersign peak RSS: $((rss_kb / 1024)) MiB"
+# What sharing limits through Redis costs Redis: commands per request.
+if [ -f "$work/cs-xrtc-redis" ]; then
+  calls=$(redis-cli -p "$REDIS_PORT" info commandstats |
+    awk -F'[=,:]' '/^cmdstat_/ && !/^cmdstat_(info|config|ping|hello|client)/ {s += $3} END {print s + 0}')
+  served=$(awk -v d="${DURATION%s}" '{s += $1 * d} END {printf "%.0f", s}' "$work/cs-xrtc-redis")
+  awk -v c="$calls" -v s="$served" \
+    'BEGIN {printf "Redis: %d commands for ~%d cs-xrtc-redis requests (%.4f per request)\n", c, s, c / s}'
+fi
