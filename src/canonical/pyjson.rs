@@ -510,7 +510,7 @@ impl Parser<'_, '_> {
         if root {
             return Ok(());
         }
-        if !in_order {
+        if !in_order && !self.swap_two(base) {
             self.rewrite_in_order(open, base);
         }
         self.out.push(b'}');
@@ -520,6 +520,36 @@ impl Parser<'_, '_> {
 
     fn key(&self, key: Key) -> &[u8] {
         key_bytes(self.b, self.keys, key)
+    }
+
+    /// The commonest out-of-order object, two members the wrong way round
+    /// (`{"url": …, "ratio": …}`), put right in place: the first member
+    /// to a stack buffer, the second moved over it, then the first after
+    /// it; a repeated key keeps the second only. False, doing nothing, for
+    /// any other object or a first member too long for the buffer.
+    fn swap_two(&mut self, base: usize) -> bool {
+        let [first, second] = match self.members.get(base..) {
+            Some(&[first, second]) => [first, second],
+            _ => return false,
+        };
+        let (a, a_end) = (first.start as usize, first.end as usize);
+        let (b, b_end) = (second.start as usize, second.end as usize);
+        let mut held = [0u8; 128];
+        let Some(held) = held.get_mut(..a_end - a) else {
+            return false;
+        };
+        let same = first.prefix == second.prefix && self.key(first.key) == self.key(second.key);
+        held.copy_from_slice(&self.out[a..a_end]);
+        self.out.copy_within(b..b_end, a);
+        let mut at = a + (b_end - b);
+        if !same {
+            self.out[at..at + 2].copy_from_slice(b", ");
+            at += 2;
+            self.out[at..at + held.len()].copy_from_slice(held);
+            at += held.len();
+        }
+        self.out.truncate(at);
+        true
     }
 
     /// Rewrites the members of the object opened at `open` (records from

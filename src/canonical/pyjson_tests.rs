@@ -161,6 +161,42 @@ fn many_keys_on_the_signing_path_sort_and_keep_the_last() {
 }
 
 #[test]
+fn two_member_objects_are_put_in_order_in_place() {
+    let long = "x".repeat(200);
+    let cases = [
+        (
+            r#"[{"b":1,"a":2}]"#.to_string(),
+            r#"[{"a": 2, "b": 1}]"#.to_string(),
+        ),
+        (r#"[{"a":1,"a":2}]"#.into(), r#"[{"a": 2}]"#.into()),
+        (
+            r#"[{"a":1,"a":{"b":2,"a":[]}}]"#.into(),
+            r#"[{"a": {"a": [], "b": 2}}]"#.into(),
+        ),
+        (
+            r#"{"o":{"b\u0031":"\u00e9","b0":0.50}}"#.into(),
+            r#"{"o": {"b0": 0.5, "b1": "\u00e9"}}"#.into(),
+        ),
+        // A first member longer than the stack buffer: the general rewrite.
+        (
+            format!(r#"[{{"b":"{long}","a":1}}]"#),
+            format!(r#"[{{"a": 1, "b": "{long}"}}]"#),
+        ),
+        (
+            format!(r#"[{{"b":1,"a":"{long}"}}]"#),
+            format!(r#"[{{"a": "{long}", "b": 1}}]"#),
+        ),
+        (
+            r#"[{"a":1,"b":2},{"b":1,"a":2},{"a":3,"b":4}]"#.into(),
+            r#"[{"a": 1, "b": 2}, {"a": 2, "b": 1}, {"a": 3, "b": 4}]"#.into(),
+        ),
+    ];
+    for (body, want) in cases {
+        assert_eq!(roundtrip(&body), want, "{body}");
+    }
+}
+
+#[test]
 fn edits_change_the_root_object_only_and_win_over_its_members() {
     let body = br#"{"checksum":"x","a":{"checksum":1,"secret":2},"secret":"caller","b":[{"checksum":3}],"secret":"again","a\u0062":"esc"}"#;
     let doc = Doc::parse(body).unwrap();
