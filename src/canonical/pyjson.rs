@@ -24,7 +24,7 @@ mod text;
 
 use sha2::{Digest, Sha256};
 
-use text::{decode, push_float_text, push_literal, skip_printable, utf8_len};
+use text::{decode, push_char, push_float_text, skip_printable, unescape, utf8_char, utf8_len};
 pub use text::{push_float, push_str_bytes};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -393,17 +393,7 @@ impl Parser<'_, '_> {
 
     fn value(&mut self) -> Result<(), Stop> {
         match self.b.get(self.i) {
-            Some(b'"') => {
-                let start = self.i;
-                let plain = self.string()?;
-                let literal = &self.b[start..self.i];
-                match plain {
-                    // Printed as it was written.
-                    true => self.out.extend_from_slice(literal),
-                    false => push_literal(self.out, literal),
-                }
-                Ok(())
-            }
+            Some(b'"') => self.string_value(),
             Some(b'{') => self.object(false),
             Some(b'[') => self.array(),
             Some(b'-') if self.b.get(self.i + 1) == Some(&b'I') => {
@@ -684,6 +674,62 @@ impl Parser<'_, '_> {
                         None => return Err("the body is not valid UTF-8"),
                     }
                 }
+                None => return Err("unterminated string"),
+            }
+        }
+    }
+
+    /// A string value: checked and written as CPython prints it. A plain
+    /// one (one printable run) is copied as written; any other is written
+    /// as it is checked, in the same pass.
+    #[inline(always)]
+    fn string_value(&mut self) -> Result<(), Stop> {
+        let start = self.i;
+        let end = skip_printable(self.b, start + 1);
+        if self.b.get(end) == Some(&b'"') {
+            self.i = end + 1;
+            self.out.extend_from_slice(&self.b[start..self.i]);
+            return Ok(());
+        }
+        self.out.extend_from_slice(&self.b[start..end]);
+        self.i = end;
+        self.string_value_rest()
+    }
+
+    /// The rest of a string value from its first byte that is not
+    /// printable ASCII: printable runs copied, escapes, DEL and non-ASCII
+    /// characters checked and rewritten, up to the closing quote.
+    #[inline(never)]
+    fn string_value_rest(&mut self) -> Result<(), Stop> {
+        loop {
+            let run = self.i;
+            self.i = skip_printable(self.b, self.i);
+            self.out.extend_from_slice(&self.b[run..self.i]);
+            let at = self.i;
+            match self.b.get(at) {
+                Some(b'"') => {
+                    self.i += 1;
+                    self.out.push(b'"');
+                    return Ok(());
+                }
+                Some(b'\\') => {
+                    self.escape()?;
+                    push_char(self.out, unescape(&self.b[at..]).0 as u32);
+                }
+                Some(&c) if c < 0x20 => {
+                    return Err("a control character must be escaped in a string")
+                }
+                Some(0x7F) => {
+                    self.i += 1;
+                    push_char(self.out, 0x7F);
+                }
+                Some(_) => match utf8_len(self.b, at) {
+                    Some(n) => {
+                        self.i += n;
+                        push_char(self.out, utf8_char(&self.b[at..]).0);
+                    }
+                    None => return Err("the body is not valid UTF-8"),
+                },
                 None => return Err("unterminated string"),
             }
         }

@@ -75,7 +75,7 @@ pub(super) fn decode(literal: &str) -> String {
 }
 
 /// The character of the checked escape at the start of `b`, and its length.
-fn unescape(b: &[u8]) -> (char, usize) {
+pub(super) fn unescape(b: &[u8]) -> (char, usize) {
     let c = match b.get(1) {
         Some(b'b') => '\u{8}',
         Some(b'f') => '\u{c}',
@@ -346,39 +346,8 @@ pub fn push_str_bytes(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// A checked JSON string literal (quotes included) as CPython writes the
-/// string it denotes: printable ASCII runs copied, escapes and other
-/// characters rewritten.
-pub(super) fn push_literal(out: &mut Vec<u8>, literal: &[u8]) {
-    let b = literal
-        .get(1..literal.len().saturating_sub(1))
-        .unwrap_or_default();
-    out.push(b'"');
-    let mut run = 0;
-    let mut i = 0;
-    loop {
-        i = skip_printable(b, i);
-        out.extend_from_slice(&b[run..i]);
-        match b.get(i) {
-            None => break,
-            Some(b'\\') => {
-                let (c, len) = unescape(&b[i..]);
-                push_char(out, c as u32);
-                i += len;
-            }
-            Some(_) => {
-                let (c, len) = utf8_char(&b[i..]);
-                push_char(out, c);
-                i += len;
-            }
-        }
-        run = i;
-    }
-    out.push(b'"');
-}
-
 /// One character as `ensure_ascii` output writes it.
-fn push_char(out: &mut Vec<u8>, c: u32) {
+pub(super) fn push_char(out: &mut Vec<u8>, c: u32) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let short: &[u8] = match c {
         0x22 => b"\\\"",
@@ -438,7 +407,7 @@ pub(super) fn utf8_len(b: &[u8], i: usize) -> Option<usize> {
 
 /// The code point of the UTF-8 character at the start of `b` (checked by
 /// [`utf8_len`]) and its length; U+FFFD for a byte that starts none.
-fn utf8_char(b: &[u8]) -> (u32, usize) {
+pub(super) fn utf8_char(b: &[u8]) -> (u32, usize) {
     let lead = b.first().copied().unwrap_or(0);
     let (n, bits) = match lead {
         0x00..=0x7F => return (u32::from(lead), 1),
