@@ -161,6 +161,39 @@ fn many_keys_on_the_signing_path_sort_and_keep_the_last() {
 }
 
 #[test]
+fn the_scans_own_repr_test_agrees_with_the_writers() {
+    // Decimals without exponent, as the parser measures them: the test it
+    // makes on its digit counts must be the one push_float_text makes on
+    // the text, or a decimal would be copied that repr writes otherwise.
+    let mut r = Rng::new(0x0_5EED);
+    for _ in 0..200_000 {
+        let mut int = String::new();
+        match r.below(4) {
+            0 => int.push('0'),
+            _ => {
+                let n = 1 + r.below(18);
+                gen_digits(&mut r, n, &mut int);
+            }
+        }
+        if int.len() > 1 && int.starts_with('0') {
+            int.replace_range(..1, "1");
+        }
+        let mut frac = "0".repeat(r.below(6) as usize);
+        let n = r.below(18);
+        gen_digits(&mut r, n, &mut frac);
+        if frac.is_empty() {
+            frac.push('0');
+        }
+        let text = format!("{}{int}.{frac}", if r.below(2) == 0 { "-" } else { "" });
+        assert_eq!(
+            own_repr(int.len(), int == "0", frac.as_bytes()),
+            text::is_own_repr(text.as_bytes()),
+            "{text}"
+        );
+    }
+}
+
+#[test]
 fn two_member_objects_are_put_in_order_in_place() {
     let long = "x".repeat(200);
     let cases = [

@@ -129,7 +129,7 @@ pub(super) fn push_float_text(out: &mut Vec<u8>, text: &[u8]) {
 /// shortest, see [`push_float_text`]), no trailing zero in the fraction
 /// unless it is the only digit, and a point position repr writes in fixed
 /// notation (at most three zeros after `0.`).
-fn is_own_repr(t: &[u8]) -> bool {
+pub(super) fn is_own_repr(t: &[u8]) -> bool {
     let t = t.strip_prefix(b"-").unwrap_or(t);
     let Some(point) = t.iter().position(|&c| c == b'.') else {
         return false;
