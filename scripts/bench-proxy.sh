@@ -225,11 +225,13 @@ for name in $TARGETS; do
     'BEGIN {printf "%-13s %10.0f %9.3f %9.3f %12.2f %12.2f %12.2f\n", n, r, a, b, r/nr, b/np, (dr > 0 ? r/dr : 0)}'
 done
 echo "countersign peak RSS: $((rss_kb / 1024)) MiB"
-# What sharing limits through Redis costs Redis: commands per request.
+# What sharing limits through Redis costs: scripts run (a round trip each,
+# or two pipelined; Redis also counts the commands inside them) per request.
 if [ -f "$work/cs-xrtc-redis" ]; then
-  calls=$(redis-cli -p "$REDIS_PORT" info commandstats |
-    awk -F'[=,:]' '/^cmdstat_/ && !/^cmdstat_(info|config|ping|hello|client)/ {s += $3} END {print s + 0}')
+  stats=$(redis-cli -p "$REDIS_PORT" info commandstats)
+  trips=$(echo "$stats" | awk -F'[=,:]' '/^cmdstat_(evalsha|eval):/ {s += $3} END {print s + 0}')
+  calls=$(echo "$stats" | awk -F'[=,:]' '/^cmdstat_/ && !/^cmdstat_(info|config|ping|hello|client)/ {s += $3} END {print s + 0}')
   served=$(awk -v d="${DURATION%s}" '{s += $1 * d} END {printf "%.0f", s}' "$work/cs-xrtc-redis")
-  awk -v c="$calls" -v s="$served" \
-    'BEGIN {printf "Redis: %d commands for ~%d cs-xrtc-redis requests (%.4f per request)\n", c, s, c / s}'
+  awk -v t="$trips" -v c="$calls" -v s="$served" \
+    'BEGIN {printf "Redis: %d scripts run (%d commands in all) for ~%d cs-xrtc-redis requests: one script per %.0f requests\n", t, c, s, s / (t > 0 ? t : 1)}'
 fi
