@@ -15,10 +15,12 @@ use futures_util::future::join_all;
 use support::redis_server::{self, RedisCluster};
 use support::*;
 
-/// A gateway on `cluster` whose keys start with `prefix:`.
+/// A gateway on `cluster` whose keys start with `prefix:`. A 3 s
+/// `state_timeout`: CPU-starved Redis answers can pass the default 500 ms
+/// here and open the store's breaker (see `shared` in tests/replicas.rs).
 fn toml(dir: &std::path::Path, cluster: &RedisCluster, prefix: &str, route: &str) -> String {
     format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nstate_dir = \"{}\"\nshutdown_grace = \"2s\"\nstate = \"{}\"\nstate_prefix = \"{prefix}\"\n\n[routes.r]\n{route}\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\nstate_dir = \"{}\"\nshutdown_grace = \"2s\"\nstate = \"{}\"\nstate_prefix = \"{prefix}\"\nstate_timeout = \"3s\"\n\n[routes.r]\n{route}\n",
         dir.display(),
         cluster.url()
     )
