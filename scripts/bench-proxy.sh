@@ -51,7 +51,15 @@ cleanup() {
   for pidfile in "$work/nginx.pid" "$work/proxy/nginx.pid" "$work/proxy-log/nginx.pid"; do
     [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
   done
-  rm -rf "$work"
+  # They may still be writing their last lines (Redis its AOF, nginx its
+  # logs): up to 5 s for them to go, then a few tries at the directory.
+  for _ in $(seq 50); do
+    alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for _ in 1 2 3 4 5 6 7 8 9 10; do rm -rf "$work" 2>/dev/null && break; sleep 0.2; done
 }
 trap cleanup EXIT
 
