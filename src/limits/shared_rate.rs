@@ -165,7 +165,7 @@ impl SharedRate {
         let _one_at_a_time = self.fetching.lock().await;
         self.queued.fetch_sub(1, Ordering::Relaxed);
         // A batch may have come while this request waited its turn.
-        let (want, back_end, back_count) = {
+        let (want, back) = {
             let mut slots = self.lock();
             match slots.take(
                 Instant::now(),
@@ -178,13 +178,41 @@ impl SharedRate {
                 Take::TooFar(d) => return Err(RateError::TooFar(d)),
                 Take::Empty => {}
             }
-            let (back_end, back_count) = slots.retire(self.cap);
+            let back = slots.retire(self.cap);
             let want = slots
                 .size
                 .max(self.queued.load(Ordering::Relaxed) + 1)
                 .min(self.cap);
-            (want, back_end, back_count)
+            (want, back)
         };
+        match self
+            .reserve(until, want, back, hold)
+            .await
+            .map_err(RateError::State)?
+        {
+            Err(d) => Err(RateError::TooFar(d)),
+            Ok((mut batch, arrived)) => {
+                // The first slot is this request's, whatever the round trip took.
+                (batch.next, batch.taken, batch.tail) = (1, 1, 1);
+                let first = batch.earliest(0, self.interval, self.tolerance);
+                self.lock().batch = Some(batch);
+                Ok(first.max(arrived))
+            }
+        }
+    }
+
+    /// Asks Redis for `want` slots that can go by `until`, giving `back`
+    /// (the schedule's end, slots) back, and applies the upstream hold the
+    /// answer brings. A grant comes as a batch in local time with no slot
+    /// handed out yet, and when it arrived; `Err` is how far the next slot
+    /// is when it is further than `until`.
+    async fn reserve(
+        &self,
+        until: Instant,
+        want: u32,
+        (back_end, back_count): (i64, u32),
+        hold: &UpstreamHold,
+    ) -> Result<Result<(Batch, Instant), Duration>, StateError> {
         let sent = Instant::now();
         let answer = self
             .state
@@ -198,11 +226,10 @@ impl SharedRate {
                 back_end,
                 back_count,
             })
-            .await
-            .map_err(RateError::State)?;
+            .await?;
         let arrived = Instant::now();
-        match answer {
-            RateBatch::TooFar(d) => Err(RateError::TooFar(d)),
+        Ok(match answer {
+            RateBatch::TooFar(d) => Err(d),
             RateBatch::Granted {
                 tat,
                 floor,
@@ -218,17 +245,14 @@ impl SharedRate {
                     tat_sent: sent + tat,
                     floor: arrived + floor,
                     count,
-                    next: 1,
-                    taken: 1,
-                    tail: 1,
+                    next: 0,
+                    taken: 0,
+                    tail: 0,
                     end,
                 };
-                // The first slot is this request's, whatever the round trip took.
-                let first = batch.earliest(0, self.interval, self.tolerance);
-                self.lock().batch = Some(batch);
-                Ok(first.max(arrived))
+                Ok((batch, arrived))
             }
-        }
+        })
     }
 
     fn wants_ahead(&self) -> bool {
@@ -241,44 +265,11 @@ impl SharedRate {
     /// that finds the batch in hand gone asks Redis itself, as always).
     async fn fetch_ahead(&self, until: Instant, hold: &UpstreamHold) {
         let want = self.lock().size.clamp(1, self.cap);
-        let sent = Instant::now();
-        let answer = self
-            .state
-            .rate_batch(&RateRequest {
-                rate_key: &self.rate_key,
-                hold_key: &self.hold_key,
-                interval: self.interval,
-                tolerance: self.tolerance,
-                max_wait: until.saturating_duration_since(sent),
-                want,
-                back_end: 0,
-                back_count: 0,
-            })
-            .await;
-        let arrived = Instant::now();
+        let answer = self.reserve(until, want, (0, 0), hold).await;
         let mut slots = self.lock();
         match answer {
-            Ok(RateBatch::Granted {
-                tat,
-                floor,
-                count,
-                end,
-            }) if count > 0 => {
-                if !floor.is_zero() {
-                    hold.hold_for(floor);
-                }
-                slots.ahead = Some(Batch {
-                    tat: arrived + tat,
-                    tat_sent: sent + tat,
-                    floor: arrived + floor,
-                    count,
-                    next: 0,
-                    taken: 0,
-                    tail: 0,
-                    end,
-                });
-            }
-            _ => slots.no_ahead_until = Some(arrived + self.late),
+            Ok(Ok((batch, _))) if batch.count > 0 => slots.ahead = Some(batch),
+            _ => slots.no_ahead_until = Some(Instant::now() + self.late),
         }
     }
 
