@@ -219,6 +219,9 @@ pub struct Tts {
     id: String,
     /// The access key and secret in use: the configured ones until rotated.
     keys: Arc<HeldKeys>,
+    /// The settings' header values, made once: user agent, client version,
+    /// module, member email (`None` when a setting is not a valid header).
+    fixed: [Option<HeaderValue>; 4],
 }
 
 impl Tts {
@@ -228,28 +231,37 @@ impl Tts {
         if let Some(secret) = &settings.secret {
             configured.push(("secret", secret.clone()));
         }
+        let value = |v: &str| HeaderValue::from_str(v).ok();
+        let fixed = [
+            value(&settings.user_agent),
+            value(&settings.client_ver),
+            settings.module.as_deref().and_then(value),
+            value(&settings.email),
+        ];
         Tts {
             keys: keyring.get(&id, configured),
             id,
             settings,
+            fixed,
         }
     }
 
     /// The headers every call carries.
     fn base_headers(&self, h: &mut HeaderMap) -> Result<(), ProxyError> {
-        let value = |v: &str| {
-            HeaderValue::from_str(v)
-                .map_err(|_| ProxyError::Internal("a TTS setting is not a valid header".into()))
-        };
-        h.insert(USER_AGENT, value(&self.settings.user_agent)?);
+        let invalid = || ProxyError::Internal("a TTS setting is not a valid header".into());
+        let [user_agent, client_ver, module, _] = &self.fixed;
+        h.insert(USER_AGENT, user_agent.clone().ok_or_else(invalid)?);
         let key = self
             .keys
             .get("access_key")
             .unwrap_or_else(|| self.settings.access_key.clone());
-        h.insert(ACCESS_KEY, value(key.expose())?);
-        h.insert(CLIENT_VER, value(&self.settings.client_ver)?);
-        if let Some(m) = &self.settings.module {
-            h.insert(MODULE, value(m)?);
+        h.insert(
+            ACCESS_KEY,
+            HeaderValue::from_str(key.expose()).map_err(|_| invalid())?,
+        );
+        h.insert(CLIENT_VER, client_ver.clone().ok_or_else(invalid)?);
+        if self.settings.module.is_some() {
+            h.insert(MODULE, module.clone().ok_or_else(invalid)?);
         }
         Ok(())
     }
@@ -528,8 +540,9 @@ impl Kind for Tts {
                 ProxyError::Internal("held session id is not a valid header".into())
             })?;
             out.headers.insert(SESSION_ID, v);
-            let email = HeaderValue::from_str(&self.settings.email)
-                .map_err(|_| ProxyError::Internal("email is not a valid header".into()))?;
+            let email = self.fixed[3]
+                .clone()
+                .ok_or_else(|| ProxyError::Internal("email is not a valid header".into()))?;
             out.headers.insert(MEMBER_EMAIL, email);
         }
         self.sign_body(out, call)?;
