@@ -12,7 +12,12 @@
 # access log (buffered, flushed every 100 ms), cs-xrtc-info the xrtc route on
 # a third countersign at info.
 # Prints requests/s, p50 and p99 for each, the ratios to nginx and to direct,
-# and countersign's peak RSS.
+# the proxy's CPU time per request (user + system, from /proc, over the
+# round: the nginx workers for nginx, the countersign process for a route,
+# plus Redis for cs-xrtc-redis, the upstream for direct) and its ratio to
+# nginx's, and countersign's peak RSS. With everything on the same cores,
+# requests/s moves by 10-25 % between rounds as the scheduler interleaves
+# wrk, the proxy and the upstream; CPU per request moves far less.
 #
 #   scripts/bench-proxy.sh                 # 2 rounds of 10 s at 64 connections
 #   ROUNDS=3 DURATION=20s CONNS=128 scripts/bench-proxy.sh
@@ -126,14 +131,16 @@ if [ -n "$BASE_BIN" ]; then
   sed -e "s|^listen = .*|listen = \"127.0.0.1:$BASE_PORT\"|" -e "s|^state_dir = .*|state_dir = \"$work/state-base\"|" \
     "$work/cs.toml" > "$work/cs-base.toml"
   RUST_LOG=warn "$BASE_BIN" run -c "$work/cs-base.toml" 2>"$work/cs-base.log" &
-  pids+=("$!")
+  base_pid=$!
+  pids+=("$base_pid")
   ports="$ports $BASE_PORT"
 fi
 
 # Redis as operators run it for countersign: AOF, fsync every second.
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly yes \
   --appendfsync everysec --dir "$work" --logfile "$work/redis.log" &
-pids+=("$!")
+redis_pid=$!
+pids+=("$redis_pid")
 cat > "$work/cs-redis.toml" <<TOML
 [server]
 listen = "127.0.0.1:$CS2_PORT"
@@ -141,7 +148,8 @@ state = "redis://127.0.0.1:$REDIS_PORT/0"
 $(xrtc_route "$UP_PORT" 1000000)
 TOML
 RUST_LOG=warn target/release/countersign run -c "$work/cs-redis.toml" 2>"$work/cs-redis.log" &
-pids+=("$!")
+cs2_pid=$!
+pids+=("$cs2_pid")
 # The xrtc route at the default log level: one access line per request.
 cat > "$work/cs-info.toml" <<TOML
 [server]
@@ -150,7 +158,8 @@ state_dir = "$work/state-info"
 $(xrtc_route "$UP_PORT")
 TOML
 RUST_LOG=info target/release/countersign run -c "$work/cs-info.toml" 2>"$work/cs-info.log" &
-pids+=("$!")
+cs3_pid=$!
+pids+=("$cs3_pid")
 for port in $ports; do
   for _ in $(seq 100); do
     (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
@@ -175,17 +184,48 @@ LUA
 # wrk prints latencies like 1.23ms / 456.78us / 1.02s; normalise to ms.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; printf "%.3f", v}'; }
 
-run() { # name url [script] -> appends "rps p50 p99" to $work/name
-  local out
+# CPU time (user + system, clock ticks) of the given processes so far.
+ticks() {
+  local p sum=0
+  for p in "$@"; do
+    sum=$((sum + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+  done
+  echo "$sum"
+}
+# The processes whose CPU counts for a target: nginx's workers (children of
+# its master) or a countersign process, with Redis for the Redis route.
+workers() { pgrep -P "$(cat "$1")" | tr '\n' ' '; }
+procs_of() {
+  case $1 in
+    direct) workers "$work/nginx.pid" ;;
+    nginx) workers "$work/proxy/nginx.pid" ;;
+    nginx-log) workers "$work/proxy-log/nginx.pid" ;;
+    cs-xrtc-redis) echo "$cs2_pid $redis_pid" ;;
+    cs-xrtc-info) echo "$cs3_pid" ;;
+    base-*) echo "$base_pid" ;;
+    *) echo "$cs_pid" ;;
+  esac
+}
+hz=$(getconf CLK_TCK)
+
+run() { # name url [script] -> appends "rps p50 p99 cpu-us-per-request" to $work/name
+  local out procs before after
+  procs=$(procs_of "$1")
+  # shellcheck disable=SC2086 # one pid per word
+  before=$(ticks $procs)
   out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$work/${3:-xrtc.lua}" "$2")
-  local rps p50 p99 non2xx
+  # shellcheck disable=SC2086
+  after=$(ticks $procs)
+  local rps p50 p99 non2xx reqs cpu
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  cpu=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$reqs" 'BEGIN {printf "%.2f", t * 1e6 / hz / n}')
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}' | to_ms)
   p99=$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)
   non2xx=$(echo "$out" | awk '/Non-2xx/ {print $4}')
   [ -n "$non2xx" ] && echo "warning: $1 had $non2xx non-2xx answers" >&2
-  echo "$rps $p50 $p99" >> "$work/$1"
-  printf '  %-12s %10.0f req/s  p50 %8.3f ms  p99 %8.3f ms\n' "$1" "$rps" "$p50" "$p99"
+  echo "$rps $p50 $p99 $cpu" >> "$work/$1"
+  printf '  %-12s %10.0f req/s  p50 %8.3f ms  p99 %8.3f ms  cpu %6.2f us/req\n' "$1" "$rps" "$p50" "$p99" "$cpu"
 }
 
 echo "warm-up ..."
@@ -224,13 +264,13 @@ done
 avg() { awk -v c="$2" '{s+=$c; n++} END {printf "%.3f", s/n}' "$work/$1"; }
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$cs_pid/status")
 echo
-printf '%-13s %10s %9s %9s %12s %12s %12s\n' "" "req/s" "p50 ms" "p99 ms" "rps/nginx" "p99/nginx" "rps/direct"
+printf '%-13s %10s %9s %9s %12s %12s %12s %10s %10s\n' "" "req/s" "p50 ms" "p99 ms" "rps/nginx" "p99/nginx" "rps/direct" "cpu us/req" "cpu/nginx"
 [ -f "$work/nginx" ] || { echo "nginx must be among TARGETS (the baseline)" >&2; exit 2; }
-n_rps=$(avg nginx 1); n_p99=$(avg nginx 3); d_rps=$( [ -f "$work/direct" ] && avg direct 1 || echo 0)
+n_rps=$(avg nginx 1); n_p99=$(avg nginx 3); n_cpu=$(avg nginx 4); d_rps=$( [ -f "$work/direct" ] && avg direct 1 || echo 0)
 for name in $TARGETS; do
-  rps=$(avg "$name" 1); p50=$(avg "$name" 2); p99=$(avg "$name" 3)
-  awk -v n="$name" -v r="$rps" -v a="$p50" -v b="$p99" -v nr="$n_rps" -v np="$n_p99" -v dr="$d_rps" \
-    'BEGIN {printf "%-13s %10.0f %9.3f %9.3f %12.2f %12.2f %12.2f\n", n, r, a, b, r/nr, b/np, (dr > 0 ? r/dr : 0)}'
+  rps=$(avg "$name" 1); p50=$(avg "$name" 2); p99=$(avg "$name" 3); cpu=$(avg "$name" 4)
+  awk -v n="$name" -v r="$rps" -v a="$p50" -v b="$p99" -v c="$cpu" -v nr="$n_rps" -v np="$n_p99" -v nc="$n_cpu" -v dr="$d_rps" \
+    'BEGIN {printf "%-13s %10.0f %9.3f %9.3f %12.2f %12.2f %12.2f %10.2f %10.2f\n", n, r, a, b, r/nr, b/np, (dr > 0 ? r/dr : 0), c, c/nc}'
 done
 echo "countersign peak RSS: $((rss_kb / 1024)) MiB"
 # What sharing limits through Redis costs: scripts run (a round trip each,
