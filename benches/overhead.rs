@@ -17,6 +17,12 @@ use countersign::vocab::{Kind, Outgoing};
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue, Method};
 
+#[path = "support/pyjson_bodies.rs"]
+#[allow(dead_code)] // only the liveLogs body
+mod bodies;
+#[path = "support/tts_route.rs"]
+mod tts_route;
+
 fn caller_headers() -> HeaderMap {
     let mut h = HeaderMap::new();
     for (k, v) in [
@@ -77,40 +83,9 @@ fn bench(c: &mut Criterion) {
 }
 
 fn bench_tts(c: &mut Criterion) {
-    use countersign::kinds::tts::{Settings, Tts};
-    let tts = Tts::new(
-        Settings {
-            identifier: "www.example.com".into(),
-            client_ver: "V4.21.04".into(),
-            user_agent: "TTS-Utility-Client/V4.21.04".into(),
-            access_key: Secret::new("tts-bench-access-key"),
-            secret: Some(Secret::new("tts-bench-secret")),
-            email: "bench@example.com".into(),
-            password: Secret::new("pw"),
-            module: None,
-            ip_address: "192.0.2.10".into(),
-            mac_address: "-".into(),
-            spider_upstream: None,
-            force_login: true,
-            access_key_fields: vec!["access_key".into()],
-            secret_key_fields: vec!["secret_key".into()],
-        },
-        &countersign::keys::Keyring::detached(),
-        "tts-bench".into(),
-    );
-    // About 1 kB of what a liveLogs call carries.
-    let mut body =
-        String::from(r#"{"action":"liveLogs","output":"json","limit":50,"lastId":"","filters":["#);
-    let mut n = 0;
-    while body.len() < 980 {
-        body.push_str(&format!(
-            r#"{{"url":"https://www.example.com/p/{n}","ratio":0.{n}5}},"#
-        ));
-        n += 1;
-    }
-    body.pop();
-    body.push_str("]}");
-    let body = bytes::Bytes::from(body);
+    let tts = tts_route::tts();
+    // The ~1 kB liveLogs body scripts/bench-proxy.sh sends.
+    let body = bytes::Bytes::from(bodies::live_logs());
     let mut caller = caller_headers();
     caller.remove("cookie");
     let session = Secret::new("zO4WlLQLT8fj4rakFbnvX~u92nq4A-fO");

@@ -1,9 +1,10 @@
 //! Instructions per TTS signing step, for callgrind: the step
 //! `benches/overhead.rs` times (header hygiene, plan, fill, canonical JSON,
-//! SHA-256, the body sent) on its ~1 kB liveLogs body, `N` times. Divide
-//! the difference between `N` and 1 by `N - 1`; the JSON part alone is
-//! `examples/pyjson_instructions.rs`. Valgrind runs the software SHA-256
-//! (no SHA-NI), so the SHA share here is about twice the native one.
+//! SHA-256, the body sent) on the ~1 kB liveLogs body `scripts/bench-proxy.sh`
+//! sends, `N` times. Divide the difference between `N` and 1 by `N - 1`;
+//! the JSON part alone is `examples/pyjson_instructions.rs`. Valgrind runs
+//! the software SHA-256 (no SHA-NI), so the SHA share here is far above
+//! the native one.
 //!
 //! ```sh
 //! cargo build --profile bench --example tts_step_instructions
@@ -12,46 +13,21 @@
 //! ```
 #![allow(clippy::unwrap_used)] // a measuring tool: fixed, valid inputs
 
+#[path = "../benches/support/pyjson_bodies.rs"]
+#[allow(dead_code)] // only the liveLogs body
+mod bodies;
+#[path = "../benches/support/tts_route.rs"]
+mod tts_route;
+
 use countersign::headers;
-use countersign::kinds::tts::{Settings, Tts};
 use countersign::secret::Secret;
 use countersign::vocab::{Kind, Outgoing};
 use http::{HeaderMap, HeaderValue, Method};
 
 fn main() {
     let n: usize = std::env::args().nth(1).map_or(1001, |n| n.parse().unwrap());
-    let tts = Tts::new(
-        Settings {
-            identifier: "www.example.com".into(),
-            client_ver: "V4.21.04".into(),
-            user_agent: "TTS-Utility-Client/V4.21.04".into(),
-            access_key: Secret::new("tts-bench-access-key"),
-            secret: Some(Secret::new("tts-bench-secret")),
-            email: "bench@example.com".into(),
-            password: Secret::new("pw"),
-            module: None,
-            ip_address: "192.0.2.10".into(),
-            mac_address: "-".into(),
-            spider_upstream: None,
-            force_login: true,
-            access_key_fields: vec!["access_key".into()],
-            secret_key_fields: vec!["secret_key".into()],
-        },
-        &countersign::keys::Keyring::detached(),
-        "tts-bench".into(),
-    );
-    let mut body =
-        String::from(r#"{"action":"liveLogs","output":"json","limit":50,"lastId":"","filters":["#);
-    let mut i = 0;
-    while body.len() < 980 {
-        body.push_str(&format!(
-            r#"{{"url":"https://www.example.com/p/{i}","ratio":0.{i}5}},"#
-        ));
-        i += 1;
-    }
-    body.pop();
-    body.push_str("]}");
-    let body = bytes::Bytes::from(body);
+    let tts = tts_route::tts();
+    let body = bytes::Bytes::from(bodies::live_logs());
     let mut caller = HeaderMap::new();
     for (k, v) in [
         ("host", "127.0.0.1:8080"),
