@@ -20,24 +20,10 @@ use http::{HeaderMap, HeaderValue, Method};
 #[path = "support/pyjson_bodies.rs"]
 #[allow(dead_code)] // only the liveLogs body
 mod bodies;
-#[path = "support/tts_route.rs"]
-mod tts_route;
+#[path = "support/signing_step.rs"]
+mod signing_step;
 
-fn caller_headers() -> HeaderMap {
-    let mut h = HeaderMap::new();
-    for (k, v) in [
-        ("host", "127.0.0.1:8080"),
-        ("user-agent", "curl/8.5.0"),
-        ("accept", "*/*"),
-        ("content-type", "application/json"),
-        ("content-length", "300"),
-        ("x-request-id", "8b1c0c1e-4a44-4a4e-9d1f-5f2b0a7e9f10"),
-        ("cookie", "JSESSIONID=caller"),
-    ] {
-        h.insert(k, HeaderValue::from_static(v));
-    }
-    h
-}
+use signing_step::caller_headers;
 
 fn bench(c: &mut Criterion) {
     let xrtc = Xrtc::new(Settings {
@@ -83,7 +69,7 @@ fn bench(c: &mut Criterion) {
 }
 
 fn bench_tts(c: &mut Criterion) {
-    let tts = tts_route::tts();
+    let tts = signing_step::tts();
     // The ~1 kB liveLogs body scripts/bench-proxy.sh sends.
     let body = bytes::Bytes::from(bodies::live_logs());
     let mut caller = caller_headers();
@@ -92,20 +78,7 @@ fn bench_tts(c: &mut Criterion) {
     let mut group = c.benchmark_group("tts");
     group.throughput(criterion::Throughput::Bytes(body.len() as u64));
     group.bench_function("hygiene + plan + sign, 1 kB JSON", |b| {
-        b.iter(|| {
-            let h = headers::outgoing(&caller, tts.owned_headers(), false);
-            let _ = tts
-                .plan(&Method::POST, "/www.example.com", &caller)
-                .unwrap();
-            let mut out = Outgoing {
-                method: Method::POST,
-                path_and_query: "/www.example.com".into(),
-                headers: h,
-                body: Some(body.clone()),
-            };
-            tts.sign(&mut out, Some(&session)).unwrap();
-            out
-        })
+        b.iter(|| signing_step::tts_step(&tts, &caller, &body, &session))
     });
     group.finish();
 }
