@@ -13,6 +13,7 @@
 #   CONNS=16 scripts/count-instructions.sh   # under load: wrk at 16 connections for DURATION
 #   LEVELS="warn info" KINDS=xrtc scripts/count-instructions.sh   # the access log's cost (RUST_LOG)
 #   KINDS=xrtc-redis scripts/count-instructions.sh   # xrtc with its limits in Redis (AOF everysec)
+#   CG_OPTS="--cache-sim=yes" CONNS=16 scripts/count-instructions.sh   # and simulated cache misses
 #
 # One sequential client pays the event loop's wake-up on every request; under
 # load one wake-up serves many, as in the benchmark. CONNS shows that count.
@@ -106,7 +107,7 @@ nginx -c "$work/up.conf" -p "$work" 2>/dev/null
 count() { # label path kind -- command...
   local label=$1 path=$2 kind=$3; shift 3
   rm -f "$work"/cg.out.*
-  valgrind --tool=callgrind --callgrind-out-file="$work/cg.out.%p" "$@" 2>"$work/${label// /_}.log" &
+  valgrind --tool=callgrind ${CG_OPTS:-} --callgrind-out-file="$work/cg.out.%p" "$@" 2>"$work/${label// /_}.log" &
   local vg=$!
   for _ in $(seq 150); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.2; done
   local n=$N
@@ -125,6 +126,12 @@ count() { # label path kind -- command...
   local total
   total=$(cat "$work"/cg.out.*.* | awk '/^summary:/ {s += $2} END {print s}')
   printf '%-28s %8d instructions/request (%d requests)\n' "$label" $((total / n)) "$n"
+  # With CG_OPTS="--cache-sim=yes": every event callgrind counted, per request.
+  if [ -n "${CG_OPTS:-}" ]; then
+    cat "$work"/cg.out.*.* | awk -v n="$n" '/^events:/ {for (i = 2; i <= NF; i++) name[i] = $i}
+      /^summary:/ {for (i = 2; i <= NF; i++) s[i] += $i}
+      END {printf "%28s", ""; for (i = 2; i in s; i++) printf " %s %.1f", name[i], s[i] / n; print ""}'
+  fi
   kill "$vg"; wait "$vg" 2>/dev/null || true
   mkdir -p "$work/$label" && mv "$work"/cg.out.* "$work/$label/" 2>/dev/null || true
 }
