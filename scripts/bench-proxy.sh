@@ -25,6 +25,7 @@
 #   TARGETS="nginx nginx-log cs-xrtc cs-xrtc-info cs-xrtc-redis" scripts/bench-proxy.sh   # logs and Redis
 #   BASE_BIN=/tmp/countersign-old TARGETS="nginx cs-xrtc base-xrtc cs-teamdrive base-teamdrive" \
 #     scripts/bench-proxy.sh   # another build (e.g. the last release) on the same config, same run
+#   SCHED=batch scripts/bench-proxy.sh   # nginx's workers and countersign both under SCHED_BATCH
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-2}
@@ -160,6 +161,7 @@ TOML
 RUST_LOG=info target/release/countersign run -c "$work/cs-info.toml" 2>"$work/cs-info.log" &
 cs3_pid=$!
 pids+=("$cs3_pid")
+ports_pids="$cs_pid $cs2_pid $cs3_pid${base_pid:+ $base_pid}"
 for port in $ports; do
   for _ in $(seq 100); do
     (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
@@ -227,6 +229,16 @@ run() { # name url [script] -> appends "rps p50 p99 cpu-us-per-request" to $work
   echo "$rps $p50 $p99 $cpu" >> "$work/$1"
   printf '  %-12s %10.0f req/s  p50 %8.3f ms  p99 %8.3f ms  cpu %6.2f us/req\n' "$1" "$rps" "$p50" "$p99" "$cpu"
 }
+
+# SCHED=batch: every proxy (nginx's workers, each countersign) under the
+# SCHED_BATCH policy, alike, as an operator of a dedicated gateway host may
+# run them (docs/operations.md); the upstream, Redis and wrk stay as they are.
+if [ "${SCHED:-}" = batch ]; then
+  for p in $(workers "$work/proxy/nginx.pid") $(workers "$work/proxy-log/nginx.pid") $ports_pids; do
+    chrt -a -b -p 0 "$p" >/dev/null
+  done
+  echo "scheduling: SCHED_BATCH for nginx's workers and countersign"
+fi
 
 echo "warm-up ..."
 wrk -t1 -c8 -d2s -s "$work/xrtc.lua" "http://127.0.0.1:$CS_PORT/xrtc/v1/item/set" >/dev/null
