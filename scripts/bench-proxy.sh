@@ -25,6 +25,7 @@
 #   TARGETS="nginx nginx-log cs-xrtc cs-xrtc-info cs-xrtc-redis" scripts/bench-proxy.sh   # logs and Redis
 #   BASE_BIN=/tmp/countersign-old TARGETS="nginx cs-xrtc base-xrtc cs-teamdrive base-teamdrive" \
 #     scripts/bench-proxy.sh   # another build (e.g. the last release) on the same config, same run
+#   TARGETS="nginx nginx-tts cs-xrtc cs-tts" scripts/bench-proxy.sh   # tts against nginx with the same body
 #   SCHED=batch scripts/bench-proxy.sh   # nginx's workers and countersign both under SCHED_BATCH
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -200,7 +201,7 @@ workers() { pgrep -P "$(cat "$1")" | tr '\n' ' '; }
 procs_of() {
   case $1 in
     direct) workers "$work/nginx.pid" ;;
-    nginx) workers "$work/proxy/nginx.pid" ;;
+    nginx|nginx-tts) workers "$work/proxy/nginx.pid" ;;
     nginx-log) workers "$work/proxy-log/nginx.pid" ;;
     cs-xrtc-redis) echo "$cs2_pid $redis_pid" ;;
     cs-xrtc-info) echo "$cs3_pid" ;;
@@ -254,6 +255,8 @@ for r in $(seq "$ROUNDS"); do
     case $t in
       direct) run direct "http://127.0.0.1:$UP_PORT/v1/item/set" ;;
       nginx) run nginx "http://127.0.0.1:$NGX_PORT/v1/item/set" ;;
+      # nginx proxying tts's 1 kB body: what the body's size alone costs.
+      nginx-tts) run nginx-tts "http://127.0.0.1:$NGX_PORT/tts/www.example.com" tts.lua ;;
       cs-xrtc) run cs-xrtc "http://127.0.0.1:$CS_PORT/xrtc/v1/item/set" ;;
       cs-utilsio) run cs-utilsio "http://127.0.0.1:$CS_PORT/utilsio/subscription" utilsio.lua ;;
       cs-teamdrive) run cs-teamdrive "http://127.0.0.1:$CS_PORT/teamdrive/yvva/api/api.xml" teamdrive.lua ;;
