@@ -153,10 +153,10 @@ pub fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::ne
     Ok(out)
 }
 
-/// Thread-per-core: one thread per listener, each running a single-threaded
-/// runtime that accepts, proxies and drives its own upstream connections, so
-/// a request never waits on another thread (no work stealing, no cross-thread
-/// wake-ups). The threads share the gateway (sessions, limits, config) and
+/// One thread per listener (two per core by default), each running a
+/// single-threaded runtime that accepts, proxies and drives its own upstream
+/// connections, so a request never waits on another thread (no work
+/// stealing, no cross-thread wake-ups). The threads share the gateway (sessions, limits, config) and
 /// each drains for `shutdown_grace` once `stop` turns true.
 pub fn serve_workers(
     gateway: Arc<Gateway>,

@@ -1,5 +1,5 @@
 //! `countersign run`: the production wiring. Builds the gateway, binds the
-//! listeners (thread-per-core workers for TCP, one runtime for a unix
+//! listeners (worker threads for TCP, two per core, one runtime for a unix
 //! socket) and the admin listener, reloads on SIGHUP and on file changes,
 //! and on `shutdown` drains in-flight requests and writes state.
 
