@@ -39,6 +39,20 @@ fn kind_defaults_apply() {
 }
 
 #[test]
+fn workers_default_to_two_per_core() {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    assert_eq!(from_toml(GOOD).unwrap().server.workers, 2 * cores);
+    let three = GOOD.replace("[server]", "[server]\nworkers = 3");
+    assert_eq!(from_toml(&three).unwrap().server.workers, 3);
+    let none = GOOD.replace("[server]", "[server]\nworkers = 0");
+    let problems = from_toml(&none).unwrap_err();
+    assert!(
+        problems.iter().any(|p| p.to_string().contains("workers")),
+        "{problems:?}"
+    );
+}
+
+#[test]
 fn every_problem_is_reported_with_its_path() {
     let text = r#"
 [server]
