@@ -128,6 +128,20 @@ fn bench(c: &mut Criterion) {
             )
         },
     );
+    // What the proxy path runs: the same, without the record for `explain`.
+    g.bench_function(
+        format!("binance recipe sign, GET {} B query", get.query.len()),
+        |b| {
+            b.iter_batched(
+                || get.clone(),
+                |mut req| {
+                    recipe.sign(&mut req, &env).unwrap();
+                    req
+                },
+                BatchSize::PerIteration,
+            )
+        },
+    );
     g.bench_function(
         format!("bare hmac_sha256+hex, {} B", covered_post.len()),
         |b| b.iter(|| bare_hmac(covered_post.as_bytes())),

@@ -136,11 +136,13 @@ impl Env for RequestEnv {
 }
 
 impl RecipeKind {
-    /// Applies the recipe to `out` with `env`; on error nothing is to be sent.
+    /// Applies the recipe to `out` with `env`; on error nothing is to be
+    /// sent. `show`: record what each step set (for `explain`).
     fn apply(
         &self,
         out: &mut Outgoing,
         env: &dyn Env,
+        show: bool,
     ) -> Result<crate::recipe::Applied, ProxyError> {
         let (path, query) = match out.path_and_query.split_once('?') {
             Some((p, q)) => (p, q),
@@ -153,7 +155,14 @@ impl RecipeKind {
             headers: std::mem::take(&mut out.headers),
             body: out.body.clone().unwrap_or_default(),
         };
-        let applied = self.recipe.apply(&mut req, env).map_err(|e| match e {
+        let applied = if show {
+            self.recipe.apply(&mut req, env)
+        } else {
+            self.recipe
+                .sign(&mut req, env)
+                .map(|()| crate::recipe::Applied::default())
+        };
+        let applied = applied.map_err(|e| match e {
             ApplyError::Step { .. } => ProxyError::BadRequestBody(format!(
                 "the route's recipe cannot sign this request: {e}"
             )),
@@ -193,7 +202,7 @@ impl Kind for RecipeKind {
     fn sign(&self, out: &mut Outgoing, _: Option<&Secret>) -> Result<(), ProxyError> {
         // Without I/O: `monotonic_ms()` from a counter of this call's own
         // (requests that use it are signed by `sign_async`).
-        self.apply(out, &MemoryEnv::system()).map(|_| ())
+        self.apply(out, &MemoryEnv::system(), false).map(|_| ())
     }
 
     fn signs_async(&self) -> bool {
@@ -211,7 +220,7 @@ impl Kind for RecipeKind {
                 now: SystemTime::now(),
                 monotonic: Some(value),
             };
-            self.apply(out, &env).map(|_| ())
+            self.apply(out, &env, false).map(|_| ())
         })
     }
 
@@ -220,7 +229,7 @@ impl Kind for RecipeKind {
         out: &mut Outgoing,
         _: Option<&Secret>,
     ) -> Result<Vec<(String, String)>, ProxyError> {
-        let applied = self.apply(out, &MemoryEnv::system())?;
+        let applied = self.apply(out, &MemoryEnv::system(), true)?;
         let mut inputs = Vec::new();
         for (i, step) in applied.steps.iter().enumerate() {
             for (target, shown) in step {

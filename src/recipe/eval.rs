@@ -113,10 +113,13 @@ impl VariableResolver for StepScope<'_> {
     }
 }
 
+/// `show`: record what each step set (for `explain`); the proxy path
+/// signs without the record.
 pub(super) fn apply(
     recipe: &Recipe,
     req: &mut RecipeRequest,
     env: &dyn Env,
+    show: bool,
 ) -> Result<Applied, ApplyError> {
     hygiene(recipe, req)?;
 
@@ -154,13 +157,15 @@ pub(super) fn apply(
     // not copy the query again and again.
     req.query.reserve(96 * recipe.owned_query.len());
     let mut applied = Applied {
-        steps: Vec::with_capacity(recipe.steps.len()),
+        steps: Vec::with_capacity(if show { recipe.steps.len() } else { 0 }),
     };
     let instant = (CelInt::from(now_ms), monotonic.map(CelInt::from));
     for (i, step) in recipe.steps.iter().enumerate() {
         let results = evaluate(recipe, i, step, req, &progress, &instant)?;
-        let shown = apply_step(recipe, i, step, results, req, &mut progress)?;
-        applied.steps.push(shown);
+        let shown = apply_step(recipe, i, step, results, req, &mut progress, show)?;
+        if show {
+            applied.steps.push(shown);
+        }
     }
     Ok(applied)
 }
@@ -442,13 +447,14 @@ fn apply_step<'r>(
     results: Vec<Value>,
     req: &mut RecipeRequest,
     progress: &mut Progress<'r>,
+    show: bool,
 ) -> Result<Vec<(String, Shown)>, ApplyError> {
     let Progress {
         hidden,
         set_vars,
         present,
     } = progress;
-    let mut shown = Vec::with_capacity(step.targets.len());
+    let mut shown = Vec::with_capacity(if show { step.targets.len() } else { 0 });
     let mut query: Vec<(&str, Option<String>)> = Vec::new();
     let mut body: Vec<(&str, Option<String>)> = Vec::new();
     let mut body_kind = None;
@@ -460,15 +466,18 @@ fn apply_step<'r>(
             message,
         };
         if let Kind::Var = target.kind {
-            let show = match (&value, target.secret) {
-                (Value::Null, _) => Shown::Removed,
-                (_, true) => Shown::Redacted,
-                (v, false) => Shown::Value(redact(literal(v), hidden)),
-            };
+            if show {
+                let seen = match (&value, target.secret) {
+                    (Value::Null, _) => Shown::Removed,
+                    (_, true) => Shown::Redacted,
+                    (v, false) => Shown::Value(redact(literal(v), hidden)),
+                };
+                shown.push((target.label.clone(), seen));
+            }
+            // Hidden either way: error messages are redacted with it.
             if target.secret {
                 hide(&value, hidden);
             }
-            shown.push((target.label.clone(), show));
             let val = match value {
                 Value::Null => None,
                 v => Box::<dyn Val>::try_from(v).ok(),
@@ -481,12 +490,14 @@ fn apply_step<'r>(
         }
         let json = matches!(target.kind, Kind::Json);
         let text = wire_text(&value, json).map_err(&fail)?;
-        let show = match &text {
-            None => Shown::Removed,
-            Some(t) if target.secret || contains_any(t.as_bytes(), hidden) => Shown::Redacted,
-            Some(t) => Shown::Value(t.clone()),
-        };
-        shown.push((target.label.clone(), show));
+        if show {
+            let seen = match &text {
+                None => Shown::Removed,
+                Some(t) if target.secret || contains_any(t.as_bytes(), hidden) => Shown::Redacted,
+                Some(t) => Shown::Value(t.clone()),
+            };
+            shown.push((target.label.clone(), seen));
+        }
         match &target.kind {
             Kind::Header(name) => match text {
                 None => {

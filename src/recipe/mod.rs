@@ -335,6 +335,12 @@ impl Recipe {
     /// Signs `req` in place: strips what the recipe sets, then runs every
     /// step. On error `req` is half-done and must not be sent.
     pub fn apply(&self, req: &mut RecipeRequest, env: &dyn Env) -> Result<Applied, ApplyError> {
-        eval::apply(self, req, env)
+        eval::apply(self, req, env, true)
+    }
+
+    /// [`apply`](Self::apply) without the record of what each step set:
+    /// the proxy path, which only sends the request.
+    pub fn sign(&self, req: &mut RecipeRequest, env: &dyn Env) -> Result<(), ApplyError> {
+        eval::apply(self, req, env, false).map(|_| ())
     }
 }

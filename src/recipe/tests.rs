@@ -1663,9 +1663,51 @@ fn no_secret_in_error_messages() {
             &[&[("var.k", "'x' + secrets.s")], &[("header.x", expr)]],
         );
         let err = r.apply(&mut get("/", ""), &at_ms(1)).expect_err(expr);
+        // The proxy path's errors, with no record of the steps kept.
+        let quiet = r.sign(&mut get("/", ""), &at_ms(1)).expect_err(expr);
+        assert_eq!(format!("{quiet}"), format!("{err}"), "{expr}");
         let text = format!("{err} {err:?}");
         assert!(!text.contains("hunter2"), "{expr}: {text}");
         assert!(text.starts_with("sign[1].header.x: "), "{expr}: {text}");
+    }
+}
+
+#[test]
+fn sign_sends_what_apply_sends() {
+    let derived = recipe(
+        &[("s", SECRET)],
+        &[("plain", "p")],
+        &[
+            &[("var.k", "secrets.s + '!'"), ("var.p", "vars.plain")],
+            &[
+                ("header.authorization", "'Bearer ' + vars.k"),
+                ("query.p", "vars.p"),
+                ("form.sig", "hex(hmac_sha256(secrets.s, request.query))"),
+            ],
+        ],
+    );
+    let form = "application/x-www-form-urlencoded";
+    let cases = [
+        (binance(), get("/api/v3/order", "symbol=LTCBTC&side=BUY")),
+        (
+            okx(),
+            post(
+                "/api/v5/trade/order",
+                "application/json",
+                r#"{"instId":"BTC-USDT"}"#,
+            ),
+        ),
+        (derived, post("/x", form, "a=1&b=two")),
+    ];
+    for (r, req) in cases {
+        let (mut shown, mut quiet) = (req.clone(), req);
+        let applied = r.apply(&mut shown, &at_ms(1_499_827_319_559)).unwrap();
+        assert!(!applied.steps.is_empty());
+        r.sign(&mut quiet, &at_ms(1_499_827_319_559)).unwrap();
+        assert_eq!(quiet.query, shown.query);
+        assert_eq!(quiet.body, shown.body);
+        assert_eq!(quiet.headers, shown.headers);
+        assert_eq!(quiet.path, shown.path);
     }
 }
 
