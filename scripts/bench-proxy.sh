@@ -15,8 +15,9 @@
 # the proxy's CPU time per request (user + system, from /proc, over the
 # round: the nginx workers for nginx, the countersign process for a route,
 # plus Redis for cs-xrtc-redis, the upstream for direct) and its ratio to
-# nginx's, the proxy's sleeps (voluntary context switches) per request, and
-# countersign's peak RSS. With everything on the same cores,
+# nginx's, the kernel's part of that CPU, the proxy's sleeps (voluntary
+# context switches) and preemptions (involuntary ones) per request, the
+# machine's idle time over the round, and countersign's peak RSS. With everything on the same cores,
 # requests/s moves by 10-25 % between rounds as the scheduler interleaves
 # wrk, the proxy and the upstream; CPU per request moves far less.
 #
@@ -197,6 +198,14 @@ ticks() {
   done
   echo "$sum"
 }
+# The system (kernel) part of that.
+sys_ticks() {
+  local p sum=0
+  for p in "$@"; do
+    sum=$((sum + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $13}')))
+  done
+  echo "$sum"
+}
 # Voluntary context switches (a thread blocking with nothing to do) of the
 # given processes' threads so far. Per request, nginx sleeps ~0.02 times;
 # a proxy that sleeps far more is handing its core to whatever it woke
@@ -208,6 +217,19 @@ sleeps() {
   done
   echo "$sum"
 }
+# Involuntary context switches (a thread preempted while it had work) of
+# the given processes' threads so far.
+preempts() {
+  local p sum=0
+  for p in "$@"; do
+    sum=$((sum + $(cat /proc/"$p"/task/*/status 2>/dev/null | awk '/^nonvoluntary_ctxt_switches/ {s += $2} END {print s + 0}')))
+  done
+  echo "$sum"
+}
+# The machine's idle and total time so far (jiffies, all cores): a proxy
+# that leaves a core idle while wrk waits on it loses requests/s that its
+# CPU per request does not explain.
+idle_total() { awk '/^cpu / {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
 # The processes whose CPU counts for a target: nginx's workers (children of
 # its master) or a countersign process, with Redis for the Redis route.
 workers() { pgrep -P "$(cat "$1")" | tr '\n' ' '; }
@@ -224,29 +246,45 @@ procs_of() {
 }
 hz=$(getconf CLK_TCK)
 
-run() { # name url [script] -> appends "rps p50 p99 cpu-us-per-request sleeps-per-request" to $work/name
-  local out procs before after slept
+run() { # name url [script] -> appends "rps p50 p99 cpu-us-per-request sleeps-per-request
+  # sys-us-per-request preempted-per-request idle-percent" to $work/name
+  local out procs before after slept preempted
   procs=$(procs_of "$1")
   # shellcheck disable=SC2086 # one pid per word
   before=$(ticks $procs)
   # shellcheck disable=SC2086
+  local sys0 sys1 sys
+  sys0=$(sys_ticks $procs)
+  # shellcheck disable=SC2086
   slept=$(sleeps $procs)
+  # shellcheck disable=SC2086
+  preempted=$(preempts $procs)
+  local idle0 idle1
+  idle0=$(idle_total)
   out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$work/${3:-xrtc.lua}" "$2")
   # shellcheck disable=SC2086
   after=$(ticks $procs)
   # shellcheck disable=SC2086
+  sys1=$(sys_ticks $procs)
+  # shellcheck disable=SC2086
+  idle1=$(idle_total)
   slept=$(( $(sleeps $procs) - slept ))
-  local rps p50 p99 non2xx reqs cpu slp_req
+  # shellcheck disable=SC2086
+  preempted=$(( $(preempts $procs) - preempted ))
+  local rps p50 p99 non2xx reqs cpu slp_req pre_req idle
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   cpu=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$reqs" 'BEGIN {printf "%.2f", t * 1e6 / hz / n}')
+  sys=$(awk -v t=$((sys1 - sys0)) -v hz="$hz" -v n="$reqs" 'BEGIN {printf "%.2f", t * 1e6 / hz / n}')
   slp_req=$(awk -v s="$slept" -v n="$reqs" 'BEGIN {printf "%.3f", s / n}')
+  idle=$(echo "$idle0 $idle1" | awk '{printf "%.1f", 100 * ($3 - $1) / ($4 - $2)}')
+  pre_req=$(awk -v s="$preempted" -v n="$reqs" 'BEGIN {printf "%.3f", s / n}')
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}' | to_ms)
   p99=$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)
   non2xx=$(echo "$out" | awk '/Non-2xx/ {print $4}')
   [ -n "$non2xx" ] && echo "warning: $1 had $non2xx non-2xx answers" >&2
-  echo "$rps $p50 $p99 $cpu $slp_req" >> "$work/$1"
-  printf '  %-12s %10.0f req/s  p50 %8.3f ms  p99 %8.3f ms  cpu %6.2f us/req  sleeps %5.3f/req\n' "$1" "$rps" "$p50" "$p99" "$cpu" "$slp_req"
+  echo "$rps $p50 $p99 $cpu $slp_req $sys $pre_req $idle" >> "$work/$1"
+  printf '  %-12s %10.0f req/s  p50 %8.3f ms  p99 %8.3f ms  cpu %6.2f us/req (sys %5.2f)  sleeps %5.3f/req  preempted %5.3f/req  idle %4s %%\n' "$1" "$rps" "$p50" "$p99" "$cpu" "$sys" "$slp_req" "$pre_req" "$idle"
 }
 
 # SCHED=batch: every proxy (nginx's workers, each countersign) under the
@@ -297,13 +335,14 @@ done
 avg() { awk -v c="$2" '{s+=$c; n++} END {printf "%.3f", s/n}' "$work/$1"; }
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$cs_pid/status")
 echo
-printf '%-13s %10s %9s %9s %12s %12s %12s %10s %10s %10s\n' "" "req/s" "p50 ms" "p99 ms" "rps/nginx" "p99/nginx" "rps/direct" "cpu us/req" "cpu/nginx" "sleeps/req"
+printf '%-13s %10s %9s %9s %12s %12s %12s %10s %10s %10s %10s %10s %7s\n' "" "req/s" "p50 ms" "p99 ms" "rps/nginx" "p99/nginx" "rps/direct" "cpu us/req" "sys us/req" "cpu/nginx" "sleeps/req" "preempt/req" "idle %"
 [ -f "$work/nginx" ] || { echo "nginx must be among TARGETS (the baseline)" >&2; exit 2; }
 n_rps=$(avg nginx 1); n_p99=$(avg nginx 3); n_cpu=$(avg nginx 4); d_rps=$( [ -f "$work/direct" ] && avg direct 1 || echo 0)
 for name in $TARGETS; do
   rps=$(avg "$name" 1); p50=$(avg "$name" 2); p99=$(avg "$name" 3); cpu=$(avg "$name" 4); slp=$(avg "$name" 5)
-  awk -v n="$name" -v r="$rps" -v a="$p50" -v b="$p99" -v c="$cpu" -v z="$slp" -v nr="$n_rps" -v np="$n_p99" -v nc="$n_cpu" -v dr="$d_rps" \
-    'BEGIN {printf "%-13s %10.0f %9.3f %9.3f %12.2f %12.2f %12.2f %10.2f %10.2f %10.3f\n", n, r, a, b, r/nr, b/np, (dr > 0 ? r/dr : 0), c, c/nc, z}'
+  sys=$(avg "$name" 6); pre=$(avg "$name" 7); idle=$(avg "$name" 8)
+  awk -v n="$name" -v r="$rps" -v a="$p50" -v b="$p99" -v c="$cpu" -v z="$slp" -v s="$sys" -v e="$pre" -v i="$idle" -v nr="$n_rps" -v np="$n_p99" -v nc="$n_cpu" -v dr="$d_rps" \
+    'BEGIN {printf "%-13s %10.0f %9.3f %9.3f %12.2f %12.2f %12.2f %10.2f %10.2f %10.2f %10.3f %10.3f %7.1f\n", n, r, a, b, r/nr, b/np, (dr > 0 ? r/dr : 0), c, s, c/nc, z, e, i}'
 done
 echo "countersign peak RSS: $((rss_kb / 1024)) MiB"
 # What sharing limits through Redis costs: scripts run (a round trip each,
