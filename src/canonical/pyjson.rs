@@ -314,6 +314,23 @@ fn prefix_at(input: &[u8], at: usize, len: usize) -> u64 {
     }
 }
 
+/// Appends `input[from..to]` to `out`. Keys, numbers and short strings
+/// are mostly 32 bytes or less: when the input runs on 32 bytes from
+/// `from`, those are copied as one fixed-size block (inline moves, not a
+/// call into memcpy for a few bytes) and the excess cut off again.
+#[inline(always)]
+fn put_span(out: &mut Vec<u8>, input: &[u8], from: usize, to: usize) {
+    let len = to - from;
+    match input.get(from..from + 32).map(<&[u8; 32]>::try_from) {
+        Some(Ok(block)) if len <= 32 => {
+            let keep = out.len() + len;
+            out.extend_from_slice(block);
+            out.truncate(keep);
+        }
+        _ => out.extend_from_slice(&input[from..to]),
+    }
+}
+
 /// A stable sort: an insertion sort for the small objects most bodies are
 /// made of (cheaper there than the general sort's setup), else the std one.
 fn sort_stable<T>(v: &mut [T], order: impl Fn(&T, &T) -> std::cmp::Ordering) {
@@ -452,7 +469,7 @@ impl Parser<'_, '_> {
                 self.keys.push(decoded);
                 (Key::Decoded(self.keys.len() as u32 - 1), prefix)
             } else {
-                self.out.extend_from_slice(&self.b[quote..self.i]);
+                put_span(self.out, self.b, quote, self.i);
                 let (at, len) = (quote + 1, self.i - quote - 2);
                 let key = Key::Input {
                     at: at as u32,
@@ -688,7 +705,7 @@ impl Parser<'_, '_> {
         let end = skip_printable(self.b, start + 1);
         if self.b.get(end) == Some(&b'"') {
             self.i = end + 1;
-            self.out.extend_from_slice(&self.b[start..self.i]);
+            put_span(self.out, self.b, start, self.i);
             return Ok(());
         }
         self.out.extend_from_slice(&self.b[start..end]);
@@ -813,14 +830,12 @@ impl Parser<'_, '_> {
         let number = &self.b[start..self.i];
         match (frac, exponent) {
             // Python's int has no negative zero.
-            (None, false) => {
-                self.out
-                    .extend_from_slice(if number == b"-0" { b"0" } else { number })
-            }
+            (None, false) if number == b"-0" => self.out.push(b'0'),
+            (None, false) => put_span(self.out, self.b, start, self.i),
             (Some(ref frac), false)
                 if own_repr(int_len, self.b[int_at] == b'0', &self.b[frac.clone()]) =>
             {
-                self.out.extend_from_slice(number)
+                put_span(self.out, self.b, start, self.i)
             }
             _ => push_float_text(self.out, number),
         }
