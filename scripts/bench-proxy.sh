@@ -17,7 +17,10 @@
 # plus Redis for cs-xrtc-redis, the upstream for direct) and its ratio to
 # nginx's, the kernel's part of that CPU, the proxy's sleeps (voluntary
 # context switches) and preemptions (involuntary ones) per request, the
-# machine's idle time over the round, and countersign's peak RSS. With everything on the same cores,
+# machine's idle time over the round, what everything else (wrk, the
+# upstream) spent per request, and countersign's peak RSS. With no idle
+# time, requests/s = cores / (proxy + others): docs/performance.md, "What
+# the tts bar asks for". With everything on the same cores,
 # requests/s moves by 10-25 % between rounds as the scheduler interleaves
 # wrk, the proxy and the upstream; CPU per request moves far less.
 #
@@ -28,6 +31,7 @@
 #   BASE_BIN=/tmp/countersign-old TARGETS="nginx cs-xrtc base-xrtc cs-teamdrive base-teamdrive" \
 #     scripts/bench-proxy.sh   # another build (e.g. the last release) on the same config, same run
 #   TARGETS="nginx nginx-tts cs-xrtc cs-tts" scripts/bench-proxy.sh   # tts against nginx with the same body
+#   BASE_WORKERS=2 TARGETS="nginx cs-tts base-tts" scripts/bench-proxy.sh   # this build with 2 worker threads
 #   SCHED=batch scripts/bench-proxy.sh   # nginx's workers and countersign both under SCHED_BATCH
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +47,9 @@ TARGETS=${TARGETS:-direct nginx cs-xrtc cs-utilsio cs-teamdrive cs-tts cs-xrtc-r
 REDIS_PORT=${REDIS_PORT:-18204}
 CS3_PORT=${CS3_PORT:-18205}
 BASE_PORT=${BASE_PORT:-18207}
-BASE_BIN=${BASE_BIN:-}
+BASE_WORKERS=${BASE_WORKERS:-}
+# BASE_WORKERS alone: this build again, with that many worker threads.
+BASE_BIN=${BASE_BIN:-${BASE_WORKERS:+target/release/countersign}}
 NGX2_PORT=${NGX2_PORT:-18206}
 
 . scripts/lib.sh
@@ -133,8 +139,8 @@ pids+=("$cs_pid")
 ports="$CS_PORT $CS2_PORT $CS3_PORT"
 # A baseline build on the same routes (its own state dir and port).
 if [ -n "$BASE_BIN" ]; then
-  sed -e "s|^listen = .*|listen = \"127.0.0.1:$BASE_PORT\"|" -e "s|^state_dir = .*|state_dir = \"$work/state-base\"|" \
-    "$work/cs.toml" > "$work/cs-base.toml"
+  sed -e "s|^listen = .*|listen = \"127.0.0.1:$BASE_PORT\"${BASE_WORKERS:+\\nworkers = $BASE_WORKERS}|" \
+    -e "s|^state_dir = .*|state_dir = \"$work/state-base\"|" "$work/cs.toml" > "$work/cs-base.toml"
   RUST_LOG=warn "$BASE_BIN" run -c "$work/cs-base.toml" 2>"$work/cs-base.log" &
   base_pid=$!
   pids+=("$base_pid")
@@ -271,20 +277,24 @@ run() { # name url [script] -> appends "rps p50 p99 cpu-us-per-request sleeps-pe
   slept=$(( $(sleeps $procs) - slept ))
   # shellcheck disable=SC2086
   preempted=$(( $(preempts $procs) - preempted ))
-  local rps p50 p99 non2xx reqs cpu slp_req pre_req idle
+  local rps p50 p99 non2xx reqs cpu slp_req pre_req idle others
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   cpu=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$reqs" 'BEGIN {printf "%.2f", t * 1e6 / hz / n}')
   sys=$(awk -v t=$((sys1 - sys0)) -v hz="$hz" -v n="$reqs" 'BEGIN {printf "%.2f", t * 1e6 / hz / n}')
   slp_req=$(awk -v s="$slept" -v n="$reqs" 'BEGIN {printf "%.3f", s / n}')
   idle=$(echo "$idle0 $idle1" | awk '{printf "%.1f", 100 * ($3 - $1) / ($4 - $2)}')
+  # Everything else the machine ran per request (wrk, the upstream, the
+  # kernel's work for them): its busy time less the proxy's.
+  others=$(echo "$idle0 $idle1" | awk -v hz="$hz" -v n="$reqs" -v c="$cpu" \
+    '{printf "%.2f", (($4 - $2) - ($3 - $1)) * 1e6 / hz / n - c}')
   pre_req=$(awk -v s="$preempted" -v n="$reqs" 'BEGIN {printf "%.3f", s / n}')
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}' | to_ms)
   p99=$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)
   non2xx=$(echo "$out" | awk '/Non-2xx/ {print $4}')
   [ -n "$non2xx" ] && echo "warning: $1 had $non2xx non-2xx answers" >&2
-  echo "$rps $p50 $p99 $cpu $slp_req $sys $pre_req $idle" >> "$work/$1"
-  printf '  %-12s %10.0f req/s  p50 %8.3f ms  p99 %8.3f ms  cpu %6.2f us/req (sys %5.2f)  sleeps %5.3f/req  preempted %5.3f/req  idle %4s %%\n' "$1" "$rps" "$p50" "$p99" "$cpu" "$sys" "$slp_req" "$pre_req" "$idle"
+  echo "$rps $p50 $p99 $cpu $slp_req $sys $pre_req $idle $others" >> "$work/$1"
+  printf '  %-12s %10.0f req/s  p50 %8.3f ms  p99 %8.3f ms  cpu %6.2f us/req (sys %5.2f)  sleeps %5.3f/req  preempted %5.3f/req  idle %4s %%  others %6.2f us/req\n' "$1" "$rps" "$p50" "$p99" "$cpu" "$sys" "$slp_req" "$pre_req" "$idle" "$others"
 }
 
 # SCHED=batch: every proxy (nginx's workers, each countersign) under the
@@ -335,14 +345,14 @@ done
 avg() { awk -v c="$2" '{s+=$c; n++} END {printf "%.3f", s/n}' "$work/$1"; }
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$cs_pid/status")
 echo
-printf '%-13s %10s %9s %9s %12s %12s %12s %10s %10s %10s %10s %10s %7s\n' "" "req/s" "p50 ms" "p99 ms" "rps/nginx" "p99/nginx" "rps/direct" "cpu us/req" "sys us/req" "cpu/nginx" "sleeps/req" "preempt/req" "idle %"
+printf '%-13s %10s %9s %9s %12s %12s %12s %10s %10s %10s %10s %10s %7s %10s\n' "" "req/s" "p50 ms" "p99 ms" "rps/nginx" "p99/nginx" "rps/direct" "cpu us/req" "sys us/req" "cpu/nginx" "sleeps/req" "preempt/req" "idle %" "others us"
 [ -f "$work/nginx" ] || { echo "nginx must be among TARGETS (the baseline)" >&2; exit 2; }
 n_rps=$(avg nginx 1); n_p99=$(avg nginx 3); n_cpu=$(avg nginx 4); d_rps=$( [ -f "$work/direct" ] && avg direct 1 || echo 0)
 for name in $TARGETS; do
   rps=$(avg "$name" 1); p50=$(avg "$name" 2); p99=$(avg "$name" 3); cpu=$(avg "$name" 4); slp=$(avg "$name" 5)
-  sys=$(avg "$name" 6); pre=$(avg "$name" 7); idle=$(avg "$name" 8)
-  awk -v n="$name" -v r="$rps" -v a="$p50" -v b="$p99" -v c="$cpu" -v z="$slp" -v s="$sys" -v e="$pre" -v i="$idle" -v nr="$n_rps" -v np="$n_p99" -v nc="$n_cpu" -v dr="$d_rps" \
-    'BEGIN {printf "%-13s %10.0f %9.3f %9.3f %12.2f %12.2f %12.2f %10.2f %10.2f %10.2f %10.3f %10.3f %7.1f\n", n, r, a, b, r/nr, b/np, (dr > 0 ? r/dr : 0), c, s, c/nc, z, e, i}'
+  sys=$(avg "$name" 6); pre=$(avg "$name" 7); idle=$(avg "$name" 8); oth=$(avg "$name" 9)
+  awk -v n="$name" -v r="$rps" -v a="$p50" -v b="$p99" -v c="$cpu" -v z="$slp" -v s="$sys" -v e="$pre" -v i="$idle" -v o="$oth" -v nr="$n_rps" -v np="$n_p99" -v nc="$n_cpu" -v dr="$d_rps" \
+    'BEGIN {printf "%-13s %10.0f %9.3f %9.3f %12.2f %12.2f %12.2f %10.2f %10.2f %10.2f %10.3f %10.3f %7.1f %10.2f\n", n, r, a, b, r/nr, b/np, (dr > 0 ? r/dr : 0), c, s, c/nc, z, e, i, o}'
 done
 echo "countersign peak RSS: $((rss_kb / 1024)) MiB"
 # What sharing limits through Redis costs: scripts run (a round trip each,
