@@ -20,7 +20,8 @@
 # machine's idle time over the round, what everything else (wrk, the
 # upstream) spent per request, and countersign's peak RSS. With no idle
 # time, requests/s = cores / (proxy + others): docs/performance.md, "What
-# the tts bar asks for". With everything on the same cores,
+# the tts bar asks for". busy/nginx is that rate against nginx's, as if
+# neither had left a core idle: (nginx's cpu + others) / (this one's). With everything on the same cores,
 # requests/s moves by 10-25 % between rounds as the scheduler interleaves
 # wrk, the proxy and the upstream; CPU per request moves far less.
 #
@@ -345,14 +346,14 @@ done
 avg() { awk -v c="$2" '{s+=$c; n++} END {printf "%.3f", s/n}' "$work/$1"; }
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$cs_pid/status")
 echo
-printf '%-13s %10s %9s %9s %12s %12s %12s %10s %10s %10s %10s %10s %7s %10s\n' "" "req/s" "p50 ms" "p99 ms" "rps/nginx" "p99/nginx" "rps/direct" "cpu us/req" "sys us/req" "cpu/nginx" "sleeps/req" "preempt/req" "idle %" "others us"
+printf '%-13s %10s %9s %9s %12s %12s %12s %10s %10s %10s %10s %10s %7s %10s %10s\n' "" "req/s" "p50 ms" "p99 ms" "rps/nginx" "p99/nginx" "rps/direct" "cpu us/req" "sys us/req" "cpu/nginx" "sleeps/req" "preempt/req" "idle %" "others us" "busy/nginx"
 [ -f "$work/nginx" ] || { echo "nginx must be among TARGETS (the baseline)" >&2; exit 2; }
-n_rps=$(avg nginx 1); n_p99=$(avg nginx 3); n_cpu=$(avg nginx 4); d_rps=$( [ -f "$work/direct" ] && avg direct 1 || echo 0)
+n_rps=$(avg nginx 1); n_p99=$(avg nginx 3); n_cpu=$(avg nginx 4); n_oth=$(avg nginx 9); d_rps=$( [ -f "$work/direct" ] && avg direct 1 || echo 0)
 for name in $TARGETS; do
   rps=$(avg "$name" 1); p50=$(avg "$name" 2); p99=$(avg "$name" 3); cpu=$(avg "$name" 4); slp=$(avg "$name" 5)
   sys=$(avg "$name" 6); pre=$(avg "$name" 7); idle=$(avg "$name" 8); oth=$(avg "$name" 9)
-  awk -v n="$name" -v r="$rps" -v a="$p50" -v b="$p99" -v c="$cpu" -v z="$slp" -v s="$sys" -v e="$pre" -v i="$idle" -v o="$oth" -v nr="$n_rps" -v np="$n_p99" -v nc="$n_cpu" -v dr="$d_rps" \
-    'BEGIN {printf "%-13s %10.0f %9.3f %9.3f %12.2f %12.2f %12.2f %10.2f %10.2f %10.2f %10.3f %10.3f %7.1f %10.2f\n", n, r, a, b, r/nr, b/np, (dr > 0 ? r/dr : 0), c, s, c/nc, z, e, i, o}'
+  awk -v n="$name" -v r="$rps" -v a="$p50" -v b="$p99" -v c="$cpu" -v z="$slp" -v s="$sys" -v e="$pre" -v i="$idle" -v o="$oth" -v no="$n_oth" -v nr="$n_rps" -v np="$n_p99" -v nc="$n_cpu" -v dr="$d_rps" \
+    'BEGIN {printf "%-13s %10.0f %9.3f %9.3f %12.2f %12.2f %12.2f %10.2f %10.2f %10.2f %10.3f %10.3f %7.1f %10.2f %10.2f\n", n, r, a, b, r/nr, b/np, (dr > 0 ? r/dr : 0), c, s, c/nc, z, e, i, o, (nc + no) / (c + o)}'
 done
 echo "countersign peak RSS: $((rss_kb / 1024)) MiB"
 # What sharing limits through Redis costs: scripts run (a round trip each,
