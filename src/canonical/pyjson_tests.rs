@@ -109,6 +109,42 @@ fn refusals_name_line_and_column() {
 }
 
 /// The owned tree, as code builds it (explain prints a secret through it).
+/// Keys, strings and integers of every length around the parser's 32-byte
+/// block copy, at the very end of the input (fewer than 32 bytes after
+/// them) and far from it: each printed whole, nothing of what follows.
+#[test]
+fn spans_of_every_length_copy_exactly() {
+    let far = "z".repeat(40);
+    for n in 0..=40 {
+        let (s, key, num) = (
+            "a".repeat(n),
+            format!("k{}", "b".repeat(n)),
+            format!("1{}", "0".repeat(n)),
+        );
+        let compact = format!(r#"{{"{key}":"{s}","n":{num}}}"#);
+        assert_eq!(
+            roundtrip(&compact),
+            format!(r#"{{"{key}": "{s}", "n": {num}}}"#),
+            "{n}"
+        );
+        let before = format!(r#"{{"{key}":"{s}","n":{num},"z":"{far}"}}"#);
+        assert_eq!(
+            roundtrip(&before),
+            format!(r#"{{"{key}": "{s}", "n": {num}, "z": "{far}"}}"#),
+            "{n}"
+        );
+        // Out of order: written, then moved (the two-member swap).
+        let swapped = format!(r#"[{{"n":{num},"{key}":"{s}"}}]"#);
+        assert_eq!(
+            roundtrip(&swapped),
+            format!(r#"[{{"{key}": "{s}", "n": {num}}}]"#),
+            "{n}"
+        );
+        assert_eq!(roundtrip(&format!("[{num}]")), format!("[{num}]"), "{n}");
+        assert_eq!(roundtrip(&format!("-{num}")), format!("-{num}"), "{n}");
+    }
+}
+
 #[test]
 fn values_built_in_code_print_as_cpython() {
     let mut v = Value::Object(vec![
