@@ -197,42 +197,35 @@ LUA
 # wrk prints latencies like 1.23ms / 456.78us / 1.02s; normalise to ms.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; printf "%.3f", v}'; }
 
-# CPU time (user + system, clock ticks) of the given processes so far.
-ticks() {
-  local p sum=0
+# A sum over the given processes of fields of /proc/PID/stat, counted
+# after the command name ($12 utime, $13 stime: clock ticks so far).
+stat_sum() {
+  local expr=$1 p sum=0
+  shift
   for p in "$@"; do
-    sum=$((sum + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+    sum=$((sum + $(sed 's/.*) //' "/proc/$p/stat" | awk "{print $expr}")))
   done
   echo "$sum"
 }
-# The system (kernel) part of that.
-sys_ticks() {
-  local p sum=0
+# CPU time (user + system) of the given processes so far, and its kernel part.
+ticks() { stat_sum '$12 + $13' "$@"; }
+sys_ticks() { stat_sum '$13' "$@"; }
+# A sum over the given processes' threads of a counter in their status.
+status_sum() {
+  local key=$1 p sum=0
+  shift
   for p in "$@"; do
-    sum=$((sum + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $13}')))
+    sum=$((sum + $(cat /proc/"$p"/task/*/status 2>/dev/null | awk -v k="$key:" '$1 == k {s += $2} END {print s + 0}')))
   done
   echo "$sum"
 }
-# Voluntary context switches (a thread blocking with nothing to do) of the
-# given processes' threads so far. Per request, nginx sleeps ~0.02 times;
-# a proxy that sleeps far more is handing its core to whatever it woke
-# (docs/performance.md, "Idle cores and SCHED_BATCH").
-sleeps() {
-  local p sum=0
-  for p in "$@"; do
-    sum=$((sum + $(cat /proc/"$p"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches/ {s += $2} END {print s + 0}')))
-  done
-  echo "$sum"
-}
-# Involuntary context switches (a thread preempted while it had work) of
-# the given processes' threads so far.
-preempts() {
-  local p sum=0
-  for p in "$@"; do
-    sum=$((sum + $(cat /proc/"$p"/task/*/status 2>/dev/null | awk '/^nonvoluntary_ctxt_switches/ {s += $2} END {print s + 0}')))
-  done
-  echo "$sum"
-}
+# Voluntary context switches (a thread blocking with nothing to do) so far.
+# Per request, nginx sleeps ~0.02 times; a proxy that sleeps far more is
+# handing its core to whatever it woke (docs/performance.md, "Idle cores
+# and SCHED_BATCH").
+sleeps() { status_sum voluntary_ctxt_switches "$@"; }
+# Involuntary context switches (a thread preempted while it had work) so far.
+preempts() { status_sum nonvoluntary_ctxt_switches "$@"; }
 # The machine's idle and total time so far (jiffies, all cores): a proxy
 # that leaves a core idle while wrk waits on it loses requests/s that its
 # CPU per request does not explain.
