@@ -108,7 +108,6 @@ fn refusals_name_line_and_column() {
     assert_eq!(doc_dumps(ok.as_bytes()).unwrap(), ok);
 }
 
-/// The owned tree, as code builds it (explain prints a secret through it).
 /// Keys, strings and integers of every length around the parser's 32-byte
 /// block copy, at the very end of the input (fewer than 32 bytes after
 /// them) and far from it: each printed whole, nothing of what follows.
@@ -145,6 +144,7 @@ fn spans_of_every_length_copy_exactly() {
     }
 }
 
+/// The owned tree, as code builds it (explain prints a secret through it).
 #[test]
 fn values_built_in_code_print_as_cpython() {
     let mut v = Value::Object(vec![
