@@ -226,6 +226,14 @@ pub async fn exchange(
     limits: Limits,
 ) -> Result<Response<WireBody>, ExchangeError> {
     let reused = conn.idle_since.is_some();
+    // The request goes out at the end of this round of the worker's event
+    // loop, after the other requests the round reads and signs: the round's
+    // writes reach the upstream back to back, and an upstream on the same
+    // machine wakes once for them, not once each. Under load this took tts
+    // from 59.9k to 65.0k requests/s (xrtc 77.8k -> 80.9k) with less kernel
+    // time on both sides; alone on a connection it costs one `epoll_wait`
+    // that does not block (docs/performance.md, "One wake-up per round").
+    tokio::task::yield_now().await;
     let write = async {
         conn.io.write_all(&req.head).await?;
         if !req.body.is_empty() {
